@@ -1,0 +1,187 @@
+//! `cvnotify check`: is this configuration able to run?
+//!
+//! Each check prints one line. Permissions are probed without touching real
+//! messages where possible: update and delete are tried on a message id that
+//! does not exist (storage checks authorization first, so 403 means denied
+//! and 404 means allowed); the poison queue gets a probe message that is
+//! deleted at once. Receive cannot be probed that way: if a message is
+//! there, it is received and made visible again immediately (its dequeue
+//! count goes up by one).
+
+use crate::config::Config;
+use crate::queue::azure::Connector;
+use crate::queue::{Queue, QueueError};
+use std::fmt;
+use std::time::Duration;
+
+/// One check's result.
+#[derive(Debug, Clone)]
+pub struct CheckLine {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl fmt::Display for CheckLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = if self.ok { "ok  " } else { "FAIL" };
+        write!(f, "{mark}  {:<10} {}", self.name, self.detail)
+    }
+}
+
+const MISSING_ID: &str = "00000000-0000-0000-0000-000000000000";
+const MISSING_RECEIPT: &str = "AgAAAAMAAAAAAAAAAAAAAAAAAAA=";
+
+fn line(name: &'static str, ok: bool, detail: impl Into<String>) -> CheckLine {
+    CheckLine {
+        name,
+        ok,
+        detail: detail.into(),
+    }
+}
+
+/// Whether a call on a missing message shows the operation is allowed.
+fn allowed_on_missing(r: Result<impl Sized, QueueError>) -> Result<(), QueueError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e @ (QueueError::Forbidden { .. } | QueueError::Unauthenticated { .. })) => Err(e),
+        Err(e) if e.is_transient() => Err(e),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Runs the network checks, printing each line through `out` as it is known.
+pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    let mut push = |l: CheckLine, lines: &mut Vec<CheckLine>| {
+        out(&l);
+        lines.push(l);
+    };
+    let connector = match Connector::from_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            push(line("client", false, e.to_string()), &mut lines);
+            return lines;
+        }
+    };
+    match connector.verify_credential().await {
+        Ok(()) if config.auth.mode.uses_token() => push(
+            line(
+                "token",
+                true,
+                format!(
+                    "got a storage token with auth.mode = \"{}\"",
+                    config.auth.mode.as_str()
+                ),
+            ),
+            &mut lines,
+        ),
+        Ok(()) => push(
+            line(
+                "token",
+                true,
+                format!(
+                    "not needed with auth.mode = \"{}\"",
+                    config.auth.mode.as_str()
+                ),
+            ),
+            &mut lines,
+        ),
+        Err(e) => {
+            push(line("token", false, e), &mut lines);
+            return lines;
+        }
+    }
+    let (queue, poison) = match (
+        connector.queue(config.queue_name()),
+        connector.queue(&config.poison_queue_name()),
+    ) {
+        (Ok(q), Ok(p)) => (q, p),
+        (Err(e), _) | (_, Err(e)) => {
+            push(line("client", false, e.to_string()), &mut lines);
+            return lines;
+        }
+    };
+    match queue.approximate_length().await {
+        Ok(n) => push(
+            line(
+                "queue",
+                true,
+                format!(
+                    "`{}` at {} is reachable (about {n} messages)",
+                    queue.name(),
+                    connector.endpoint()
+                ),
+            ),
+            &mut lines,
+        ),
+        // Reading properties needs a reader role the daemon does not; only
+        // a missing queue or an unreachable service is fatal here.
+        Err(e @ QueueError::Forbidden { .. }) => push(
+            line(
+                "queue",
+                true,
+                format!(
+                    "`{}` is reachable; its properties are not readable ({e}); not needed to run",
+                    queue.name()
+                ),
+            ),
+            &mut lines,
+        ),
+        Err(e) => {
+            push(line("queue", false, e.to_string()), &mut lines);
+            return lines;
+        }
+    }
+    let receive = match queue.receive(1, Duration::from_secs(2)).await {
+        Ok(messages) => {
+            for m in &messages {
+                let _ = queue
+                    .update_visibility(&m.id, &m.pop_receipt, Duration::ZERO)
+                    .await;
+            }
+            line("receive", true, "allowed")
+        }
+        Err(e) => line("receive", false, e.to_string()),
+    };
+    push(receive, &mut lines);
+    let update = allowed_on_missing(
+        queue
+            .update_visibility(MISSING_ID, MISSING_RECEIPT, Duration::ZERO)
+            .await,
+    );
+    push(
+        match update {
+            Ok(()) => line("update", true, "allowed"),
+            Err(e) => line("update", false, e.to_string()),
+        },
+        &mut lines,
+    );
+    let delete = allowed_on_missing(queue.delete(MISSING_ID, MISSING_RECEIPT).await);
+    push(
+        match delete {
+            Ok(()) => line("delete", true, "allowed"),
+            Err(e) => line("delete", false, e.to_string()),
+        },
+        &mut lines,
+    );
+    let poison_result = async {
+        poison.create_if_missing().await?;
+        let sent = poison.send("cvnotify check probe").await?;
+        poison.delete(&sent.id, &sent.pop_receipt).await?;
+        Ok::<_, QueueError>(())
+    }
+    .await;
+    push(
+        match poison_result {
+            Ok(()) => line(
+                "poison",
+                true,
+                format!("`{}` exists and accepts messages", poison.name()),
+            ),
+            Err(e) => line("poison", false, format!("`{}`: {e}", poison.name())),
+        },
+        &mut lines,
+    );
+    lines
+}

@@ -1,0 +1,177 @@
+//! The `events` filter grammar.
+//!
+//! ```text
+//! filter  = "*" | type [ "." status ]
+//! type    = "connection_test" | "training" | "export" | "unknown" | "*"
+//! status  = "completed" | "failed" | "*"
+//! ```
+//!
+//! `training` alone means `training.*`; `*.failed` is every failed training
+//! or export; `unknown` is any `type` this version does not know. Matching is
+//! case-insensitive. An event goes to a handler when any of its patterns
+//! match. Unknown names are rejected at start-up, so that a typo cannot
+//! silently route nothing.
+
+use crate::event::Event;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pattern {
+    /// None = any type.
+    ty: Option<String>,
+    /// None = any status.
+    status: Option<String>,
+}
+
+/// A parsed `events` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFilter {
+    patterns: Vec<Pattern>,
+}
+
+const TYPES: [&str; 4] = ["connection_test", "training", "export", "unknown"];
+const STATUSES: [&str; 2] = ["completed", "failed"];
+
+impl EventFilter {
+    pub fn parse(patterns: &[String]) -> Result<Self, String> {
+        if patterns.is_empty() {
+            return Err("is empty; use [\"*\"] for every event".into());
+        }
+        let mut out = Vec::with_capacity(patterns.len());
+        for raw in patterns {
+            let p = raw.trim().to_ascii_lowercase();
+            let (ty, status) = match p.split_once('.') {
+                Some((t, s)) => (t, Some(s)),
+                None => (p.as_str(), None),
+            };
+            let ty = match ty {
+                "*" => None,
+                t if TYPES.contains(&t) => Some(t.to_owned()),
+                t => {
+                    return Err(format!(
+                        "`{raw}`: unknown event type `{t}`; allowed: *, {}",
+                        TYPES.join(", ")
+                    ));
+                }
+            };
+            let status = match status {
+                None | Some("*") => None,
+                Some(s) if STATUSES.contains(&s) => {
+                    if matches!(ty.as_deref(), Some("connection_test" | "unknown")) {
+                        return Err(format!(
+                            "`{raw}`: {} events have no status; use `{}`",
+                            ty.as_deref().unwrap_or_default(),
+                            ty.as_deref().unwrap_or_default()
+                        ));
+                    }
+                    Some(s.to_owned())
+                }
+                Some(s) => {
+                    return Err(format!(
+                        "`{raw}`: unknown status `{s}`; allowed: *, {}",
+                        STATUSES.join(", ")
+                    ));
+                }
+            };
+            out.push(Pattern { ty, status });
+        }
+        Ok(Self { patterns: out })
+    }
+
+    /// Every event.
+    pub fn all() -> Self {
+        Self {
+            patterns: vec![Pattern {
+                ty: None,
+                status: None,
+            }],
+        }
+    }
+
+    pub fn matches(&self, event: &Event) -> bool {
+        self.patterns.iter().any(|p| {
+            let type_ok = match p.ty.as_deref() {
+                None => true,
+                Some("unknown") => matches!(event, Event::Unknown { .. }),
+                Some(t) => !matches!(event, Event::Unknown { .. }) && event.type_key() == t,
+            };
+            let status_ok = match &p.status {
+                None => true,
+                Some(s) => event.status_key().as_deref() == Some(s),
+            };
+            type_ok && status_ok
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ExportStatus, TrainingStatus};
+    use uuid::Uuid;
+
+    fn f(p: &[&str]) -> EventFilter {
+        EventFilter::parse(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn training(s: TrainingStatus) -> Event {
+        Event::Training {
+            project_id: Uuid::nil(),
+            iteration_id: Uuid::nil(),
+            status: s,
+        }
+    }
+
+    fn export(s: ExportStatus) -> Event {
+        Event::Export {
+            project_id: Uuid::nil(),
+            iteration_id: Uuid::nil(),
+            status: s,
+            model_uri: None,
+        }
+    }
+
+    #[test]
+    fn grammar() {
+        let ct = Event::ConnectionTest {
+            project_id: Uuid::nil(),
+        };
+        let unknown = Event::Unknown {
+            r#type: "Training2".into(),
+            content: serde_json::Value::Null,
+        };
+        let tf = training(TrainingStatus::Failed);
+        let tc = training(TrainingStatus::Completed);
+        let t_other = training(TrainingStatus::Other("TrainingCancelled".into()));
+        let ec = export(ExportStatus::Completed);
+        let ef = export(ExportStatus::Failed);
+
+        assert!(
+            [&ct, &unknown, &tf, &tc, &ec]
+                .iter()
+                .all(|e| f(&["*"]).matches(e))
+        );
+        assert!(f(&["training.failed"]).matches(&tf));
+        assert!(!f(&["training.failed"]).matches(&tc));
+        assert!(!f(&["training.failed"]).matches(&t_other));
+        assert!(f(&["training"]).matches(&t_other));
+        assert!(f(&["export.*"]).matches(&ec) && f(&["export.*"]).matches(&ef));
+        assert!(!f(&["export.*"]).matches(&tf));
+        assert!(f(&["*.failed"]).matches(&tf) && f(&["*.failed"]).matches(&ef));
+        assert!(!f(&["*.failed"]).matches(&ct) && !f(&["*.failed"]).matches(&ec));
+        assert!(f(&["unknown"]).matches(&unknown) && !f(&["unknown"]).matches(&tf));
+        assert!(!f(&["training"]).matches(&unknown));
+        assert!(f(&["Connection_Test"]).matches(&ct));
+        assert!(f(&["training.completed", "export.failed"]).matches(&ef));
+    }
+
+    #[test]
+    fn rejects_typos() {
+        let e = EventFilter::parse(&["trainig.failed".into()]).unwrap_err();
+        assert!(e.contains("unknown event type `trainig`"), "{e}");
+        let e = EventFilter::parse(&["training.fail".into()]).unwrap_err();
+        assert!(e.contains("unknown status `fail`"), "{e}");
+        let e = EventFilter::parse(&["connection_test.failed".into()]).unwrap_err();
+        assert!(e.contains("have no status"), "{e}");
+        assert!(EventFilter::parse(&[]).is_err());
+    }
+}

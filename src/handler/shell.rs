@@ -1,0 +1,239 @@
+//! `type = "shell"`: runs a program for each event.
+//!
+//! The program is an argument list, never a shell string, so nothing from a
+//! message can become code: event data reaches it only as JSON on stdin and
+//! as `CVNOTIFY_*` environment variables. It runs in its own process group,
+//! which is killed when the timeout expires or the daemon gives up on the
+//! message at shutdown, so that a hook's own children do not outlive it.
+
+use super::{Delivery, Handler, HandlerError};
+use crate::config::{Issues, StringMap};
+use crate::redact::redact_text;
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellConfig {
+    /// Name used in logs; default `shell#<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Which events this handler gets (see the routing grammar).
+    #[serde(default = "all_events")]
+    pub events: Vec<String>,
+    /// Program and arguments, e.g. `["/usr/local/bin/on-export", "--fast"]`.
+    pub command: Vec<String>,
+    /// The program is killed (with its process group) after this long.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Working directory; default: the daemon's.
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: StringMap,
+    /// Whether the program inherits the daemon's environment (minus the
+    /// `CVNOTIFY__*` configuration overrides, which may hold secrets).
+    #[serde(default = "yes")]
+    pub inherit_env: bool,
+}
+
+fn all_events() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn yes() -> bool {
+    true
+}
+
+/// Longest stdout/stderr line logged; the rest is cut.
+const MAX_LINE: usize = 4096;
+
+impl ShellConfig {
+    pub(crate) fn validate(&self, path: &str, issues: &mut Issues) {
+        if self.command.first().is_none_or(|p| p.is_empty()) {
+            issues.push(
+                format!("{path}.command"),
+                "must name a program, e.g. [\"/usr/local/bin/hook\", \"arg\"]",
+            );
+        }
+        if self.timeout.is_zero() {
+            issues.push(format!("{path}.timeout"), "must be greater than 0");
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                issues.push(
+                    format!("{path}.env"),
+                    format!("`{k}` is not a valid variable name"),
+                );
+            } else if k.starts_with("CVNOTIFY_") {
+                issues.push(
+                    format!("{path}.env"),
+                    format!("`{k}`: names starting with CVNOTIFY_ are set by cvnotify"),
+                );
+            }
+        }
+    }
+}
+
+pub struct ShellHandler {
+    config: ShellConfig,
+}
+
+impl ShellHandler {
+    pub fn new(config: &ShellConfig) -> anyhow::Result<Self> {
+        if let Some(dir) = &config.working_dir
+            && !dir.is_dir()
+        {
+            anyhow::bail!("working_dir {} is not a directory", dir.display());
+        }
+        Ok(Self {
+            config: config.clone(),
+        })
+    }
+
+    fn command(&self, d: &Delivery) -> Command {
+        let c = &self.config;
+        let mut cmd = Command::new(&c.command[0]);
+        cmd.args(&c.command[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        if c.inherit_env {
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("CVNOTIFY_") {
+                    cmd.env_remove(k);
+                }
+            }
+        } else {
+            cmd.env_clear();
+        }
+        if let Some(dir) = &c.working_dir {
+            cmd.current_dir(dir);
+        }
+        cmd.envs(&c.env);
+        let e = &d.notification.event;
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        cmd.env("CVNOTIFY_EVENT_TYPE", e.wire_type())
+            .env(
+                "CVNOTIFY_PROJECT_ID",
+                opt(e.project_id().map(|u| u.to_string())),
+            )
+            .env(
+                "CVNOTIFY_ITERATION_ID",
+                opt(e.iteration_id().map(|u| u.to_string())),
+            )
+            .env("CVNOTIFY_STATUS", e.status().unwrap_or_default())
+            .env("CVNOTIFY_MODEL_URI", e.model_uri().unwrap_or_default())
+            .env("CVNOTIFY_MESSAGE_ID", &d.message_id)
+            .env("CVNOTIFY_DEQUEUE_COUNT", d.dequeue_count.to_string());
+        cmd
+    }
+}
+
+/// Kills the process group on drop unless disarmed: covers the timeout and
+/// the handler future being dropped at shutdown.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+fn log_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    stream: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    let span = tracing::Span::current();
+    tokio::spawn(async move {
+        let _enter = span.enter();
+        let mut lines = BufReader::new(reader).split(b'\n');
+        while let Ok(Some(line)) = lines.next_segment().await {
+            let mut text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]).into_owned();
+            if line.len() > MAX_LINE {
+                text.push_str("...");
+            }
+            let text = redact_text(text.trim_end());
+            tracing::info!(stream, output = %text, "Hook output");
+        }
+    })
+}
+
+#[async_trait]
+impl Handler for ShellHandler {
+    async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
+        let program = &self.config.command[0];
+        let mut child = self
+            .command(d)
+            .spawn()
+            .map_err(|e| HandlerError(format!("cannot start `{program}`: {e}")))?;
+        let mut guard = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
+        let stdout = log_lines(child.stdout.take().expect("piped"), "stdout");
+        let stderr = log_lines(child.stderr.take().expect("piped"), "stderr");
+        let input = serde_json::to_vec(&d.payload()).expect("JSON values serialize");
+        let mut stdin = child.stdin.take().expect("piped");
+        let feed = async move {
+            // A hook that does not read stdin closes it early: not an error.
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.write_all(b"\n").await;
+            drop(stdin);
+        };
+        let run = async {
+            let (_, status) = tokio::join!(feed, child.wait());
+            status
+        };
+        let status = match tokio::time::timeout(self.config.timeout, run).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => return Err(HandlerError(format!("waiting for `{program}` failed: {e}"))),
+            Err(_) => {
+                drop(guard); // kills the group
+                let _ = child.wait().await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = tokio::join!(stdout, stderr);
+                })
+                .await;
+                return Err(HandlerError(format!(
+                    "`{program}` timed out after {} and was killed",
+                    humantime::format_duration(self.config.timeout)
+                )));
+            }
+        };
+        // The hook exited; a child it left in the background may still hold
+        // the pipes open, so do not wait long for the last lines. Its
+        // group is killed below, so it cannot outlive the hook.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = tokio::join!(stdout, stderr);
+        })
+        .await;
+        if let Some(pgid) = guard.0.take() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        if status.success() {
+            Ok(())
+        } else if let Some(code) = status.code() {
+            Err(HandlerError(format!(
+                "`{program}` exited with status {code}"
+            )))
+        } else {
+            use std::os::unix::process::ExitStatusExt;
+            Err(HandlerError(format!(
+                "`{program}` was killed by signal {}",
+                status.signal().unwrap_or_default()
+            )))
+        }
+    }
+}

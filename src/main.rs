@@ -1,0 +1,201 @@
+//! The command line. Everything else lives in the library; see its Layout.
+
+use clap::{Parser, Subcommand};
+use cvnotify::config::{Config, ConfigError};
+use cvnotify::daemon::{self, StartError};
+use cvnotify::exit;
+use cvnotify::logging::{self, Target};
+use cvnotify::queue::Queue;
+use cvnotify::queue::azure::Connector;
+use cvnotify::send::{SendSpec, SendType};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use uuid::Uuid;
+
+/// Acts on Azure Custom Vision training and export notifications.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). Every key can be overridden from the
+    /// environment: CVNOTIFY__QUEUE__NAME=...
+    #[arg(long, short, global = true, env = "CVNOTIFY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: poll the queue and dispatch events to the handlers.
+    Run {
+        /// Drain the queue, then exit 0 (cron jobs, tests).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Validate the configuration, get a token, and check that the queue is
+    /// reachable and that the identity may receive, update, delete and
+    /// write to the poison queue.
+    Check {
+        /// Only validate the configuration; no network (systemd ExecStartPre).
+        #[arg(long)]
+        config_only: bool,
+    },
+    /// Decode one message body and print the typed event as JSON.
+    Decode {
+        /// File holding the body; `-` or nothing reads stdin.
+        file: Option<PathBuf>,
+    },
+    /// Enqueue a message exactly as Custom Vision writes it.
+    Send {
+        /// Event type.
+        #[arg(long = "type", value_enum)]
+        kind: SendType,
+        /// `completed` (default), `failed`, or a literal status value.
+        #[arg(long)]
+        status: Option<String>,
+        /// Default: a random GUID.
+        #[arg(long)]
+        project_id: Option<Uuid>,
+        /// Default: a random GUID.
+        #[arg(long)]
+        iteration_id: Option<Uuid>,
+        /// The exported model's URL (export only).
+        #[arg(long)]
+        model_uri: Option<String>,
+        /// Base64-encode the body, as some producers do.
+        #[arg(long)]
+        base64: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Decode { file } => decode(file),
+        Command::Run { once } => with_config(cli.config, Target::Stdout, |c| run(c, once)),
+        Command::Check { config_only } => with_config(cli.config, Target::Stderr, |c| {
+            println!("ok    config     valid");
+            if config_only { exit::OK } else { check(c) }
+        }),
+        Command::Send {
+            kind,
+            status,
+            project_id,
+            iteration_id,
+            model_uri,
+            base64,
+        } => {
+            let spec = SendSpec {
+                kind,
+                status,
+                project_id,
+                iteration_id,
+                model_uri,
+                base64,
+            };
+            with_config(cli.config, Target::Stderr, |c| send(c, &spec))
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn with_config(path: Option<PathBuf>, target: Target, f: impl FnOnce(&Config) -> i32) -> i32 {
+    match Config::load(path.as_deref()) {
+        Ok(config) => {
+            logging::init(&config.log, target);
+            f(&config)
+        }
+        Err(e) => config_error(&e),
+    }
+}
+
+fn config_error(e: &ConfigError) -> i32 {
+    eprintln!("error: {e}");
+    eprintln!("See config/cvnotify.example.toml for every key and its default.");
+    exit::CONFIG
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime")
+}
+
+fn run(config: &Config, once: bool) -> i32 {
+    let result = runtime().block_on(daemon::run(config, once, daemon::shutdown_signal()));
+    match result {
+        Ok(_) => exit::OK,
+        Err(StartError::Credential(e)) => {
+            tracing::error!(error = %e, "Cannot start");
+            eprintln!("error: {e}");
+            exit::UNAVAILABLE
+        }
+        Err(StartError::Other(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "Cannot start");
+            eprintln!("error: {e:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn check(config: &Config) -> i32 {
+    let lines = runtime().block_on(cvnotify::check::run(config, |l| println!("{l}")));
+    if lines.iter().all(|l| l.ok) {
+        exit::OK
+    } else {
+        exit::FAILURE
+    }
+}
+
+fn send(config: &Config, spec: &SendSpec) -> i32 {
+    let body = match cvnotify::send::build_message(spec) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let result = runtime().block_on(async {
+        let queue = Connector::from_config(config)?.queue(config.queue_name())?;
+        anyhow::Ok(queue.send(&body).await?)
+    });
+    match result {
+        Ok(sent) => {
+            println!("{}", sent.id);
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: Failed to send the message: {e:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn decode(file: Option<PathBuf>) -> i32 {
+    let mut body = Vec::new();
+    let read = match file.as_deref() {
+        None => std::io::stdin().read_to_end(&mut body).map(|_| ()),
+        Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_end(&mut body).map(|_| ()),
+        Some(p) => std::fs::read(p).map(|b| body = b),
+    };
+    if let Err(e) = read {
+        eprintln!("error: cannot read the message: {e}");
+        return exit::FAILURE;
+    }
+    match cvnotify::event::decode(&body) {
+        Ok(n) => {
+            let out = serde_json::json!({"version": n.version, "event": n.event});
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).expect("serializable")
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::DATA_ERR
+        }
+    }
+}
