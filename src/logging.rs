@@ -47,15 +47,15 @@ pub fn init(config: &LogConfig, target: Target) {
         (true, Target::Stdout) => builder
             .json()
             .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .with_current_span(false)
+            .with_span_list(true)
             .with_writer(std::io::stdout)
             .try_init(),
         (true, Target::Stderr) => builder
             .json()
             .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .with_current_span(false)
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .try_init(),
         (false, _) if journald => builder

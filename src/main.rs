@@ -159,7 +159,15 @@ fn send(config: &Config, spec: &SendSpec) -> i32 {
     };
     let result = runtime().block_on(async {
         let queue = Connector::from_config(config)?.queue(config.queue_name())?;
-        anyhow::Ok(queue.send(&body).await?)
+        match queue.send(&body).await {
+            // A tool for trying a pipeline: create the queue on first use.
+            Err(cvnotify::queue::QueueError::QueueNotFound { .. }) => {
+                queue.create_if_missing().await?;
+                eprintln!("Created queue `{}`", queue.name());
+                anyhow::Ok(queue.send(&body).await?)
+            }
+            other => anyhow::Ok(other?),
+        }
     });
     match result {
         Ok(sent) => {

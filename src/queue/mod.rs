@@ -131,7 +131,9 @@ impl fmt::Display for Operation {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     /// The queue itself does not exist.
-    #[error("cannot {op} on queue `{queue}`: the queue does not exist")]
+    #[error(
+        "cannot {op} on queue `{queue}`: the queue does not exist; check queue.name and queue.account/endpoint (Custom Vision's notificationQueueUri names the queue)"
+    )]
     QueueNotFound { op: Operation, queue: String },
     /// The message was deleted or its visibility expired and someone else
     /// took it: nothing to do for this consumer.
