@@ -64,7 +64,10 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
             return lines;
         }
     };
-    match connector.verify_credential().await {
+    match connector
+        .verify_credential(config.auth.startup_timeout)
+        .await
+    {
         Ok(()) if config.auth.mode.uses_token() => push(
             line(
                 "token",

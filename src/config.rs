@@ -172,10 +172,14 @@ impl Cloud {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub mode: AuthMode,
+    /// How long start-up keeps trying to get a first token before it exits
+    /// with an error (token endpoints can be slow to come up).
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
     /// Client id of a user-assigned managed identity.
     pub client_id: Option<String>,
     /// For `mode = "connection_string"`; `UseDevelopmentStorage=true` for Azurite.
@@ -183,6 +187,18 @@ pub struct AuthConfig {
     /// For `mode = "sas"`: the SAS token (query string) appended to the
     /// queue URLs. It must grant the poison queue too (an account SAS does).
     pub sas_token: Option<Secret>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::default(),
+            startup_timeout: Duration::from_secs(60),
+            client_id: None,
+            connection_string: None,
+            sas_token: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -942,6 +958,18 @@ mod tests {
         .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("UseDevelopmentStorage"), "{dbg}");
+    }
+
+    #[test]
+    fn container_config_needs_only_the_queue_from_the_environment() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/container.toml");
+        let env = [
+            ("CVNOTIFY__QUEUE__NAME".to_owned(), "cv-events".to_owned()),
+            ("CVNOTIFY__QUEUE__ACCOUNT".to_owned(), "acct".to_owned()),
+        ];
+        let c = Config::load_with_env(Some(&path), env).unwrap();
+        assert_eq!(c.auth.mode, AuthMode::ManagedIdentity);
+        assert_eq!(c.log.format, LogFormat::Json);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub async fn run(
         Connector::from_config(config).context("Failed to set up the storage client")?;
     let router = Router::build(&config.effective_handlers())?;
     connector
-        .verify_credential()
+        .verify_credential(config.auth.startup_timeout)
         .await
         .map_err(StartError::Credential)?;
     let queue: Arc<dyn Queue> = Arc::new(

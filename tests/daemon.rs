@@ -7,6 +7,8 @@ use common::*;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+#[allow(unused_imports)]
+use std::process::Command;
 use std::time::Duration;
 
 /// Writes an executable hook script and returns its path.
@@ -410,4 +412,202 @@ async fn check_passes_with_a_good_key_and_names_the_failure_with_a_wrong_one() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FAIL"), "{text}");
     assert!(!text.contains(&wrong_key), "the key was printed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_go_only_to_the_handlers_whose_filter_matches() {
+    let w = World::new();
+    let a = w.path("a.txt");
+    let b = w.path("b.txt");
+    let ha = hook(
+        &w,
+        "a.sh",
+        &format!(
+            "echo \"$CVNOTIFY_EVENT_TYPE $CVNOTIFY_STATUS\" >> {}",
+            a.display()
+        ),
+    );
+    let hb = hook(
+        &w,
+        "b.sh",
+        &format!(
+            "echo \"$CVNOTIFY_EVENT_TYPE $CVNOTIFY_STATUS\" >> {}",
+            b.display()
+        ),
+    );
+    let export = r#"{"version":"1.0","type":"Export","Content":{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportCompleted","modelUri":"https://a.blob.core.windows.net/m/x.onnx"}}"#;
+    let ct = r#"{"version":"1.0","type":"ConnectionTest","Content":{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c"}}"#;
+    w.send_all(&[
+        training("TrainingCompleted"),
+        training("TrainingFailed"),
+        export.to_owned(),
+        ct.to_owned(),
+    ])
+    .await;
+    let handlers = format!(
+        "{}{}",
+        shell_handler(&ha, "events = [\"training.failed\"]"),
+        shell_handler(&hb, "events = [\"export.*\", \"connection_test\"]")
+    );
+    let cfg = w.write_config("c.toml", &w.config_text("", &handlers));
+    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
+    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert_eq!(lines(&a), vec!["Training TrainingFailed"]);
+    let mut got_b = lines(&b);
+    got_b.sort();
+    assert_eq!(got_b, vec!["ConnectionTest ", "Export ExportCompleted"]);
+    assert_eq!(World::length(&w.main_queue()).await, 0);
+    assert!(d.logs().contains("No handler takes this event"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs() {
+    let w = World::new();
+    let seen = w.path("seen.txt");
+    // The hook echoes the model URI to stdout, which the daemon logs.
+    let script = hook(
+        &w,
+        "echo.sh",
+        &format!(
+            "echo \"uri=$CVNOTIFY_MODEL_URI\"\necho \"$CVNOTIFY_MODEL_URI\" > {}",
+            seen.display()
+        ),
+    );
+    let model_sig = "ModelSigValue0123456789abcdef%3D";
+    let model_uri = format!(
+        "https://acct.blob.core.windows.net/models/p%20-%20i.ONNX?sv=2022-11-02&sr=b&sig={model_sig}"
+    );
+    let export = format!(
+        r#"{{"version":"1.0","type":"Export","Content":{{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportCompleted","modelUri":"{model_uri}"}}}}"#
+    );
+    w.send_all(&[export]).await;
+    let sas = account_sas("raup");
+    let sas_sig = sas.split("sig=").nth(1).unwrap().to_owned();
+    let cfg = format!(
+        "[queue]\nname = \"{}\"\nendpoint = \"{}\"\n[auth]\nmode = \"sas\"\nsas_token = \"{sas}\"\n[log]\nformat = \"json\"\nlevel = \"trace\"\n[[handlers]]\ntype = \"log\"\n{}",
+        w.queue,
+        w.azurite.queue_endpoint(),
+        shell_handler(&script, "")
+    );
+    let cfg = w.write_config("c.toml", &cfg);
+    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
+    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    // The hook got the real URI; the logs got neither signature.
+    assert_eq!(lines(&seen), vec![model_uri]);
+    let logs = d.logs();
+    assert!(logs.contains("Hook output"), "hook output not logged");
+    assert!(logs.contains("REDACTED"), "{logs}");
+    for secret in [model_sig, &sas_sig, DEV_KEY] {
+        assert!(!logs.contains(secret), "{secret} leaked:\n{logs}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_outage_is_retried_with_backoff_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let queue = "q-outage";
+    let out = dir.path().join("handled.txt");
+    let script = dir.path().join("ok.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$CVNOTIFY_MESSAGE_ID\" >> {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[queue]\nname = \"{queue}\"\nendpoint = \"http://127.0.0.1:{port}/devstoreaccount1\"\nmax_poll_interval = \"500ms\"\nrequest_timeout = \"2s\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n[log]\nformat = \"json\"\n{}",
+            shell_handler(&script, "")
+        ),
+    )
+    .unwrap();
+    // Nothing listens on the port yet.
+    let mut d = Daemon::start(&cfg, &["run"], dir.path(), "d");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the daemon exited:\n{}",
+        d.logs()
+    );
+    let warnings: Vec<serde_json::Value> = d
+        .records()
+        .into_iter()
+        .filter(|r| r["message"] == "Receiving from the queue failed; retrying")
+        .collect();
+    assert!(warnings.iter().all(|r| r["level"] == "WARN"));
+    // Back-off 1, 2, 4 s...: a handful of attempts in 8 s, not a busy loop.
+    assert!(
+        (2..=6).contains(&warnings.len()),
+        "{} attempts in 8 s",
+        warnings.len()
+    );
+    let delays: Vec<u64> = warnings
+        .iter()
+        .map(|r| r["retry_in_ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        delays.windows(2).all(|p| p[1] >= p[0]),
+        "back-off not growing: {delays:?}"
+    );
+
+    let azurite = Azurite::start_on(Service::Queue, None, Some(port));
+    let config =
+        cvnotify::config::Config::from_toml(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let q = cvnotify::queue::azure::Connector::from_config(&config)
+        .unwrap()
+        .queue(queue)
+        .unwrap();
+    use cvnotify::queue::Queue;
+    q.create_if_missing().await.unwrap();
+    let id = q.send(&training("TrainingCompleted")).await.unwrap().id;
+    assert!(
+        eventually(Duration::from_secs(40), async || lines(&out)
+            == vec![id.clone()])
+        .await,
+        "not handled after the outage\n{}",
+        d.logs()
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    drop(azurite);
+}
+
+#[test]
+fn a_credential_without_a_token_fails_start_up_naming_the_mode() {
+    // App Service managed identity pointed at a closed loopback port: no
+    // request leaves the machine.
+    let closed = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[queue]\nname = \"q-x\"\nendpoint = \"https://127.0.0.1:9/devstoreaccount1\"\n[auth]\nmode = \"managed_identity\"\nstartup_timeout = \"3s\"\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--once"])
+        .env(
+            "IDENTITY_ENDPOINT",
+            format!("http://127.0.0.1:{closed}/msi/token"),
+        )
+        .env("IDENTITY_HEADER", "test")
+        .env_remove("MSI_ENDPOINT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("auth.mode = \"managed_identity\" could not get a token"),
+        "{err}"
+    );
+    assert!(err.contains("auth.client_id"), "no hint: {err}");
+    assert!(err.contains("attempts in 3s"), "{err}");
 }

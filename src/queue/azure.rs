@@ -174,24 +174,48 @@ impl Connector {
         })
     }
 
-    /// Gets a token once, so that a broken identity is reported at start-up
-    /// instead of as a storage error. A no-op for key and SAS modes.
-    pub async fn verify_credential(&self) -> Result<(), String> {
+    /// Gets a first token, so that a broken identity is reported at start-up
+    /// instead of as a storage error. Retries with back-off (token endpoints
+    /// can be slow to come up) until `limit`, then reports the last error.
+    /// A no-op for key and SAS modes.
+    pub async fn verify_credential(&self, limit: Duration) -> Result<(), String> {
         let Some(credential) = &self.credential else {
             return Ok(());
         };
-        credential
-            .get_token(&[auth::STORAGE_SCOPE], None)
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 0u32;
+        let mut last_error: Option<String> = None;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let error = match tokio::time::timeout(
+                remaining,
+                credential.get_token(&[auth::STORAGE_SCOPE], None),
+            )
             .await
-            .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "auth.mode = \"{}\" could not get a token: {}; {}",
+            {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => error_chain(&e),
+                // Cut short by the deadline: the previous error says more.
+                Err(_) => last_error
+                    .take()
+                    .unwrap_or_else(|| "no answer from the token endpoint".to_owned()),
+            };
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(format!(
+                    "auth.mode = \"{}\" could not get a token ({attempt} attempts in {}): {error}; {}",
                     self.mode.as_str(),
-                    error_chain(&e),
+                    humantime::format_duration(limit),
                     auth::credential_hint(self.mode)
-                )
-            })
+                ));
+            }
+            tracing::warn!(auth = self.mode.as_str(), attempt, error = %error, "Could not get a token yet; retrying");
+            last_error = Some(error);
+            tokio::time::sleep(delay.min(remaining)).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
     }
 }
 

@@ -22,7 +22,7 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -53,6 +53,11 @@ impl Azurite {
     /// Starts `service`; with `location`, on-disk persistence there (for
     /// restarts), else in memory.
     pub fn start_service(service: Service, location: Option<&Path>) -> Self {
+        Self::start_on(service, location, None)
+    }
+
+    /// As [`Azurite::start_service`], on `port` if given (else a free one).
+    pub fn start_on(service: Service, location: Option<&Path>, port: Option<u16>) -> Self {
         let (bin, host_flag, port_flag) = match service {
             Service::Queue => ("azurite-queue", "--queueHost", "--queuePort"),
             Service::Blob => ("azurite-blob", "--blobHost", "--blobPort"),
@@ -65,7 +70,7 @@ impl Azurite {
         );
         let dir = tempfile::tempdir().unwrap();
         for attempt in 0..3 {
-            let port = free_port();
+            let port = port.unwrap_or_else(free_port);
             let mut cmd = Command::new(&exe);
             cmd.args([host_flag, "127.0.0.1", port_flag, &port.to_string()])
                 .args(["--skipApiVersionCheck", "--silent", "--loose"])

@@ -1,0 +1,139 @@
+//! The command line without a storage service: decode, config errors, help.
+
+mod common;
+
+use common::bin;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_remove("CVNOTIFY_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn decode_prints_the_typed_event() {
+    let body = r#"{"version":"1.0","type":"Export","Content":{"projectId":"8A1C2C4E-5B57-4A8E-9F3C-1D2E3F4A5B6C","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportCompleted","modelUri":"https://a.blob.core.windows.net/m/x.onnx?sig=s"}}"#;
+    let out = run(&["decode", "-"], body);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], "1.0");
+    assert_eq!(v["event"]["type"], "export");
+    assert_eq!(
+        v["event"]["project_id"],
+        "8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c"
+    );
+    assert_eq!(v["event"]["status"], "ExportCompleted");
+}
+
+#[test]
+fn decode_reads_a_file_and_base64() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.txt");
+    // base64 of the reference ConnectionTest message.
+    std::fs::write(&p, "eyJ2ZXJzaW9uIjoiMS4wIiwidHlwZSI6IkNvbm5lY3Rpb25UZXN0IiwiQ29udGVudCI6eyJwcm9qZWN0SWQiOiIwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDAifX0=\n").unwrap();
+    let out = run(&["decode", p.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("connection_test"));
+}
+
+#[test]
+fn decode_error_exits_65_and_names_the_field() {
+    let out = run(
+        &["decode"],
+        r#"{"type":"Training","Content":{"projectId":"x"}}"#,
+    );
+    assert_eq!(out.status.code(), Some(65));
+    assert!(
+        text(&out.stderr).contains("`Content.projectId`: not a GUID"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_config_exits_78_with_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[queue]\nname = \"UPPER\"\nbatch_size = 99\nbogus = 1\n[[handlers]]\ntype = \"shell\"\ncommand = []\nevents = [\"trainig\"]\n",
+    )
+    .unwrap();
+    for cmd in [
+        &["run"][..],
+        &["check", "--config-only"],
+        &["run", "--once"],
+    ] {
+        let mut args = vec!["--config", p.to_str().unwrap()];
+        args.extend_from_slice(cmd);
+        let out = run(&args, "");
+        assert_eq!(out.status.code(), Some(78), "{cmd:?}");
+        let err = text(&out.stderr);
+        for needle in [
+            "queue.name:",
+            "queue.batch_size: 99 is out of range",
+            "queue.bogus: unknown key",
+            "handlers[0].command:",
+            "handlers[0].events: `trainig`: unknown event type",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn config_from_environment_variable_path_and_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "[queue]\nname = \"q-x\"\naccount = \"acct\"\n").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config-only"])
+        .env("CVNOTIFY_CONFIG", &p)
+        .env("CVNOTIFY__QUEUE__BATCH_SIZE", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out.stderr).contains("queue.batch_size: 0 is out of range"));
+    let out = Command::new(bin())
+        .args(["check", "--config-only"])
+        .env("CVNOTIFY_CONFIG", &p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn help_on_every_command() {
+    for cmd in [&[][..], &["run"], &["check"], &["decode"], &["send"]] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = run(&args, "");
+        assert_eq!(out.status.code(), Some(0), "{cmd:?}");
+        assert!(text(&out.stdout).contains("Usage:"), "{cmd:?}");
+    }
+}
+
+#[test]
+fn missing_config_file_is_a_config_error() {
+    let out = run(&["--config", "/nonexistent/cvnotify.toml", "run"], "");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out.stderr).contains("does not exist"));
+}
