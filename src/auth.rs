@@ -296,7 +296,6 @@ pub fn token_credential(auth: &AuthConfig) -> azure_core::Result<Arc<dyn TokenCr
                     .clone()
                     .map(azure_identity::UserAssignedId::ClientId),
                 client_options: token_client_options(),
-                ..Default::default()
             };
             azure_identity::ManagedIdentityCredential::new(Some(options))?
         }

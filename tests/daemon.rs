@@ -7,8 +7,6 @@ use common::*;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-#[allow(unused_imports)]
-use std::process::Command;
 use std::time::Duration;
 
 /// Writes an executable hook script and returns its path.
@@ -589,7 +587,6 @@ fn a_credential_without_a_token_fails_start_up_naming_the_mode() {
         "[queue]\nname = \"q-x\"\nendpoint = \"https://127.0.0.1:9/devstoreaccount1\"\n[auth]\nmode = \"managed_identity\"\nstartup_timeout = \"3s\"\n",
     )
     .unwrap();
-    let started = std::time::Instant::now();
     let out = std::process::Command::new(bin())
         .arg("--config")
         .arg(&cfg)
