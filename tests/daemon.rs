@@ -608,3 +608,106 @@ fn a_credential_without_a_token_fails_start_up_naming_the_mode() {
     assert!(err.contains("auth.client_id"), "no hint: {err}");
     assert!(err.contains("attempts in 3s"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_hook_gets_the_event_on_stdin_and_in_its_environment() {
+    let w = World::new();
+    let work = w.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let script = hook(
+        &w,
+        "dump.sh",
+        "cat > stdin.json\npwd > pwd.txt\nprintf '%s|%s|%s|%s|%s|%s|%s|%s|%s' \"$CVNOTIFY_EVENT_TYPE\" \"$CVNOTIFY_PROJECT_ID\" \"$CVNOTIFY_ITERATION_ID\" \"$CVNOTIFY_STATUS\" \"$CVNOTIFY_MODEL_URI\" \"$CVNOTIFY_MESSAGE_ID\" \"$CVNOTIFY_DEQUEUE_COUNT\" \"$EXTRA\" \"${CVNOTIFY__AUTH__CONNECTION_STRING-unset}\" > env.txt",
+    );
+    let uri = "https://acct.blob.core.windows.net/models/p.ONNX?sv=1&sig=abc";
+    let body = format!(
+        r#"{{"version":"1.0","type":"Export","Content":{{"projectId":"8A1C2C4E-5B57-4A8E-9F3C-1D2E3F4A5B6C","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportCompleted","modelUri":"{uri}"}}}}"#
+    );
+    let id = w.send_all(&[body]).await.remove(0);
+    let extra = format!(
+        "working_dir = \"{}\"\nenv = {{ EXTRA = \"x y $(z)\" }}",
+        work.display()
+    );
+    let cfg = w.write_config(
+        "c.toml",
+        &w.config_text("", &shell_handler(&script, &extra)),
+    );
+    // A secret-bearing override in the daemon's environment must not reach
+    // the hook.
+    let mut d = Daemon::start_with_env(
+        &cfg,
+        &["run", "--once"],
+        w.dir.path(),
+        "d",
+        &[(
+            "CVNOTIFY__AUTH__CONNECTION_STRING",
+            "UseDevelopmentStorage=true",
+        )],
+    );
+    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+
+    assert_eq!(
+        std::fs::read_to_string(work.join("pwd.txt"))
+            .unwrap()
+            .trim(),
+        work.to_str().unwrap()
+    );
+    let env = std::fs::read_to_string(work.join("env.txt")).unwrap();
+    assert_eq!(
+        env,
+        format!(
+            "Export|8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c|0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f|ExportCompleted|{uri}|{id}|1|x y $(z)|unset"
+        )
+    );
+    let stdin: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join("stdin.json")).unwrap()).unwrap();
+    assert_eq!(stdin["type"], "Export");
+    assert_eq!(stdin["project_id"], "8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c");
+    assert_eq!(stdin["status"], "ExportCompleted");
+    assert_eq!(stdin["model_uri"], uri);
+    assert_eq!(stdin["message_id"], id.as_str());
+    assert_eq!(stdin["dequeue_count"], 1);
+    assert!(stdin["received_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        stdin["raw"]["Content"]["projectId"],
+        "8A1C2C4E-5B57-4A8E-9F3C-1D2E3F4A5B6C"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_hook_past_its_timeout_is_killed_and_counts_as_a_failure() {
+    let w = World::new();
+    let pids = w.path("pids.txt");
+    let script = hook(
+        &w,
+        "hang.sh",
+        &format!("echo $$ >> {}\nsleep 30 &\nsleep 30", pids.display()),
+    );
+    let body = training("TrainingCompleted");
+    w.send_all(std::slice::from_ref(&body)).await;
+    let cfg = w.write_config(
+        "c.toml",
+        &w.config_text(
+            "max_dequeue_count = 1",
+            &shell_handler(&script, "timeout = \"1s\""),
+        ),
+    );
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let poison = w.poison_queue();
+    assert!(
+        eventually(LIMIT, async || !World::peek_all(&poison).await.is_empty()).await,
+        "{}",
+        d.logs()
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(
+        d.logs().contains("timed out after 1s and was killed"),
+        "{}",
+        d.logs()
+    );
+    // Both the hook and the sleep it put in the background are gone.
+    let pgid: i32 = lines(&pids)[0].parse().unwrap();
+    assert_eq!(live_members_of_group(pgid), Vec::<i32>::new());
+    assert_eq!(World::peek_all(&poison).await, vec![body]);
+}

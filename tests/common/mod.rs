@@ -250,6 +250,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, args: &[&str], out_dir: &Path, tag: &str) -> Self {
+        Self::start_with_env(config, args, out_dir, tag, &[])
+    }
+
+    pub fn start_with_env(
+        config: &Path,
+        args: &[&str],
+        out_dir: &Path,
+        tag: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let stdout = out_dir.join(format!("{tag}.stdout"));
         let stderr = out_dir.join(format!("{tag}.stderr"));
         let child = Command::new(bin())
@@ -257,6 +267,7 @@ impl Daemon {
             .arg(config)
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
