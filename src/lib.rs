@@ -23,6 +23,7 @@
 //!   future used in production.
 //! - [`check`], [`send`]: the `check` and `send` commands.
 //! - [`logging`], [`redact`]: log output, and keeping secrets out of it.
+//! - [`tls`]: extra trusted CAs.
 //!
 //! `main.rs` only parses the command line and calls into these.
 
@@ -36,6 +37,7 @@ pub mod logging;
 pub mod queue;
 pub mod redact;
 pub mod send;
+pub mod tls;
 pub mod worker;
 
 /// Exit codes (sysexits.h where one fits).

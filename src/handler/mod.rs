@@ -11,6 +11,7 @@
 pub mod filter;
 pub mod log;
 pub mod shell;
+pub mod webhook;
 
 use crate::config::{Issues, as_table, deserialize_collecting};
 use crate::event::Notification;
@@ -75,6 +76,7 @@ pub trait Handler: Send + Sync {
 pub enum HandlerConfig {
     Log(log::LogConfig),
     Shell(shell::ShellConfig),
+    Webhook(webhook::WebhookConfig),
 }
 
 impl HandlerConfig {
@@ -87,6 +89,7 @@ impl HandlerConfig {
         match self {
             HandlerConfig::Log(_) => "log",
             HandlerConfig::Shell(_) => "shell",
+            HandlerConfig::Webhook(_) => "webhook",
         }
     }
 
@@ -94,6 +97,7 @@ impl HandlerConfig {
         match self {
             HandlerConfig::Log(c) => (&c.name, &c.events),
             HandlerConfig::Shell(c) => (&c.name, &c.events),
+            HandlerConfig::Webhook(c) => (&c.name, &c.events),
         }
     }
 
@@ -111,17 +115,21 @@ impl HandlerConfig {
                 return None;
             }
             None => {
-                issues.push(format!("{path}.type"), "missing; allowed: `log`, `shell`");
+                issues.push(
+                    format!("{path}.type"),
+                    "missing; allowed: `log`, `shell`, `webhook`",
+                );
                 return None;
             }
         };
         let config = match ty.as_str() {
             "log" => HandlerConfig::Log(deserialize_collecting(table, path, issues)?),
             "shell" => HandlerConfig::Shell(deserialize_collecting(table, path, issues)?),
+            "webhook" => HandlerConfig::Webhook(deserialize_collecting(table, path, issues)?),
             other => {
                 issues.push(
                     format!("{path}.type"),
-                    format!("unknown handler type `{other}`; allowed: `log`, `shell`"),
+                    format!("unknown handler type `{other}`; allowed: `log`, `shell`, `webhook`"),
                 );
                 return None;
             }
@@ -133,6 +141,7 @@ impl HandlerConfig {
         match &config {
             HandlerConfig::Log(c) => c.validate(path, issues),
             HandlerConfig::Shell(c) => c.validate(path, issues),
+            HandlerConfig::Webhook(c) => c.validate(path, issues),
         }
         Some(config)
     }
@@ -142,6 +151,7 @@ impl HandlerConfig {
         Ok(match self {
             HandlerConfig::Log(c) => Arc::new(log::LogHandler::new(c)),
             HandlerConfig::Shell(c) => Arc::new(shell::ShellHandler::new(c)?),
+            HandlerConfig::Webhook(c) => Arc::new(webhook::WebhookHandler::new(c)?),
         })
     }
 }

@@ -1,0 +1,353 @@
+//! The webhook handler against a real HTTP server on loopback (wiremock),
+//! and end to end through the daemon with Azurite.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use cvnotify::config::Config;
+use cvnotify::handler::{Delivery, HandlerConfig};
+use hmac::Mac;
+use nix::sys::signal::Signal;
+use std::time::{Duration, Instant};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn handler(url: &str, extra: &str) -> std::sync::Arc<dyn cvnotify::handler::Handler> {
+    let text = format!(
+        "[queue]\nname = \"q-x\"\naccount = \"a\"\n[[handlers]]\ntype = \"webhook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\nretry_initial_delay = \"50ms\"\n{extra}\n"
+    );
+    let config = Config::from_toml(&text).unwrap();
+    match &config.handlers[0] {
+        c @ HandlerConfig::Webhook(_) => c.build().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn delivery(id: &str) -> Delivery {
+    let body = r#"{"version":"1.0","type":"Export","Content":{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportCompleted","modelUri":"https://a.blob.core.windows.net/m/p.onnx?sig=s"}}"#;
+    Delivery {
+        message_id: id.into(),
+        dequeue_count: 2,
+        inserted_at: None,
+        received_at: time::OffsetDateTime::now_utc(),
+        notification: cvnotify::event::decode(body.as_bytes()).unwrap(),
+    }
+}
+
+/// What a receiver does: recompute the signature from the secret.
+fn verify(req: &wiremock::Request) -> bool {
+    let h = |n: &str| req.headers.get(n).unwrap().to_str().unwrap().to_owned();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.", h("webhook-id"), h("webhook-timestamp")).as_bytes());
+    mac.update(&req.body);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    h("webhook-signature").split(' ').any(|s| s == expected)
+}
+
+#[tokio::test]
+async fn the_receiver_verifies_the_signature_and_gets_the_documented_payload() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let h = handler(
+        &format!("{}/hook", server.uri()),
+        "headers = { X-Team = \"vision\" }",
+    );
+    h.handle(&delivery("msg-1")).await.unwrap();
+    let reqs = server.received_requests().await.unwrap();
+    let req = &reqs[0];
+    assert!(verify(req), "signature does not verify");
+    assert_eq!(req.headers.get("webhook-id").unwrap(), "msg-1");
+    assert_eq!(req.headers.get("x-team").unwrap(), "vision");
+    assert_eq!(req.headers.get("content-type").unwrap(), "application/json");
+    let ts: i64 = req
+        .headers
+        .get("webhook-timestamp")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((time::OffsetDateTime::now_utc().unix_timestamp() - ts).abs() < 60);
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    for key in [
+        "type",
+        "project_id",
+        "iteration_id",
+        "status",
+        "model_uri",
+        "message_id",
+        "dequeue_count",
+        "received_at",
+        "raw",
+    ] {
+        assert!(body.get(key).is_some(), "payload lacks {key}: {body}");
+    }
+    assert_eq!(body["type"], "Export");
+    assert_eq!(body["dequeue_count"], 2);
+    assert_eq!(body["raw"]["Content"]["exportStatus"], "ExportCompleted");
+}
+
+#[tokio::test]
+async fn two_server_errors_then_success_is_one_delivery_with_one_webhook_id() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let h = handler(&server.uri(), "");
+    h.handle(&delivery("msg-2")).await.unwrap();
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 3);
+    assert!(
+        reqs.iter()
+            .all(|r| r.headers.get("webhook-id").unwrap() == "msg-2")
+    );
+    assert!(reqs.iter().all(verify), "every attempt is signed");
+}
+
+#[tokio::test]
+async fn gone_and_bad_request_fail_without_retrying() {
+    for status in [410u16, 400, 401, 404] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        let e = handler(&server.uri(), "")
+            .handle(&delivery("m"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(&status.to_string()), "{e}");
+        assert!(e.to_string().contains("not retried"), "{e}");
+        assert_eq!(
+            server.received_requests().await.unwrap().len(),
+            1,
+            "{status} was retried"
+        );
+    }
+}
+
+#[tokio::test]
+async fn throttling_and_timeouts_are_retried_up_to_max_attempts() {
+    for status in [408u16, 429, 502, 503] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        let e = handler(&server.uri(), "max_attempts = 3")
+            .handle(&delivery("m"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("gave up after 3 attempts"), "{e}");
+        assert_eq!(
+            server.received_requests().await.unwrap().len(),
+            3,
+            "{status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_times_out_and_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    let e = handler(&server.uri(), "timeout = \"300ms\"\nmax_attempts = 2")
+        .handle(&delivery("m"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no answer from"), "{e}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the timeout was not applied"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "2"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    handler(&server.uri(), "")
+        .handle(&delivery("m"))
+        .await
+        .unwrap();
+    // retry_initial_delay is 50 ms: only Retry-After explains the wait.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_cap_leaves_the_retry_to_the_queue() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "3600"))
+        .mount(&server)
+        .await;
+    let e = handler(&server.uri(), "")
+        .handle(&delivery("m"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("exceeds retry_max_delay"), "{e}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/old"))
+        .respond_with(ResponseTemplate::new(307).insert_header("Location", "/new"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/new"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let e = handler(&format!("{}/old", server.uri()), "")
+        .handle(&delivery("m"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("redirects are not followed"), "{e}");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_and_reported_without_the_url_path() {
+    let port = free_port();
+    let e = handler(
+        &format!("http://127.0.0.1:{port}/secret-token-in-path"),
+        "max_attempts = 2",
+    )
+    .handle(&delivery("m"))
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("cannot connect to http://127.0.0.1"),
+        "{text}"
+    );
+    assert!(!text.contains("secret-token-in-path"), "{text}");
+}
+
+/// Through the daemon: the same webhook-id (the queue message id) on every
+/// delivery of one message, then the poison queue; and a proxy from
+/// HTTP_PROXY is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_redeliveries_keep_the_webhook_id_and_end_in_the_poison_queue() {
+    let w = World::new();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    let id = w.send_all(&[training("TrainingFailed")]).await.remove(0);
+    let handlers = format!(
+        "[[handlers]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nsecret_env = \"HOOK_SECRET\"\nmax_attempts = 2\nretry_initial_delay = \"10ms\"\n",
+        server.uri()
+    );
+    let cfg = w.write_config("c.toml", &w.config_text("max_dequeue_count = 2", &handlers));
+    let mut d = Daemon::start_with_env(
+        &cfg,
+        &["run"],
+        w.dir.path(),
+        "d",
+        &[("HOOK_SECRET", SECRET)],
+    );
+    let poison = w.poison_queue();
+    assert!(
+        eventually(Duration::from_secs(60), async || !World::peek_all(&poison)
+            .await
+            .is_empty())
+        .await,
+        "{}",
+        d.logs()
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 4, "2 deliveries x 2 attempts");
+    assert!(
+        reqs.iter()
+            .all(|r| r.headers.get("webhook-id").unwrap().to_str().unwrap() == id)
+    );
+    assert!(reqs.iter().all(verify));
+    let logs = d.logs();
+    assert!(
+        !logs.contains(SECRET.trim_start_matches("whsec_")),
+        "secret in logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_delivers_through_http_proxy() {
+    let w = World::new();
+    // The proxy is a loopback server; the target host is never resolved.
+    let proxy = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&proxy)
+        .await;
+    w.send_all(&[training("TrainingCompleted")]).await;
+    let handlers = "[[handlers]]\ntype = \"webhook\"\nurl = \"http://receiver.invalid/hook\"\n";
+    let cfg = w.write_config("c.toml", &w.config_text("", handlers));
+    let mut d = Daemon::start_with_env(
+        &cfg,
+        &["run", "--once"],
+        w.dir.path(),
+        "d",
+        &[
+            ("HTTP_PROXY", &proxy.uri()),
+            ("NO_PROXY", "127.0.0.1,localhost"),
+        ],
+    );
+    assert!(
+        d.wait_timeout(Duration::from_secs(60)).unwrap().success(),
+        "{}",
+        d.logs()
+    );
+    let reqs = proxy.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 1, "{}", d.logs());
+    assert_eq!(reqs[0].url.host_str(), Some("receiver.invalid"));
+    assert_eq!(World::length(&w.main_queue()).await, 0);
+}
