@@ -29,7 +29,10 @@ pub async fn run(
 ) -> Result<Summary, StartError> {
     let connector =
         Connector::from_config(config).context("Failed to set up the storage client")?;
-    let router = Router::build(&config.effective_handlers())?;
+    let ctx = crate::handler::BuildContext {
+        blobs: connector.blob_access().map_err(anyhow::Error::from)?,
+    };
+    let router = Router::build(&config.effective_handlers(), &ctx)?;
     connector
         .verify_credential(config.auth.startup_timeout)
         .await

@@ -21,7 +21,7 @@ fn handler(url: &str, extra: &str) -> std::sync::Arc<dyn cvnotify::handler::Hand
     );
     let config = Config::from_toml(&text).unwrap();
     match &config.handlers[0] {
-        c @ HandlerConfig::Webhook(_) => c.build().unwrap(),
+        c @ HandlerConfig::Webhook(_) => c.build(&Default::default()).unwrap(),
         other => panic!("{other:?}"),
     }
 }

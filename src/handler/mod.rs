@@ -8,6 +8,7 @@
 //! when every handler it was routed to returned `Ok`, and that decision is
 //! the poll loop's.
 
+pub mod download;
 pub mod filter;
 pub mod log;
 pub mod shell;
@@ -77,6 +78,22 @@ pub enum HandlerConfig {
     Log(log::LogConfig),
     Shell(shell::ShellConfig),
     Webhook(webhook::WebhookConfig),
+    Download(download::DownloadConfig),
+}
+
+/// What building a handler may need from the rest of the daemon.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// Blob access with the daemon's credentials (download handler).
+    pub blobs: crate::queue::azure::BlobAccess,
+}
+
+impl Default for BuildContext {
+    fn default() -> Self {
+        Self {
+            blobs: crate::queue::azure::BlobAccess::anonymous(),
+        }
+    }
 }
 
 impl HandlerConfig {
@@ -90,6 +107,7 @@ impl HandlerConfig {
             HandlerConfig::Log(_) => "log",
             HandlerConfig::Shell(_) => "shell",
             HandlerConfig::Webhook(_) => "webhook",
+            HandlerConfig::Download(_) => "download",
         }
     }
 
@@ -98,6 +116,7 @@ impl HandlerConfig {
             HandlerConfig::Log(c) => (&c.name, &c.events),
             HandlerConfig::Shell(c) => (&c.name, &c.events),
             HandlerConfig::Webhook(c) => (&c.name, &c.events),
+            HandlerConfig::Download(c) => (&c.name, &c.events),
         }
     }
 
@@ -117,7 +136,7 @@ impl HandlerConfig {
             None => {
                 issues.push(
                     format!("{path}.type"),
-                    "missing; allowed: `log`, `shell`, `webhook`",
+                    "missing; allowed: `log`, `shell`, `webhook`, `download`",
                 );
                 return None;
             }
@@ -126,10 +145,11 @@ impl HandlerConfig {
             "log" => HandlerConfig::Log(deserialize_collecting(table, path, issues)?),
             "shell" => HandlerConfig::Shell(deserialize_collecting(table, path, issues)?),
             "webhook" => HandlerConfig::Webhook(deserialize_collecting(table, path, issues)?),
+            "download" => HandlerConfig::Download(deserialize_collecting(table, path, issues)?),
             other => {
                 issues.push(
                     format!("{path}.type"),
-                    format!("unknown handler type `{other}`; allowed: `log`, `shell`, `webhook`"),
+                    format!("unknown handler type `{other}`; allowed: `log`, `shell`, `webhook`, `download`"),
                 );
                 return None;
             }
@@ -142,16 +162,20 @@ impl HandlerConfig {
             HandlerConfig::Log(c) => c.validate(path, issues),
             HandlerConfig::Shell(c) => c.validate(path, issues),
             HandlerConfig::Webhook(c) => c.validate(path, issues),
+            HandlerConfig::Download(c) => c.validate(path, issues),
         }
         Some(config)
     }
 
     /// Builds the handler (may touch the file system or network).
-    pub fn build(&self) -> anyhow::Result<Arc<dyn Handler>> {
+    pub fn build(&self, ctx: &BuildContext) -> anyhow::Result<Arc<dyn Handler>> {
         Ok(match self {
             HandlerConfig::Log(c) => Arc::new(log::LogHandler::new(c)),
             HandlerConfig::Shell(c) => Arc::new(shell::ShellHandler::new(c)?),
             HandlerConfig::Webhook(c) => Arc::new(webhook::WebhookHandler::new(c)?),
+            HandlerConfig::Download(c) => {
+                Arc::new(download::DownloadHandler::new(c, ctx.blobs.clone())?)
+            }
         })
     }
 }
@@ -169,7 +193,7 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn build(configs: &[HandlerConfig]) -> anyhow::Result<Self> {
+    pub fn build(configs: &[HandlerConfig], ctx: &BuildContext) -> anyhow::Result<Self> {
         let mut routes = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {
             let (name, events) = c.common();
@@ -178,7 +202,7 @@ impl Router {
                 .unwrap_or_else(|| format!("{}#{i}", c.type_name()));
             let filter = EventFilter::parse(events)
                 .map_err(|e| anyhow::anyhow!("handlers[{i}].events: {e}"))?;
-            let handler = c.build().map_err(|e| {
+            let handler = c.build(ctx).map_err(|e| {
                 e.context(format!("Failed to set up handler `{name}` (handlers[{i}])"))
             })?;
             routes.push(Route {

@@ -31,6 +31,10 @@ const POP_RECEIPT: HeaderName = HeaderName::from_static("x-ms-popreceipt");
 pub struct Connector {
     endpoint: Url,
     mode: AuthMode,
+    /// The account key, in connection-string mode (for blob clients).
+    shared_key: Option<(String, crate::config::Secret)>,
+    /// The account's blob endpoint, where one can be derived.
+    blob_endpoint: Option<Url>,
     /// SAS query (without `?`) appended to every queue URL, in `sas` mode.
     sas: Option<String>,
     credential: Option<Arc<dyn TokenCredential>>,
@@ -51,6 +55,12 @@ impl Connector {
         let mut sas = None;
         let mut credential = None;
         let mut endpoint = q.endpoint.clone();
+        let mut shared_key = None;
+        let mut blob_endpoint = q
+            .account
+            .as_ref()
+            .zip(q.cloud.storage_suffix())
+            .and_then(|(a, s)| Url::parse(&format!("https://{a}.blob.{s}")).ok());
         match mode {
             AuthMode::ConnectionString => {
                 let cs = config.auth.connection_string.as_ref().ok_or_else(|| {
@@ -61,11 +71,15 @@ impl Connector {
                 let cs = ConnectionString::parse(cs.expose())
                     .map_err(|e| ConnectError(format!("auth.connection_string: {e}")))?;
                 endpoint.get_or_insert(cs.queue_endpoint.clone());
+                blob_endpoint = Some(cs.blob_endpoint.clone());
                 match (&cs.key, &cs.sas) {
-                    (Some(key), _) => per_try.push(Arc::new(SharedKeyPolicy::new(
-                        cs.account.clone(),
-                        key.clone(),
-                    ))),
+                    (Some(key), _) => {
+                        shared_key = Some((cs.account.clone(), key.clone()));
+                        per_try.push(Arc::new(SharedKeyPolicy::new(
+                            cs.account.clone(),
+                            key.clone(),
+                        )))
+                    }
                     (None, Some(token)) => {
                         sas = Some(token.expose().trim_start_matches('?').to_owned())
                     }
@@ -134,6 +148,8 @@ impl Connector {
         Ok(Self {
             endpoint,
             mode,
+            shared_key,
+            blob_endpoint,
             sas,
             credential,
             options,
@@ -147,6 +163,25 @@ impl Connector {
 
     pub fn mode(&self) -> AuthMode {
         self.mode
+    }
+
+    /// What blob downloads need: the same credential, key or SAS.
+    pub fn blob_access(&self) -> Result<BlobAccess, ConnectError> {
+        // No overall timeout: a model may take minutes; a stalled transfer
+        // is caught by the read timeout and the handler's own limit.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ConnectError(format!("cannot build the HTTP client: {e}")))?;
+        Ok(BlobAccess {
+            credential: self.credential.clone(),
+            shared_key: self.shared_key.clone(),
+            sas: self.sas.clone(),
+            http,
+            blob_endpoint: self.blob_endpoint.clone(),
+        })
     }
 
     /// A client for queue `name`.
@@ -438,5 +473,77 @@ impl Queue for AzureQueue {
             .approximate_messages_count()
             .map_err(|e| self.classify(op, e))?;
         Ok(n.unwrap_or(0).max(0) as u64)
+    }
+}
+
+/// Creates blob clients with the daemon's credentials (for downloads).
+#[derive(Clone)]
+pub struct BlobAccess {
+    credential: Option<Arc<dyn TokenCredential>>,
+    shared_key: Option<(String, crate::config::Secret)>,
+    sas: Option<String>,
+    http: reqwest::Client,
+    blob_endpoint: Option<Url>,
+}
+
+impl BlobAccess {
+    /// No credentials at all: only SAS URLs (and public blobs) work.
+    pub fn anonymous() -> Self {
+        Self {
+            credential: None,
+            shared_key: None,
+            sas: None,
+            http: reqwest::Client::new(),
+            blob_endpoint: None,
+        }
+    }
+
+    /// `host` or `host:port` of the account's blob endpoint.
+    pub fn default_host(&self) -> Option<String> {
+        let u = self.blob_endpoint.as_ref()?;
+        let host = u.host_str()?.to_ascii_lowercase();
+        Some(match u.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        })
+    }
+
+    /// A client for the blob at `url`. A URL that carries a SAS is used as
+    /// is; otherwise the daemon's own credential (token, account key, or
+    /// its SAS token) authorizes the request.
+    pub fn blob_client(&self, url: &Url) -> Result<azure_storage_blob::BlobClient, ConnectError> {
+        let has_sas = url.query_pairs().any(|(k, _)| k == "sig");
+        let mut url = url.clone();
+        let mut per_try: Vec<Arc<dyn Policy>> = Vec::new();
+        let mut credential = None;
+        if !has_sas {
+            if let Some((account, key)) = &self.shared_key {
+                per_try.push(Arc::new(SharedKeyPolicy::new(account.clone(), key.clone())));
+            } else if let Some(c) = &self.credential {
+                credential = Some(c.clone());
+            } else if let Some(sas) = &self.sas {
+                url.set_query(Some(sas));
+            }
+        }
+        let options = azure_storage_blob::BlobClientOptions {
+            client_options: ClientOptions {
+                per_try_policies: per_try,
+                retry: RetryOptions::exponential(ExponentialRetryOptions {
+                    initial_delay: azure_core::time::Duration::milliseconds(500),
+                    max_retries: 3,
+                    max_total_elapsed: azure_core::time::Duration::seconds(60),
+                    max_delay: azure_core::time::Duration::seconds(5),
+                }),
+                transport: Some(Transport::new(Arc::new(self.http.clone()))),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        azure_storage_blob::BlobClient::new(url, credential, Some(options)).map_err(|e| {
+            ConnectError(format!(
+                "cannot create the blob client: {}",
+                redact_text(&e.to_string())
+            ))
+        })
     }
 }

@@ -344,13 +344,19 @@ pub fn lines(path: &Path) -> Vec<String> {
 /// An account SAS for the Azurite account, signed with the well-known key
 /// (queue service, object level, given permissions; sv=2019-12-12 layout).
 pub fn account_sas(permissions: &str) -> String {
+    account_sas_for("q", permissions)
+}
+
+/// An account SAS for `services` (`q`, `b`, `bq`, ...).
+pub fn account_sas_for(services: &str, permissions: &str) -> String {
     let sv = "2019-12-12";
     let se = "2099-01-01T00:00:00Z";
-    let sts = format!("devstoreaccount1\n{permissions}\nq\nsco\n\n{se}\n\nhttp,https\n{sv}\n");
+    let sts =
+        format!("devstoreaccount1\n{permissions}\n{services}\nsco\n\n{se}\n\nhttp,https\n{sv}\n");
     let sig = azure_core::hmac::hmac_sha256(&sts, &azure_core::credentials::Secret::new(DEV_KEY))
         .unwrap();
     let sig: String = url::form_urlencoded::byte_serialize(sig.as_bytes()).collect();
-    format!("sv={sv}&ss=q&srt=sco&sp={permissions}&se={se}&spr=http,https&sig={sig}")
+    format!("sv={sv}&ss={services}&srt=sco&sp={permissions}&se={se}&spr=http,https&sig={sig}")
 }
 
 /// Processes in process group `pgid` that are alive (zombies, which are
