@@ -351,3 +351,31 @@ async fn the_daemon_delivers_through_http_proxy() {
     assert_eq!(reqs[0].url.host_str(), Some("receiver.invalid"));
     assert_eq!(World::length(&w.main_queue()).await, 0);
 }
+
+#[path = "common/tls.rs"]
+mod tls;
+
+#[tokio::test]
+async fn a_private_ca_is_trusted_only_through_ca_file() {
+    let pki = tls::Pki::new();
+    let (port, served) = tls::https_server(&pki).await;
+    let url = format!("https://127.0.0.1:{port}/hook");
+
+    let e = handler(&url, "max_attempts = 1")
+        .handle(&delivery("m"))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("certificate"), "{text}");
+    assert!(text.contains("ca_file"), "no hint: {text}");
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    pki.write_ca(&ca);
+    handler(&url, &format!("ca_file = \"{}\"", ca.display()))
+        .handle(&delivery("m"))
+        .await
+        .unwrap();
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

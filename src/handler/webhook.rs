@@ -327,10 +327,13 @@ impl Handler for WebhookHandler {
                             humantime::format_duration(self.config.timeout)
                         )
                     } else if e.is_connect() {
-                        format!(
-                            "cannot connect to {target}: {}",
-                            crate::queue::azure::error_chain(&e.without_url())
-                        )
+                        let chain = crate::queue::azure::error_chain(&e.without_url());
+                        let hint = if chain.to_ascii_lowercase().contains("certificate") {
+                            "; the receiver's certificate is not trusted: if it comes from a private CA, set ca_file to a PEM bundle of that CA"
+                        } else {
+                            ""
+                        };
+                        format!("cannot connect to {target}: {chain}{hint}")
                     } else {
                         format!(
                             "request to {target} failed: {}",
