@@ -169,18 +169,32 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
         &mut lines,
     );
     let poison_result = async {
-        poison.create_if_missing().await?;
+        let created = match poison.create_if_missing().await {
+            Ok(()) => true,
+            // Creating may be denied while sending to an existing queue is
+            // allowed, which is all the daemon needs once it exists.
+            Err(QueueError::Forbidden { .. }) => false,
+            Err(e) => return Err(e),
+        };
         let sent = poison.send("cvnotify check probe").await?;
         poison.delete(&sent.id, &sent.pop_receipt).await?;
-        Ok::<_, QueueError>(())
+        Ok::<_, QueueError>(created)
     }
     .await;
     push(
         match poison_result {
-            Ok(()) => line(
+            Ok(true) => line(
                 "poison",
                 true,
                 format!("`{}` exists and accepts messages", poison.name()),
+            ),
+            Ok(false) => line(
+                "poison",
+                true,
+                format!(
+                    "`{}` accepts messages (creating queues is denied, which is fine while it exists)",
+                    poison.name()
+                ),
             ),
             Err(e) => line("poison", false, format!("`{}`: {e}", poison.name())),
         },

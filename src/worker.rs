@@ -551,7 +551,17 @@ impl Shared {
         let reason = redact_text(reason);
         let ready = self
             .poison_ready
-            .get_or_try_init(|| async { self.poison.create_if_missing().await })
+            .get_or_try_init(|| async {
+                match self.poison.create_if_missing().await {
+                    // A SAS or role may allow sending but not creating
+                    // queues; the poison queue may well exist already.
+                    Err(e @ QueueError::Forbidden { .. }) => {
+                        warn!(error = %e, poison_queue = self.poison.name(), "Cannot create the poison queue; assuming it exists");
+                        Ok(())
+                    }
+                    other => other,
+                }
+            })
             .await;
         let sent = match ready {
             Ok(()) => self.poison.send(&m.body).await.map(|_| ()),

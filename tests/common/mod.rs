@@ -70,11 +70,13 @@ impl Azurite {
         );
         let dir = tempfile::tempdir().unwrap();
         for attempt in 0..3 {
-            let port = port.unwrap_or_else(free_port);
+            // Port 0 lets Azurite pick a free port and report it: choosing
+            // one here and passing it on would race with parallel tests.
+            let requested = port.unwrap_or(0);
             let mut cmd = Command::new(&exe);
-            cmd.args([host_flag, "127.0.0.1", port_flag, &port.to_string()])
+            cmd.args([host_flag, "127.0.0.1", port_flag, &requested.to_string()])
                 .args(["--skipApiVersionCheck", "--silent", "--loose"])
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null());
             match location {
                 Some(l) => cmd.arg("--location").arg(l),
@@ -83,12 +85,31 @@ impl Azurite {
                 None => cmd.arg("--inMemoryPersistence").current_dir(dir.path()),
             };
             let mut child = cmd.spawn().expect("starting azurite");
-            if wait_for_port(port, &mut child, Duration::from_secs(30)) {
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if let Some(rest) = line
+                        .split("successfully listens on http://127.0.0.1:")
+                        .nth(1)
+                    {
+                        let _ = tx.send(rest.trim().parse::<u16>().ok());
+                    }
+                }
+            });
+            if let Ok(Some(port)) = rx.recv_timeout(Duration::from_secs(30))
+                && wait_for_port(port, &mut child, Duration::from_secs(10))
+            {
                 return Azurite { child, port, dir };
             }
             let _ = child.kill();
             let _ = child.wait();
-            eprintln!("azurite did not come up on port {port} (attempt {attempt})");
+            eprintln!("azurite did not come up (attempt {attempt})");
+            std::thread::sleep(Duration::from_millis(500));
         }
         panic!("azurite did not start");
     }
@@ -101,8 +122,19 @@ impl Azurite {
         self.child.id()
     }
 
-    /// Stops it now (by its pid) and waits for it.
+    /// Stops it (SIGTERM to its pid, so on-disk data is flushed; SIGKILL
+    /// after 5 s) and waits for it.
     pub fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1,0 +1,871 @@
+//! Reliability and security: crashes, storage outages, injected faults,
+//! competing consumers, hostile messages. Real processes and real Azurite,
+//! bounded in count and time. `CVNOTIFY_SOAK=N` multiplies the message
+//! counts for longer runs (CI runs with 1).
+
+mod common;
+#[path = "common/faults.rs"]
+mod faults;
+
+use common::*;
+use cvnotify::queue::Queue;
+use nix::sys::signal::Signal;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn soak() -> usize {
+    std::env::var("CVNOTIFY_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn hook(w: &World, name: &str, body: &str) -> std::path::PathBuf {
+    let p = w.path(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    p
+}
+
+fn shell_handler(script: &Path, extra: &str) -> String {
+    format!(
+        "[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n{extra}\n",
+        script.display()
+    )
+}
+
+/// Sends `bodies` with up to 32 requests in flight.
+async fn send_many(q: &cvnotify::queue::azure::AzureQueue, bodies: &[String]) -> Vec<String> {
+    let mut ids = Vec::with_capacity(bodies.len());
+    for chunk in bodies.chunks(32) {
+        let sent = futures_util::future::join_all(chunk.iter().map(|b| q.send(b))).await;
+        ids.extend(sent.into_iter().map(|r| r.unwrap().id));
+    }
+    ids
+}
+
+/// Secrets configured in a scenario must not appear in any output.
+fn assert_no_secrets(text: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(
+            !s.is_empty() && !text.contains(s),
+            "a secret leaked into the output: {s}"
+        );
+    }
+}
+
+/// `[queue]`/`[auth]` with an explicit account key (a secret to look for).
+fn keyed_config(w: &World, endpoint: &str, queue_extra: &str, rest: &str) -> String {
+    format!(
+        "shutdown_timeout = \"10s\"\n[queue]\nname = \"{}\"\nmin_poll_interval = \"50ms\"\nmax_poll_interval = \"500ms\"\nretry_base_delay = \"1s\"\n{queue_extra}\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};QueueEndpoint={endpoint}\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n{rest}",
+        w.queue
+    )
+}
+
+const SAS_SIG: &str = "SasSignatureThatMustNotLeak0123%3D";
+
+fn export_with_sas(i: usize) -> String {
+    format!(
+        r#"{{"version":"1.0","type":"Export","Content":{{"projectId":"{}","iterationId":"{}","exportStatus":"ExportCompleted","modelUri":"https://acct.blob.core.windows.net/models/m{i}.ONNX?sv=2022-11-02&sr=b&sig={SAS_SIG}"}}}}"#,
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4()
+    )
+}
+
+/// 1. SIGKILL three times at random points; every message is handled at
+/// least once, nothing is left, and duplicates are only messages in flight
+/// at a kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_safety_under_repeated_sigkill() {
+    let n = 200 * soak();
+    let w = World::new();
+    let started = w.path("started.txt");
+    let done = w.path("done.txt");
+    let script = hook(
+        &w,
+        "work.sh",
+        &format!(
+            "echo \"$CVNOTIFY_MESSAGE_ID $(date +%s.%N)\" >> {}\nsleep $(awk -v s=$$ 'BEGIN{{srand(s); printf \"%.3f\", rand()*0.5}}')\necho \"$CVNOTIFY_MESSAGE_ID $(date +%s.%N)\" >> {}",
+            started.display(),
+            done.display()
+        ),
+    );
+    let q = w.main_queue();
+    q.create_if_missing().await.unwrap();
+    let bodies: Vec<String> = (0..n)
+        .map(|i| {
+            if i % 4 == 0 {
+                export_with_sas(i)
+            } else {
+                training("TrainingCompleted")
+            }
+        })
+        .collect();
+    let ids = send_many(&q, &bodies).await;
+    let cfg = w.write_config(
+        "c.toml",
+        &keyed_config(
+            &w,
+            &w.azurite.queue_endpoint(),
+            "visibility_timeout = \"3s\"\nmax_concurrency = 16",
+            &shell_handler(&script, ""),
+        ),
+    );
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let mut kills = Vec::new();
+    let mut logs = String::new();
+    for k in 0..3 {
+        let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), &format!("run{k}"));
+        std::thread::sleep(Duration::from_millis(fastrand::u64(800..2500)));
+        d.signal(Signal::SIGKILL);
+        kills.push(now());
+        d.wait_timeout(Duration::from_secs(10))
+            .expect("SIGKILL did not stop it");
+        logs += &d.logs();
+    }
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "final");
+    let poison = w.poison_queue();
+    let all: HashSet<String> = ids.iter().cloned().collect();
+    let finished = eventually(Duration::from_secs(120), async || {
+        let handled: HashSet<String> = lines(&done)
+            .iter()
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect();
+        handled.is_superset(&all) && World::length(&q).await == 0
+    })
+    .await;
+    // Let in-flight deletes land, then stop.
+    std::thread::sleep(Duration::from_secs(1));
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    logs += &d.logs();
+    assert!(finished, "not everything was handled");
+    assert_eq!(World::length(&q).await, 0, "queue not empty");
+    assert!(
+        World::peek_all(&poison).await.is_empty(),
+        "poisoned after crashes"
+    );
+
+    let mut done_at: HashMap<String, Vec<f64>> = HashMap::new();
+    for l in lines(&done) {
+        let (id, t) = l.split_once(' ').unwrap();
+        done_at
+            .entry(id.to_owned())
+            .or_default()
+            .push(t.parse().unwrap());
+    }
+    let mut started_at: HashMap<String, f64> = HashMap::new();
+    for l in lines(&started) {
+        let (id, t) = l.split_once(' ').unwrap();
+        started_at
+            .entry(id.to_owned())
+            .or_insert(t.parse().unwrap());
+    }
+    let dups: Vec<&String> = done_at
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(k, _)| k)
+        .collect();
+    // In flight at a kill: started before it, and not finished more than a
+    // moment (its delete) before it.
+    for id in &dups {
+        let first_done = done_at[*id].iter().cloned().fold(f64::MAX, f64::min);
+        let in_flight = kills
+            .iter()
+            .any(|&k| started_at[*id] < k && first_done > k - 2.0);
+        assert!(
+            in_flight,
+            "{id} was handled twice without being in flight at a kill"
+        );
+    }
+    assert!(
+        dups.len() <= 3 * 16,
+        "{} duplicates for 3 kills of 16 slots",
+        dups.len()
+    );
+    println!(
+        "crash safety: sent {n}, handled {}, duplicated {}, poisoned 0, lost 0, kills at {kills:?}",
+        done_at.len(),
+        dups.len()
+    );
+    assert_no_secrets(&logs, &[SAS_SIG, DEV_KEY]);
+}
+
+/// 2. Azurite (on-disk) stopped for 20 s and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_outage_of_twenty_seconds() {
+    let data = tempfile::tempdir().unwrap();
+    let mut azurite = Azurite::start_on(Service::Queue, Some(data.path()), None);
+    let port = azurite.port;
+    let w = World::new();
+    let endpoint = format!("http://127.0.0.1:{port}/devstoreaccount1");
+    let conf = keyed_config(&w, &endpoint, "request_timeout = \"3s\"", "");
+    let connector = cvnotify::queue::azure::Connector::from_config(
+        &cvnotify::config::Config::from_toml(&conf).unwrap(),
+    )
+    .unwrap();
+    let q = connector.queue(&w.queue).unwrap();
+    q.create_if_missing().await.unwrap();
+    // On-disk Azurite can answer QueueNotFound to requests that race the
+    // creation; wait until the queue answers, and send one at a time.
+    assert!(
+        eventually(Duration::from_secs(10), async || q
+            .approximate_length()
+            .await
+            .is_ok())
+        .await
+    );
+    let send_seq = async |n: usize, status: &str| {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            ids.push(q.send(&training(status)).await.unwrap().id);
+        }
+        ids
+    };
+    let done = w.path("done.txt");
+    let script = hook(
+        &w,
+        "ok.sh",
+        &format!("echo \"$CVNOTIFY_MESSAGE_ID\" >> {}", done.display()),
+    );
+    let cfg = w.write_config("c.toml", &format!("{conf}\n{}", shell_handler(&script, "")));
+    let before = send_seq(20, "TrainingCompleted").await;
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    assert!(
+        eventually(Duration::from_secs(30), async || lines(&done).len() >= 20).await,
+        "{}",
+        d.logs()
+    );
+
+    azurite.stop();
+    let outage_start = d.records().len();
+    std::thread::sleep(Duration::from_secs(20));
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the daemon exited during the outage"
+    );
+    let records = d.records();
+    let warnings: Vec<&serde_json::Value> = records[outage_start..]
+        .iter()
+        .filter(|r| r["message"] == "Receiving from the queue failed; retrying")
+        .collect();
+    assert!(warnings.iter().all(|r| r["level"] == "WARN"));
+    let delays: Vec<u64> = warnings
+        .iter()
+        .map(|r| r["retry_in_ms"].as_u64().unwrap())
+        .collect();
+    // 1, 2, 4, 8 s (+ the client's own quick retries): a handful of
+    // attempts in 20 s, each delay at least as long as the one before.
+    assert!(
+        (3..=8).contains(&warnings.len()),
+        "{} receive attempts in 20 s: {delays:?}",
+        warnings.len()
+    );
+    assert!(
+        delays.windows(2).all(|p| p[1] >= p[0] * 9 / 10),
+        "back-off not growing: {delays:?}"
+    );
+
+    let _azurite = Azurite::start_on(Service::Queue, Some(data.path()), Some(port));
+    assert!(
+        eventually(Duration::from_secs(10), async || q
+            .approximate_length()
+            .await
+            .is_ok())
+        .await
+    );
+    let after = send_seq(20, "TrainingFailed").await;
+    let want: HashSet<String> = before.iter().chain(&after).cloned().collect();
+    let all_done = eventually(Duration::from_secs(60), async || {
+        lines(&done).into_iter().collect::<HashSet<_>>() == want
+    })
+    .await;
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    assert!(all_done, "not all handled after the outage\n{}", d.logs());
+    println!(
+        "storage outage: sent 40, handled {}, duplicated {}, poisoned 0, lost 0, receive attempts during 20 s outage {} (delays {delays:?} ms)",
+        lines(&done).iter().collect::<HashSet<_>>().len(),
+        lines(&done).len() - lines(&done).iter().collect::<HashSet<_>>().len(),
+        warnings.len()
+    );
+    assert_no_secrets(&d.logs(), &[DEV_KEY]);
+}
+
+/// 3. 503 ServerBusy, 500, answers past the client timeout and reset
+/// connections on a share of requests: nothing lost, nothing poisoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_storage_faults_lose_nothing() {
+    let n = 1000 * soak();
+    let w = World::new();
+    let proxy = faults::FaultProxy::start(
+        w.azurite.port,
+        faults::Faults {
+            server_busy: 40,
+            internal_error: 30,
+            slow: 20,
+            reset: 30,
+        },
+        Duration::from_secs(3),
+    )
+    .await;
+    let q = w.main_queue();
+    q.create_if_missing().await.unwrap();
+    w.poison_queue().create_if_missing().await.unwrap();
+    let cfg = w.write_config(
+        "c.toml",
+        &keyed_config(
+            &w,
+            &proxy.endpoint(),
+            "request_timeout = \"2s\"\nvisibility_timeout = \"10s\"\nbatch_size = 32",
+            "[[handlers]]\ntype = \"log\"\n",
+        ),
+    );
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let mut ids = Vec::new();
+    // Keep the queue shallow: Azurite slows down as it grows.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let bodies: Vec<String> = chunk
+            .iter()
+            .map(|_| training("TrainingCompleted"))
+            .collect();
+        ids.extend(send_many(&q, &bodies).await);
+        eventually(Duration::from_secs(60), async || {
+            World::length(&q).await < 100
+        })
+        .await;
+    }
+    let handled = |d: &Daemon| -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for r in d.records() {
+            if r["message"] == "Custom Vision event" {
+                *m.entry(r["message_id"].as_str().unwrap().to_owned())
+                    .or_insert(0) += 1;
+            }
+        }
+        m
+    };
+    let want: HashSet<String> = ids.iter().cloned().collect();
+    let ok = eventually(Duration::from_secs(120), async || {
+        handled(&d)
+            .keys()
+            .cloned()
+            .collect::<HashSet<_>>()
+            .is_superset(&want)
+            && World::length(&q).await == 0
+    })
+    .await;
+
+    // Back-off on throttling: everything answers 503 for 5 s.
+    proxy.set(faults::Faults {
+        server_busy: 1000,
+        ..Default::default()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = proxy
+        .counts
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(5));
+    let during_busy = proxy
+        .counts
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
+    proxy.set(faults::Faults::default());
+
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    let logs = d.logs();
+    assert!(ok, "not all handled");
+    assert!(!logs.contains("panicked"), "panic in the daemon");
+    assert!(
+        World::peek_all(&w.poison_queue()).await.is_empty(),
+        "storage faults poisoned messages"
+    );
+    // 3 tries per receive (SDK retries), the loop backing off 1, 2, 4 s.
+    assert!(
+        during_busy <= 20,
+        "{during_busy} requests in 5 s of ServerBusy"
+    );
+    let h = handled(&d);
+    let c = &proxy.counts;
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "injected faults: sent {n}, handled {}, duplicated {}, poisoned 0, lost 0; proxy requests {} (503 {}, 500 {}, slow {}, reset {}); {during_busy} requests in 5 s of ServerBusy",
+        h.len(),
+        h.values().filter(|&&v| v > 1).count(),
+        g(&c.requests),
+        g(&c.server_busy),
+        g(&c.internal_error),
+        g(&c.slow),
+        g(&c.reset)
+    );
+    assert_no_secrets(&logs, &[DEV_KEY]);
+}
+
+/// 4. Three daemons on one queue: each message handled exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn competing_consumers_handle_each_message_once() {
+    let n = 2000 * soak();
+    let w = World::new();
+    let q = w.main_queue();
+    q.create_if_missing().await.unwrap();
+    let cfg = w.write_config(
+        "c.toml",
+        &keyed_config(
+            &w,
+            &w.azurite.queue_endpoint(),
+            "",
+            "[[handlers]]\ntype = \"log\"\n",
+        ),
+    );
+    let mut daemons: Vec<Daemon> = (0..3)
+        .map(|i| Daemon::start(&cfg, &["run"], w.dir.path(), &format!("c{i}")))
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
+        let bodies: Vec<String> = chunk
+            .iter()
+            .map(|_| training("TrainingCompleted"))
+            .collect();
+        ids.extend(send_many(&q, &bodies).await);
+        eventually(Duration::from_secs(60), async || {
+            World::length(&q).await < 100
+        })
+        .await;
+    }
+    let seen = |ds: &[Daemon]| -> Vec<String> {
+        ds.iter()
+            .flat_map(|d| d.records())
+            .filter(|r| r["message"] == "Custom Vision event")
+            .map(|r| r["message_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let want: HashSet<String> = ids.iter().cloned().collect();
+    let ok = eventually(Duration::from_secs(120), async || {
+        seen(&daemons)
+            .into_iter()
+            .collect::<HashSet<_>>()
+            .is_superset(&want)
+    })
+    .await;
+    for d in &daemons {
+        d.signal(Signal::SIGTERM);
+    }
+    for d in &mut daemons {
+        assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    }
+    let all = seen(&daemons);
+    let per_daemon: Vec<usize> = daemons
+        .iter()
+        .map(|d| {
+            d.records()
+                .iter()
+                .filter(|r| r["message"] == "Custom Vision event")
+                .count()
+        })
+        .collect();
+    assert!(ok, "not all handled");
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), unique.len(), "duplicates across consumers");
+    assert_eq!(World::length(&q).await, 0);
+    println!(
+        "competing consumers: sent {n}, handled {} (per daemon {per_daemon:?}), duplicated 0, poisoned 0, lost 0",
+        unique.len()
+    );
+}
+
+/// 5. Hostile and malformed messages: each ends handled or poisoned with a
+/// reason, the daemon keeps running, nothing outside the configured
+/// directories changes, and metacharacters reach the hook as inert data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_end_where_they_should() {
+    let w = World::new();
+    let canary = w.path("pwned");
+    let inbox = w.path("inbox");
+    let models = w.path("models");
+    std::fs::create_dir(&inbox).unwrap();
+    let script = hook(
+        &w,
+        "inert.sh",
+        "cat > \"$CVNOTIFY_MESSAGE_ID.json\"\nprintf '%s' \"$CVNOTIFY_STATUS\" > \"$CVNOTIFY_MESSAGE_ID.status\"\nprintf '%s' \"$CVNOTIFY_EVENT_TYPE\" > \"$CVNOTIFY_MESSAGE_ID.type\"\nprintf '%s' \"$CVNOTIFY_MODEL_URI\" > \"$CVNOTIFY_MESSAGE_ID.uri\"",
+    );
+    let c = canary.display().to_string();
+    let p = "8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c";
+    let i = "0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f";
+    let b64 = |s: &[u8]| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let training_with = |status: &str| {
+        format!(
+            r#"{{"version":"1.0","type":"Training","Content":{{"projectId":"{p}","iterationId":"{i}","trainingStatus":{}}}}}"#,
+            serde_json::to_string(status).unwrap()
+        )
+    };
+    let export_with = |uri: &str| {
+        format!(
+            r#"{{"version":"1.0","type":"Export","Content":{{"projectId":"{p}","iterationId":"{i}","exportStatus":"ExportCompleted","modelUri":{}}}}}"#,
+            serde_json::to_string(uri).unwrap()
+        )
+    };
+    let closed = free_port();
+    // (name, body, expected: Some(status seen by the hook) = handled, None = poison)
+    let mut cases: Vec<(&str, String, Option<String>)> = vec![
+        (
+            "invalid json",
+            r#"{"type": "Training", "Content": {"#.into(),
+            None,
+        ),
+        ("invalid base64", "!!!not base64 at all!!!".into(), None),
+        ("base64 of non-json", b64(b"rm -rf /"), None),
+        (
+            "base64 of invalid utf-8",
+            b64(&[0xff, 0xfe, b'{', 0xc3, 0x28]),
+            None,
+        ),
+        (
+            "wrong type for projectId",
+            format!(
+                r#"{{"type":"Training","Content":{{"projectId":5,"iterationId":"{i}","trainingStatus":"TrainingFailed"}}}}"#
+            ),
+            None,
+        ),
+        (
+            "wrong type for Content",
+            r#"{"type":"Training","Content":"x"}"#.into(),
+            None,
+        ),
+        (
+            "wrong type for version",
+            format!(
+                r#"{{"version":{{}},"type":"ConnectionTest","Content":{{"projectId":"{p}"}}}}"#
+            ),
+            None,
+        ),
+        (
+            "missing iterationId",
+            format!(
+                r#"{{"type":"Training","Content":{{"projectId":"{p}","trainingStatus":"TrainingFailed"}}}}"#
+            ),
+            None,
+        ),
+        (
+            "missing type",
+            format!(r#"{{"Content":{{"projectId":"{p}"}}}}"#),
+            None,
+        ),
+        (
+            "empty type",
+            format!(r#"{{"type":"","Content":{{"projectId":"{p}"}}}}"#),
+            None,
+        ),
+        (
+            "non-guid id",
+            format!(r#"{{"type":"ConnectionTest","Content":{{"projectId":"$(touch {c})"}}}}"#),
+            None,
+        ),
+        (
+            "huge number id",
+            r#"{"type":"ConnectionTest","Content":{"projectId":1e999}}"#.into(),
+            None,
+        ),
+        (
+            "10000-level nesting",
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+            None,
+        ),
+        ("json array", "[1,2,3]".into(), None),
+        ("json null", "null".into(), None),
+        (
+            "trailing garbage",
+            format!("{} ; touch {c}", training_with("TrainingCompleted")),
+            None,
+        ),
+        ("whitespace only", "   \t  ".into(), None),
+        ("file:// modelUri", export_with("file:///etc/passwd"), None),
+        (
+            "javascript: modelUri",
+            export_with("javascript:alert(1)"),
+            None,
+        ),
+        (
+            "non-azure host",
+            export_with("https://evil.example/models/m.ONNX"),
+            None,
+        ),
+        (
+            "dot-dot segments",
+            export_with(&format!(
+                "http://127.0.0.1:{closed}/models/../../../etc/x.ONNX"
+            )),
+            None,
+        ),
+        (
+            "absolute path name",
+            export_with(&format!("http://127.0.0.1:{closed}/%2Fetc%2Fpasswd")),
+            None,
+        ),
+        (
+            "command substitution",
+            training_with(&format!("$(touch {c})")),
+            Some(format!("$(touch {c})")),
+        ),
+        (
+            "backticks",
+            training_with(&format!("`touch {c}`")),
+            Some(format!("`touch {c}`")),
+        ),
+        (
+            "semicolon",
+            training_with(&format!("x; touch {c}")),
+            Some(format!("x; touch {c}")),
+        ),
+        (
+            "pipe and redirect",
+            training_with(&format!("x | tee {c} > {c}")),
+            Some(format!("x | tee {c} > {c}")),
+        ),
+        (
+            "newlines",
+            training_with("line1\nline2\r\nline3"),
+            Some("line1\nline2\r\nline3".into()),
+        ),
+        (
+            "control characters",
+            training_with("bell\u{7}esc\u{1b}[31m"),
+            Some("bell\u{7}esc\u{1b}[31m".into()),
+        ),
+        (
+            "nul character",
+            training_with("before\u{0}after"),
+            Some("before\u{fffd}after".into()),
+        ),
+        (
+            "quotes",
+            training_with("it's \"quoted\" \\ back"),
+            Some("it's \"quoted\" \\ back".into()),
+        ),
+        (
+            "xml in status",
+            training_with("</MessageText><x>&amp;"),
+            Some("</MessageText><x>&amp;".into()),
+        ),
+        (
+            "unicode",
+            training_with("Ünïcödé ✓ 🚀"),
+            Some("Ünïcödé ✓ 🚀".into()),
+        ),
+        (
+            "64 KiB body",
+            {
+                let pad = "x".repeat(60 * 1024);
+                format!(
+                    r#"{{"version":"1.0","type":"Training","padding":"{pad}","Content":{{"projectId":"{p}","iterationId":"{i}","trainingStatus":"TrainingCompleted"}}}}"#
+                )
+            },
+            Some("TrainingCompleted".into()),
+        ),
+        (
+            "newline in unknown type",
+            format!(r#"{{"type":"Evil\n$(touch {c})","Content":{{}}}}"#),
+            Some(String::new()),
+        ),
+        (
+            "duplicate keys",
+            format!(
+                r#"{{"type":"Export","type":"Training","Content":{{"projectId":"{p}","iterationId":"{i}","trainingStatus":"TrainingFailed"}}}}"#
+            ),
+            Some("TrainingFailed".into()),
+        ),
+        (
+            "bom and base64",
+            b64(format!("\u{feff}{}", training_with("TrainingCompleted")).as_bytes()),
+            Some("TrainingCompleted".into()),
+        ),
+    ];
+    assert!(cases.len() >= 30);
+    let q = w.main_queue();
+    q.create_if_missing().await.unwrap();
+    let mut sent: Vec<(String, &str, String, Option<String>)> = Vec::new();
+    for (name, body, expect) in cases.drain(..) {
+        match q.send(&body).await {
+            Ok(m) => sent.push((m.id, name, body, expect)),
+            Err(e) => panic!("could not send case {name:?}: {e}"),
+        }
+    }
+    let handlers = format!(
+        "{}[[handlers]]\ntype = \"download\"\ndir = \"{}\"\nallowed_hosts = [\"127.0.0.1:{closed}\"]\n",
+        shell_handler(&script, &format!("working_dir = \"{}\"", inbox.display())),
+        models.display()
+    );
+    let cfg = w.write_config(
+        "c.toml",
+        &keyed_config(
+            &w,
+            &w.azurite.queue_endpoint(),
+            "max_dequeue_count = 2",
+            &handlers,
+        ),
+    );
+    let before: Vec<String> = dir_tree(w.dir.path());
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let expected_poison = sent.iter().filter(|s| s.3.is_none()).count();
+    let poison = w.poison_queue();
+    let done = eventually(Duration::from_secs(90), async || {
+        World::length(&q).await == 0
+            && poison.peek(32).await.map(|m| m.len()).unwrap_or(0) == expected_poison
+    })
+    .await;
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon stopped");
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    assert!(done, "not all cases settled\n{}", d.logs());
+
+    let poisoned: Vec<String> = poison
+        .peek(32)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    let reasons: BTreeMap<String, String> = d
+        .records()
+        .into_iter()
+        .filter(|r| r["message"] == "Moved the message to the poison queue")
+        .map(|r| {
+            (
+                r["spans"][0]["message_id"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (id, name, body, expect) in &sent {
+        match expect {
+            None => {
+                assert!(poisoned.contains(body), "{name}: not in the poison queue");
+                assert!(
+                    reasons.get(id).is_some_and(|r| !r.is_empty()),
+                    "{name}: no reason logged"
+                );
+            }
+            Some(status) => {
+                let got = std::fs::read(inbox.join(format!("{id}.status")))
+                    .unwrap_or_else(|_| panic!("{name}: the hook did not run"));
+                assert_eq!(String::from_utf8_lossy(&got), *status, "{name}");
+                let json: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(inbox.join(format!("{id}.json"))).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(json["message_id"], id.as_str(), "{name}");
+            }
+        }
+    }
+    assert!(!canary.exists(), "a payload ran a command");
+    // Nothing changed outside the inbox, the models dir and the daemon's
+    // own output files.
+    let after = dir_tree(w.dir.path());
+    let new: Vec<&String> = after
+        .iter()
+        .filter(|f| !before.contains(f))
+        .filter(|f| !f.starts_with("inbox/") && !f.starts_with("d.std") && *f != "models")
+        .collect();
+    assert!(new.is_empty(), "unexpected files: {new:?}");
+    assert!(
+        files_in(&models).is_empty(),
+        "the download handler wrote {:?}",
+        files_in(&models)
+    );
+    println!(
+        "hostile messages: {} cases, handled {}, poisoned {}, lost 0, commands executed 0",
+        sent.len(),
+        sent.len() - expected_poison,
+        expected_poison
+    );
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every path below `root`, relative, directories included.
+fn dir_tree(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// 7. `check` output carries no secret either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_output_carries_no_secrets() {
+    let w = World::new();
+    w.send_all(&[]).await;
+    // The SAS below may not create queues; the poison queue exists.
+    w.poison_queue().create_if_missing().await.unwrap();
+    let sas = account_sas("raup");
+    let sig = sas.split("sig=").nth(1).unwrap().to_owned();
+    for (name, text) in [
+        ("key", keyed_config(&w, &w.azurite.queue_endpoint(), "", "")),
+        (
+            "sas",
+            format!(
+                "[queue]\nname = \"{}\"\nendpoint = \"{}\"\n[auth]\nmode = \"sas\"\nsas_token = \"{sas}\"\n",
+                w.queue,
+                w.azurite.queue_endpoint()
+            ),
+        ),
+        (
+            "bad-sas",
+            format!(
+                "[queue]\nname = \"{}\"\nendpoint = \"{}\"\n[auth]\nmode = \"sas\"\nsas_token = \"{}\"\n",
+                w.queue,
+                w.azurite.queue_endpoint(),
+                sas.replace("sig=", "sig=XYZ")
+            ),
+        ),
+    ] {
+        let cfg = w.write_config(&format!("{name}.toml"), &text);
+        let t = Instant::now();
+        let out = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check")
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_no_secrets(&all, &[DEV_KEY, &sig]);
+        assert!(t.elapsed() < Duration::from_secs(60));
+        if name == "bad-sas" {
+            assert!(!out.status.success(), "{all}");
+        } else {
+            assert!(out.status.success(), "{name}: {all}");
+        }
+    }
+}
