@@ -711,3 +711,34 @@ async fn shell_hook_past_its_timeout_is_killed_and_counts_as_a_failure() {
     assert_eq!(live_members_of_group(pgid), Vec::<i32>::new());
     assert_eq!(World::peek_all(&poison).await, vec![body]);
 }
+
+/// Regression: the hook-output reader once held a span guard across
+/// `.await`, so log lines of one message carried the spans of others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_output_lines_carry_only_their_own_message_span() {
+    let w = World::new();
+    let script = hook(
+        &w,
+        "echo.sh",
+        "echo \"id=$CVNOTIFY_MESSAGE_ID\"\nsleep 0.2\necho \"id=$CVNOTIFY_MESSAGE_ID\" >&2",
+    );
+    let bodies: Vec<String> = (0..12).map(|_| training("TrainingCompleted")).collect();
+    w.send_all(&bodies).await;
+    let cfg = w.write_config("c.toml", &w.config_text("", &shell_handler(&script, "")));
+    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
+    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    let outputs: Vec<serde_json::Value> = d
+        .records()
+        .into_iter()
+        .filter(|r| r["message"] == "Hook output")
+        .collect();
+    assert_eq!(outputs.len(), 24);
+    for r in &outputs {
+        let spans = r["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), 2, "{r}");
+        assert_eq!(spans[0]["name"], "message");
+        assert_eq!(spans[1]["name"], "handler");
+        let printed = r["output"].as_str().unwrap().trim_start_matches("id=");
+        assert_eq!(spans[0]["message_id"].as_str().unwrap(), printed, "{r}");
+    }
+}

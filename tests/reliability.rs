@@ -690,6 +690,13 @@ async fn hostile_messages_end_where_they_should() {
             b64(format!("\u{feff}{}", training_with("TrainingCompleted")).as_bytes()),
             Some("TrainingCompleted".into()),
         ),
+        (
+            "sas model uri to a closed host",
+            export_with(&format!(
+                "http://127.0.0.1:{closed}/models/m.ONNX?sv=1&sig={SAS_SIG}"
+            )),
+            None,
+        ),
     ];
     assert!(cases.len() >= 30);
     let q = w.main_queue();
@@ -701,10 +708,19 @@ async fn hostile_messages_end_where_they_should() {
             Err(e) => panic!("could not send case {name:?}: {e}"),
         }
     }
+    // A signed webhook too, so that its secret is configured while every
+    // hostile case goes through.
+    let receiver = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let handlers = format!(
-        "{}[[handlers]]\ntype = \"download\"\ndir = \"{}\"\nallowed_hosts = [\"127.0.0.1:{closed}\"]\n",
+        "{}[[handlers]]\ntype = \"download\"\ndir = \"{}\"\nallowed_hosts = [\"127.0.0.1:{closed}\"]\n[[handlers]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nsecret = \"{webhook_secret}\"\n",
         shell_handler(&script, &format!("working_dir = \"{}\"", inbox.display())),
-        models.display()
+        models.display(),
+        receiver.uri()
     );
     let cfg = w.write_config(
         "c.toml",
@@ -753,7 +769,12 @@ async fn hostile_messages_end_where_they_should() {
                 assert!(poisoned.contains(body), "{name}: not in the poison queue");
                 assert!(
                     reasons.get(id).is_some_and(|r| !r.is_empty()),
-                    "{name}: no reason logged"
+                    "{name}: no reason logged for {id}:\n{}",
+                    d.logs()
+                        .lines()
+                        .filter(|l| l.contains(id.as_str()))
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 );
             }
             Some(status) => {
@@ -769,6 +790,19 @@ async fn hostile_messages_end_where_they_should() {
         }
     }
     assert!(!canary.exists(), "a payload ran a command");
+    assert_no_secrets(
+        &d.logs(),
+        &[
+            SAS_SIG,
+            DEV_KEY,
+            webhook_secret.trim_start_matches("whsec_"),
+        ],
+    );
+    let posted = receiver.received_requests().await.unwrap().len();
+    assert!(
+        posted >= sent.iter().filter(|s| s.3.is_some()).count(),
+        "{posted} webhook posts"
+    );
     // Nothing changed outside the inbox, the models dir and the daemon's
     // own output files.
     let after = dir_tree(w.dir.path());

@@ -155,9 +155,11 @@ fn log_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     reader: R,
     stream: &'static str,
 ) -> tokio::task::JoinHandle<()> {
+    // `instrument`, not `span.enter()`: a guard held across `.await` would
+    // leave the span entered on whichever thread the task yields on, and
+    // other messages' log lines would carry it.
     let span = tracing::Span::current();
-    tokio::spawn(async move {
-        let _enter = span.enter();
+    let task = async move {
         let mut lines = BufReader::new(reader).split(b'\n');
         while let Ok(Some(line)) = lines.next_segment().await {
             let mut text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]).into_owned();
@@ -167,7 +169,8 @@ fn log_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
             let text = redact_text(text.trim_end());
             tracing::info!(stream, output = %text, "Hook output");
         }
-    })
+    };
+    tokio::spawn(tracing::Instrument::instrument(task, span))
 }
 
 #[async_trait]
