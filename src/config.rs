@@ -25,6 +25,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub http: HttpConfig,
     /// How long in-flight handlers may run after SIGTERM/SIGINT before their
     /// messages are released back to the queue.
     pub shutdown_timeout: Duration,
@@ -43,6 +44,8 @@ struct FileConfig {
     auth: AuthConfig,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    http: HttpConfig,
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     shutdown_timeout: Duration,
     #[serde(default)]
@@ -229,6 +232,15 @@ impl AuthMode {
             AuthMode::ManagedIdentity | AuthMode::WorkloadIdentity | AuthMode::AzureCli
         )
     }
+}
+
+/// The optional HTTP listener for health checks and metrics.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address for `/healthz`, `/readyz` and `/metrics`, e.g.
+    /// `127.0.0.1:9464`. Off when absent.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -419,6 +431,7 @@ impl Config {
             queue: file.queue,
             auth: file.auth,
             log: file.log,
+            http: file.http,
             shutdown_timeout: file.shutdown_timeout,
             handlers,
         };

@@ -53,12 +53,37 @@ pub async fn run(
         poison_queue = poison.name(),
         "Starting"
     );
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    metrics.set_started();
+    let stop_http = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = config.http.listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("Failed to listen on http.listen = {addr}; is the port in use?")
+        })?;
+        // Ready while a queue call succeeded within a few poll intervals.
+        let ready_window = (config.queue.max_poll_interval * 3 + config.queue.request_timeout)
+            .max(std::time::Duration::from_secs(30));
+        let state = Arc::new(crate::http::HttpState {
+            metrics: metrics.clone(),
+            ready_window,
+            queue: queue.clone(),
+            poison: poison.clone(),
+        });
+        let bound = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(listen = %bound, "Serving /healthz, /readyz and /metrics");
+        tokio::spawn(crate::http::serve(listener, state, stop_http.clone()));
+    }
+    let _stop_http = stop_http.drop_guard();
     let worker = Worker::new(
         queue,
         poison,
         Arc::new(router),
         Settings::from_config(config, once),
-    );
+    )
+    .with_metrics(metrics);
     Ok(worker.run(shutdown).await.map_err(anyhow::Error::from)?)
 }
 

@@ -22,6 +22,8 @@
 //! - [`daemon`]: wires configuration into a running worker; the signal
 //!   future used in production.
 //! - [`check`], [`send`]: the `check` and `send` commands.
+//! - [`metrics`], [`http`]: Prometheus metrics, health state, and the
+//!   optional `/healthz` `/readyz` `/metrics` listener.
 //! - [`logging`], [`redact`]: log output, and keeping secrets out of it.
 //! - [`tls`]: extra trusted CAs.
 //!
@@ -33,7 +35,9 @@ pub mod config;
 pub mod daemon;
 pub mod event;
 pub mod handler;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod queue;
 pub mod redact;
 pub mod send;

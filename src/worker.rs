@@ -18,6 +18,7 @@
 
 use crate::event::decode;
 use crate::handler::{Delivery, Router};
+use crate::metrics::{HandlerLabel, HandlerOutcome, Metrics, ReasonLabel, StorageErrorLabels};
 use crate::queue::{Queue, QueueError, ReceivedMessage};
 use crate::redact::redact_text;
 use std::future::Future;
@@ -163,6 +164,68 @@ struct Shared {
     router: Arc<Router>,
     settings: Settings,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+}
+
+/// Tells systemd (when `NOTIFY_SOCKET` is set) that the daemon is ready,
+/// alive, and stopping. `WATCHDOG=1` is sent only from the poll loop's own
+/// waits, so a loop that hangs stops sending it and systemd restarts it.
+struct Heartbeat {
+    interval: Option<tokio::time::Interval>,
+    ready_sent: bool,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        let interval = if let Some(timeout) = sd_notify::watchdog_enabled().filter(|d| !d.is_zero())
+        {
+            let period = (timeout / 2).max(Duration::from_millis(100));
+            // First ping after one period, not at once (before READY=1).
+            let mut i = tokio::time::interval_at(Instant::now() + period, period);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            Some(i)
+        } else {
+            None
+        };
+        Self {
+            interval,
+            ready_sent: false,
+        }
+    }
+
+    async fn tick(&mut self) {
+        match &mut self.interval {
+            Some(i) => {
+                i.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn beat(&self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+
+    fn ready(&mut self) {
+        if !self.ready_sent {
+            self.ready_sent = true;
+            let _ = sd_notify::notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status("Listening"),
+            ]);
+        }
+    }
+}
+
+/// Awaits `fut`, sending watchdog pings while it is pending.
+async fn alive<F: Future>(hb: &mut Heartbeat, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = hb.tick() => hb.beat(),
+        }
+    }
 }
 
 /// The poll loop over one queue.
@@ -185,8 +248,17 @@ impl Worker {
                 router,
                 settings,
                 stats: Arc::default(),
+                metrics: Arc::default(),
             }),
         }
+    }
+
+    /// Records into `metrics` (shared with the HTTP listener).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("called before run")
+            .metrics = metrics;
+        self
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -209,6 +281,8 @@ impl Worker {
         );
         let mut consecutive_errors = 0u32;
         let mut result = Ok(());
+        let mut hb = Heartbeat::new();
+        let metrics = self.shared.metrics.clone();
         tokio::pin!(shutdown);
 
         info!(
@@ -222,7 +296,7 @@ impl Worker {
             let first = tokio::select! {
                 biased;
                 _ = &mut shutdown => break 'poll,
-                p = semaphore.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                p = alive(&mut hb, semaphore.clone().acquire_owned()) => p.expect("semaphore is never closed"),
             };
             let mut permits = vec![first];
             while permits.len() < s.batch_size as usize {
@@ -238,7 +312,7 @@ impl Worker {
                 .receive(permits.len() as u8, s.visibility_timeout);
             tokio::pin!(receive);
             let received = tokio::select! {
-                r = &mut receive => r,
+                r = alive(&mut hb, &mut receive) => r,
                 _ = &mut shutdown => {
                     // The request may already have hidden messages: wait a
                     // little for the answer and hand them straight back.
@@ -251,6 +325,21 @@ impl Worker {
                 }
             };
 
+            match &received {
+                Ok(_) => {
+                    metrics.receive_ok();
+                    hb.ready();
+                }
+                Err(e) => {
+                    metrics
+                        .storage_errors
+                        .get_or_create(&StorageErrorLabels {
+                            operation: e.op().label(),
+                            kind: e.kind(),
+                        })
+                        .inc();
+                }
+            }
             match received {
                 Ok(messages) if messages.is_empty() => {
                     consecutive_errors = 0;
@@ -267,21 +356,24 @@ impl Worker {
                         // will not keep --once running.
                         tokio::select! {
                             _ = &mut shutdown => break 'poll,
-                            all = semaphore.acquire_many(s.max_concurrency as u32) => drop(all),
+                            all = alive(&mut hb, semaphore.acquire_many(s.max_concurrency as u32)) => drop(all),
                         }
                         continue;
                     }
                     let delay = poll.next_delay();
+                    metrics.poll_interval.set(delay.as_secs_f64());
                     debug!(delay_ms = delay.as_millis() as u64, "The queue is empty");
                     tokio::select! {
                         _ = &mut shutdown => break 'poll,
-                        _ = sleep(delay) => {}
+                        _ = alive(&mut hb, sleep(delay)) => {}
                     }
                 }
                 Ok(messages) => {
                     consecutive_errors = 0;
                     error_backoff.reset();
                     poll.reset();
+                    metrics.poll_interval.set(0.0);
+                    metrics.received.inc_by(messages.len() as u64);
                     self.shared
                         .stats
                         .received
@@ -289,8 +381,11 @@ impl Worker {
                     for (message, permit) in messages.into_iter().zip(permits.drain(..)) {
                         let shared = self.shared.clone();
                         let abort = abort.clone();
+                        shared.metrics.in_flight.inc();
                         tracker.spawn(async move {
+                            let metrics = shared.metrics.clone();
                             shared.process(message, abort).await;
+                            metrics.in_flight.dec();
                             drop(permit);
                         });
                     }
@@ -318,13 +413,15 @@ impl Worker {
                         });
                         break 'poll;
                     }
+                    metrics.poll_interval.set(delay.as_secs_f64());
                     tokio::select! {
                         _ = &mut shutdown => break 'poll,
-                        _ = sleep(delay) => {}
+                        _ = alive(&mut hb, sleep(delay)) => {}
                     }
                 }
             }
         }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 
         tracker.close();
         let in_flight = tracker.len();
@@ -365,6 +462,16 @@ enum Outcome {
 }
 
 impl Shared {
+    fn storage_error(&self, e: &QueueError) {
+        self.metrics
+            .storage_errors
+            .get_or_create(&StorageErrorLabels {
+                operation: e.op().label(),
+                kind: e.kind(),
+            })
+            .inc();
+    }
+
     async fn process(self: Arc<Self>, m: ReceivedMessage, abort: CancellationToken) {
         let span = info_span!(
             "message",
@@ -392,14 +499,20 @@ impl Shared {
                 "delivered {} times, more than max_dequeue_count ({}); it may crash the daemon",
                 m.dequeue_count, s.max_dequeue_count
             );
-            self.poison(&m, &m.pop_receipt, &reason).await;
+            self.poison(&m, &m.pop_receipt, "dequeue_count_exceeded", &reason)
+                .await;
             return;
         }
         let notification = match decode(m.body.as_bytes()) {
             Ok(n) => n,
             Err(e) => {
-                self.poison(&m, &m.pop_receipt, &format!("cannot be decoded: {e}"))
-                    .await;
+                self.poison(
+                    &m,
+                    &m.pop_receipt,
+                    "decode_error",
+                    &format!("cannot be decoded: {e}"),
+                )
+                .await;
                 return;
             }
         };
@@ -441,6 +554,15 @@ impl Shared {
         let outcome = loop {
             tokio::select! {
                 results = &mut work => {
+                    for (name, r, took) in &results {
+                        let handler = (*name).to_owned();
+                        self.metrics
+                            .handler_duration
+                            .get_or_create(&HandlerLabel { handler: handler.clone() })
+                            .observe(took.as_secs_f64());
+                        let outcome = if r.is_ok() { "success" } else { "failure" };
+                        self.metrics.handled.get_or_create(&HandlerOutcome { handler, outcome }).inc();
+                    }
                     let failures: Vec<String> = results
                         .iter()
                         .filter_map(|(name, r, took)| match r {
@@ -467,7 +589,10 @@ impl Shared {
                             warn!(error = %e, "Lost the message while a handler runs; another consumer may handle it too");
                             lost = true;
                         }
-                        Err(e) => warn!(error = %e, kind = e.kind(), "Extending the message's visibility failed; will retry"),
+                        Err(e) => {
+                            self.storage_error(&e);
+                            warn!(error = %e, kind = e.kind(), "Extending the message's visibility failed; will retry");
+                        }
                     }
                     next_renewal += renew_every;
                 }
@@ -491,7 +616,8 @@ impl Shared {
                         "failed on delivery {} of max_dequeue_count {}: {reason}",
                         m.dequeue_count, s.max_dequeue_count
                     );
-                    self.poison(&m, &receipt, &reason).await;
+                    self.poison(&m, &receipt, "max_dequeue_count", &reason)
+                        .await;
                 } else {
                     let delay = s.retry_delay(m.dequeue_count);
                     warn!(error = %redact_text(&reason), retry_in_s = delay.as_secs(), took_ms, "Handling failed; the message will be retried");
@@ -508,7 +634,15 @@ impl Shared {
     /// that is already gone is not an error: someone else owns it now.
     async fn delete(&self, id: &str, receipt: &str) {
         for attempt in 1..=3u32 {
-            match self.queue.delete(id, receipt).await {
+            let result = self.queue.delete(id, receipt).await;
+            match &result {
+                Ok(()) => {
+                    self.metrics.storage_ok();
+                    self.metrics.deleted.inc();
+                }
+                Err(e) => self.storage_error(e),
+            }
+            match result {
                 Ok(()) => return,
                 Err(e) if e.is_message_gone() => {
                     info!(reason = %e, "The message was already gone when deleting it");
@@ -534,6 +668,7 @@ impl Shared {
             .await
         {
             Ok(_) => {
+                self.metrics.released.inc();
                 self.stats.released.fetch_add(1, Ordering::Relaxed);
                 info!("Released the message back to the queue");
             }
@@ -547,7 +682,7 @@ impl Shared {
     /// Copies the message verbatim to the poison queue, then deletes it. If
     /// the copy fails the original stays (and is retried later): a message
     /// is never deleted before it exists elsewhere.
-    async fn poison(&self, m: &ReceivedMessage, receipt: &str, reason: &str) {
+    async fn poison(&self, m: &ReceivedMessage, receipt: &str, kind: &'static str, reason: &str) {
         let reason = redact_text(reason);
         let ready = self
             .poison_ready
@@ -570,6 +705,10 @@ impl Shared {
         match sent {
             Ok(()) => {
                 self.delete(&m.id, receipt).await;
+                self.metrics
+                    .poisoned
+                    .get_or_create(&ReasonLabel { reason: kind })
+                    .inc();
                 self.stats.poisoned.fetch_add(1, Ordering::Relaxed);
                 error!(
                     reason = %reason,
@@ -578,6 +717,7 @@ impl Shared {
                 );
             }
             Err(e) => {
+                self.storage_error(&e);
                 let delay = self.settings.retry_delay(m.dequeue_count);
                 error!(error = %e, reason = %reason, retry_in_s = delay.as_secs(), "Could not move the message to the poison queue; it stays in the queue");
                 let _ = self.queue.update_visibility(&m.id, receipt, delay).await;

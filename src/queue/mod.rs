@@ -121,6 +121,21 @@ impl Operation {
     }
 }
 
+impl Operation {
+    /// A short name for metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Operation::Receive => "receive",
+            Operation::Delete => "delete",
+            Operation::Update => "update",
+            Operation::Send => "send",
+            Operation::Create => "create",
+            Operation::Peek => "peek",
+            Operation::Properties => "properties",
+        }
+    }
+}
+
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -175,6 +190,19 @@ impl QueueError {
             self,
             QueueError::MessageNotFound { .. } | QueueError::PopReceiptMismatch { .. }
         )
+    }
+
+    /// The operation that failed.
+    pub fn op(&self) -> Operation {
+        match self {
+            QueueError::QueueNotFound { op, .. }
+            | QueueError::MessageNotFound { op }
+            | QueueError::PopReceiptMismatch { op }
+            | QueueError::Forbidden { op, .. }
+            | QueueError::Unauthenticated { op, .. }
+            | QueueError::Transient { op, .. }
+            | QueueError::Other { op, .. } => *op,
+        }
     }
 
     /// A short label for logs and counters.

@@ -1,0 +1,137 @@
+//! The optional HTTP listener: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! hyper's HTTP/1 server directly: three fixed routes do not need a
+//! framework. Queue lengths are read from queue properties when
+//! `/metrics` is scraped, at most every 30 s, so an unscraped daemon makes
+//! no extra storage requests.
+
+use crate::metrics::{Metrics, QueueLabel};
+use crate::queue::Queue;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the routes read.
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    /// `/readyz` fails when no queue call succeeded for this long.
+    pub ready_window: Duration,
+    pub queue: Arc<dyn Queue>,
+    pub poison: Arc<dyn Queue>,
+}
+
+const LENGTH_REFRESH: Duration = Duration::from_secs(30);
+
+impl HttpState {
+    async fn refresh_lengths(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let last = self.metrics.lengths_refreshed_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < LENGTH_REFRESH.as_millis() as u64
+            || self
+                .metrics
+                .lengths_refreshed_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        for (label, q) in [("main", &self.queue), ("poison", &self.poison)] {
+            match tokio::time::timeout(Duration::from_secs(5), q.approximate_length()).await {
+                Ok(Ok(n)) => {
+                    self.metrics
+                        .queue_length
+                        .get_or_create(&QueueLabel { queue: label })
+                        .set(n as i64);
+                }
+                Ok(Err(crate::queue::QueueError::QueueNotFound { .. })) => {
+                    self.metrics
+                        .queue_length
+                        .get_or_create(&QueueLabel { queue: label })
+                        .set(0);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, queue = label, "Cannot read the queue length")
+                }
+                Err(_) => tracing::debug!(queue = label, "Reading the queue length timed out"),
+            }
+        }
+    }
+
+    async fn route(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let text = |status: StatusCode, body: String| {
+            Response::builder()
+                .status(status)
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from(body)))
+                .expect("static response parts")
+        };
+        if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => match self.metrics.ready(self.ready_window) {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
+            },
+            "/metrics" => {
+                self.refresh_lengths().await;
+                Response::builder()
+                    .header(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                    .body(Full::new(Bytes::from(self.metrics.encode())))
+                    .expect("static response parts")
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "routes: /healthz /readyz /metrics\n".into(),
+            ),
+        }
+    }
+}
+
+/// Serves until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(state.route(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}

@@ -1,0 +1,264 @@
+//! Prometheus metrics and the health state behind `/readyz`.
+//!
+//! One [`Metrics`] per daemon, shared by the poll loop (which records) and
+//! the HTTP listener (which encodes). Label values are fixed sets (handler
+//! names from the config, operation and error kinds, outcome): never
+//! anything from a message, so nothing secret or unbounded reaches a label.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerOutcome {
+    pub handler: String,
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerLabel {
+    pub handler: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `decode_error`, `max_dequeue_count`, `dequeue_count_exceeded`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageErrorLabels {
+    pub operation: &'static str,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    /// `main` or `poison`.
+    pub queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+/// Everything the daemon measures.
+pub struct Metrics {
+    registry: Registry,
+    pub received: Counter,
+    pub handled: Family<HandlerOutcome, Counter>,
+    pub deleted: Counter,
+    pub released: Counter,
+    pub poisoned: Family<ReasonLabel, Counter>,
+    pub handler_duration: Family<HandlerLabel, Histogram>,
+    pub storage_errors: Family<StorageErrorLabels, Counter>,
+    pub in_flight: Gauge,
+    pub poll_interval: Gauge<f64, AtomicU64>,
+    pub queue_length: Family<QueueLabel, Gauge>,
+    pub last_receive: Gauge<f64, AtomicU64>,
+    /// Health: when a queue call last succeeded (Unix ms; 0 = never).
+    last_success_ms: AtomicU64,
+    /// Health: a credential was verified at start-up.
+    started: AtomicBool,
+    /// Queue lengths are refreshed on scrape at most this often.
+    pub(crate) lengths_refreshed_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cvnotify");
+        let m = Metrics {
+            received: Counter::default(),
+            handled: Family::default(),
+            deleted: Counter::default(),
+            released: Counter::default(),
+            poisoned: Family::default(),
+            handler_duration: Family::new_with_constructor(|| {
+                // 5 ms to ~10 min.
+                Histogram::new(exponential_buckets(0.005, 2.0, 18))
+            }),
+            storage_errors: Family::default(),
+            in_flight: Gauge::default(),
+            poll_interval: Gauge::default(),
+            queue_length: Family::default(),
+            last_receive: Gauge::default(),
+            last_success_ms: AtomicU64::new(0),
+            started: AtomicBool::new(false),
+            lengths_refreshed_ms: AtomicU64::new(0),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "messages_received",
+            "Messages received from the queue",
+            m.received.clone(),
+        );
+        registry.register(
+            "messages_handled",
+            "Deliveries to a handler, by handler and outcome",
+            m.handled.clone(),
+        );
+        registry.register(
+            "messages_deleted",
+            "Messages deleted after every handler succeeded",
+            m.deleted.clone(),
+        );
+        registry.register(
+            "messages_released",
+            "Messages made visible again at shutdown",
+            m.released.clone(),
+        );
+        registry.register(
+            "messages_poisoned",
+            "Messages moved to the poison queue, by reason",
+            m.poisoned.clone(),
+        );
+        registry.register(
+            "handler_duration_seconds",
+            "Time a handler took for one delivery",
+            m.handler_duration.clone(),
+        );
+        registry.register(
+            "storage_errors",
+            "Failed storage requests, by operation and kind",
+            m.storage_errors.clone(),
+        );
+        registry.register(
+            "messages_in_flight",
+            "Messages being handled now",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "poll_interval_seconds",
+            "Current delay between receive calls",
+            m.poll_interval.clone(),
+        );
+        registry.register(
+            "queue_length",
+            "Approximate number of messages (queue properties, refreshed at most every 30 s)",
+            m.queue_length.clone(),
+        );
+        registry.register(
+            "last_receive_timestamp_seconds",
+            "Unix time of the last successful receive call",
+            m.last_receive.clone(),
+        );
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "cvnotify version", build);
+        Metrics { registry, ..m }
+    }
+
+    /// A queue call succeeded.
+    pub fn storage_ok(&self) {
+        self.last_success_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A receive succeeded.
+    pub fn receive_ok(&self) {
+        self.storage_ok();
+        self.last_receive.set(now_ms() as f64 / 1000.0);
+    }
+
+    /// Start-up got a token (or needs none).
+    pub fn set_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// Ready: started, and a queue call succeeded within `window`.
+    pub fn ready(&self, window: Duration) -> Result<(), String> {
+        if !self.started.load(Ordering::Relaxed) {
+            return Err("starting: no token or first queue call yet".into());
+        }
+        let last = self.last_success_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return Err("no queue call has succeeded yet".into());
+        }
+        let age = now_ms().saturating_sub(last);
+        if age > window.as_millis() as u64 {
+            return Err(format!(
+                "the last successful queue call was {} s ago (limit {} s)",
+                age / 1000,
+                window.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_with_prefix_and_labels() {
+        let m = Metrics::new();
+        m.received.inc();
+        m.handled
+            .get_or_create(&HandlerOutcome {
+                handler: "log#0".into(),
+                outcome: "success",
+            })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("cvnotify_messages_received_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "cvnotify_messages_handled_total{handler=\"log#0\",outcome=\"success\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("cvnotify_build_info{version="), "{text}");
+    }
+
+    #[test]
+    fn readiness_needs_start_and_a_recent_success() {
+        let m = Metrics::new();
+        assert!(m.ready(Duration::from_secs(30)).is_err());
+        m.set_started();
+        assert!(m.ready(Duration::from_secs(30)).is_err());
+        m.storage_ok();
+        assert!(m.ready(Duration::from_secs(30)).is_ok());
+        m.last_success_ms
+            .store(now_ms() - 60_000, Ordering::Relaxed);
+        assert!(
+            m.ready(Duration::from_secs(30))
+                .unwrap_err()
+                .contains("60 s ago")
+        );
+    }
+}

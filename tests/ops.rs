@@ -1,0 +1,253 @@
+//! Operations: health and metrics endpoints, systemd notifications, poison
+//! tooling, PID 1 behaviour. Real daemons against real Azurite.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use std::path::Path;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn hook(w: &World, name: &str, body: &str) -> std::path::PathBuf {
+    let p = w.path(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    p
+}
+
+fn shell_handler(script: &Path, extra: &str) -> String {
+    format!(
+        "[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n{extra}\n",
+        script.display()
+    )
+}
+
+/// The address the daemon's HTTP listener bound (it is given port 0).
+async fn http_addr(d: &Daemon) -> String {
+    let mut addr = None;
+    eventually(LIMIT, async || {
+        addr = d
+            .records()
+            .into_iter()
+            .find(|r| r["message"] == "Serving /healthz, /readyz and /metrics")
+            .and_then(|r| r["listen"].as_str().map(str::to_owned));
+        addr.is_some()
+    })
+    .await;
+    addr.unwrap_or_else(|| panic!("no HTTP listener\n{}", d.logs()))
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let rsp = reqwest::get(url).await.unwrap();
+    (rsp.status().as_u16(), rsp.text().await.unwrap())
+}
+
+/// The value of a sample line (`name{labels} value`) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_messages_flow_and_fail() {
+    let w = World::new();
+    let script = hook(
+        &w,
+        "h.sh",
+        "[ \"$CVNOTIFY_STATUS\" = TrainingFailed ] && exit 1\nexit 0",
+    );
+    w.send_all(&[
+        training("TrainingCompleted"),
+        training("TrainingCompleted"),
+        training("TrainingCompleted"),
+        training("TrainingFailed"),
+        "not json".to_owned(),
+    ])
+    .await;
+    let cfg = w.write_config(
+        "c.toml",
+        &w.config_text(
+            "max_dequeue_count = 1",
+            &format!(
+                "[http]\nlisten = \"127.0.0.1:0\"\n{}",
+                shell_handler(&script, "name = \"hook\"")
+            ),
+        ),
+    );
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let base = format!("http://{}", http_addr(&d).await);
+    let poison = w.poison_queue();
+    assert!(
+        eventually(LIMIT, async || World::peek_all(&poison).await.len() == 2).await,
+        "{}",
+        d.logs()
+    );
+    assert!(eventually(LIMIT, async || World::length(&w.main_queue()).await == 0).await);
+
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&text, "cvnotify_messages_received_total"),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cvnotify_messages_handled_total{handler=\"hook\",outcome=\"success\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cvnotify_messages_handled_total{handler=\"hook\",outcome=\"failure\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cvnotify_messages_poisoned_total{reason=\"decode_error\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cvnotify_messages_poisoned_total{reason=\"max_dequeue_count\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "cvnotify_messages_deleted_total"),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cvnotify_handler_duration_seconds_count{handler=\"hook\"}"
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "cvnotify_messages_in_flight"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "cvnotify_queue_length{queue=\"poison\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "cvnotify_queue_length{queue=\"main\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(sample(&text, "cvnotify_last_receive_timestamp_seconds").unwrap() > 1.7e9);
+    assert!(text.contains("cvnotify_build_info{version="), "{text}");
+    assert!(text.contains("cvnotify_poll_interval_seconds"), "{text}");
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    // Label values come from config and fixed sets only.
+    assert!(!text.contains("devstoreaccount1") || !text.contains(DEV_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_while_storage_is_unreachable_and_storage_errors_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:{closed}/devstoreaccount1\"\nrequest_timeout = \"1s\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n[log]\nformat = \"json\"\n[http]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&cfg, &["run"], dir.path(), "d");
+    let base = format!("http://{}", http_addr(&d).await);
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("not ready"), "{body}");
+    assert!(
+        eventually(LIMIT, async || {
+            let (_, text) = get(&format!("{base}/metrics")).await;
+            sample(
+                &text,
+                "cvnotify_storage_errors_total{operation=\"receive\",kind=\"transient\"}",
+            )
+            .unwrap_or(0.0)
+                >= 1.0
+        })
+        .await
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_gets_ready_watchdog_and_stopping() {
+    let w = World::new();
+    w.send_all(&[]).await;
+    let sock_path = w.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let cfg = w.write_config("c.toml", &w.config_text("", ""));
+    let mut d = Daemon::start_with_env(
+        &cfg,
+        &["run"],
+        w.dir.path(),
+        "d",
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let mut got: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    d.signal(Signal::SIGTERM);
+    let until = std::time::Instant::now();
+    while until.elapsed() < Duration::from_secs(3) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(
+        got.first()
+            .is_some_and(|m| m.lines().any(|l| l == "READY=1")),
+        "{got:?}"
+    );
+    // WatchdogSec=1s: a ping every 0.5 s while the loop waits on an empty queue.
+    let pings = got
+        .iter()
+        .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+        .count();
+    assert!(pings >= 4, "{pings} watchdog pings in 4 s: {got:?}");
+    assert!(
+        got.iter().any(|m| m.lines().any(|l| l == "STOPPING=1")),
+        "{got:?}"
+    );
+}
