@@ -53,6 +53,7 @@ pub async fn run(
         poison_queue = poison.name(),
         "Starting"
     );
+    crate::reaper::spawn_if_pid1();
     let metrics = Arc::new(crate::metrics::Metrics::new());
     metrics.set_started();
     let stop_http = tokio_util::sync::CancellationToken::new();

@@ -21,9 +21,11 @@
 //!   visibility renewal, retries, poison queue, graceful shutdown.
 //! - [`daemon`]: wires configuration into a running worker; the signal
 //!   future used in production.
-//! - [`check`], [`send`]: the `check` and `send` commands.
+//! - [`check`], [`send`], [`poison`]: the `check`, `send` and `poison`
+//!   commands.
 //! - [`metrics`], [`http`]: Prometheus metrics, health state, and the
 //!   optional `/healthz` `/readyz` `/metrics` listener.
+//! - [`reaper`]: reaping orphans when running as PID 1.
 //! - [`logging`], [`redact`]: log output, and keeping secrets out of it.
 //! - [`tls`]: extra trusted CAs.
 //!
@@ -38,7 +40,9 @@ pub mod handler;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod poison;
 pub mod queue;
+pub mod reaper;
 pub mod redact;
 pub mod send;
 pub mod tls;

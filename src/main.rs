@@ -46,6 +46,11 @@ enum Command {
         /// File holding the body; `-` or nothing reads stdin.
         file: Option<PathBuf>,
     },
+    /// Inspect and replay messages in the poison queue.
+    Poison {
+        #[command(subcommand)]
+        command: PoisonCommand,
+    },
     /// Enqueue a message exactly as Custom Vision writes it.
     Send {
         /// Event type.
@@ -69,6 +74,27 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PoisonCommand {
+    /// Print one line per message (id, insertion time, deliveries, decoded
+    /// summary or decode error) without changing anything.
+    List {
+        /// How many to show (the service peeks at most 32).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u8).range(1..=32))]
+        max: u8,
+    },
+    /// Move messages back to the main queue: copy, then delete from the
+    /// poison queue, so neither failing call loses one.
+    Replay {
+        /// Every message in the poison queue.
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        all: bool,
+        /// A message id from `poison list` (repeatable).
+        #[arg(long)]
+        id: Vec<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
@@ -78,6 +104,9 @@ fn main() -> ExitCode {
             println!("ok    config     valid");
             if config_only { exit::OK } else { check(c) }
         }),
+        Command::Poison { command } => {
+            with_config(cli.config, Target::Stderr, |c| poison(c, command))
+        }
         Command::Send {
             kind,
             status,
@@ -179,6 +208,53 @@ fn send(config: &Config, spec: &SendSpec) -> i32 {
             exit::FAILURE
         }
     }
+}
+
+fn poison(config: &Config, command: PoisonCommand) -> i32 {
+    use cvnotify::poison::{Selection, list, replay};
+    let result = runtime().block_on(async {
+        let connector = Connector::from_config(config)?;
+        let main = connector.queue(config.queue_name())?;
+        let poison = connector.queue(&config.poison_queue_name())?;
+        match command {
+            PoisonCommand::List { max } => {
+                let lines = list(&poison, max).await?;
+                if lines.is_empty() {
+                    eprintln!("The poison queue `{}` is empty", poison.name());
+                }
+                for l in lines {
+                    println!("{l}");
+                }
+                anyhow::Ok(exit::OK)
+            }
+            PoisonCommand::Replay { all, id } => {
+                let selection = if all {
+                    Selection::All
+                } else {
+                    Selection::Ids(id.into_iter().collect())
+                };
+                let report = replay(&main, &poison, &selection).await?;
+                for (old, new) in &report.replayed {
+                    println!("replayed {old} as {new}");
+                }
+                for id in &report.missing {
+                    eprintln!("not found: {id}");
+                }
+                for (id, why) in &report.failed {
+                    eprintln!("failed: {id}: {why}");
+                }
+                Ok(if report.missing.is_empty() && report.failed.is_empty() {
+                    exit::OK
+                } else {
+                    exit::FAILURE
+                })
+            }
+        }
+    });
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        exit::FAILURE
+    })
 }
 
 fn decode(file: Option<PathBuf>) -> i32 {

@@ -251,3 +251,226 @@ async fn systemd_gets_ready_watchdog_and_stopping() {
         "{got:?}"
     );
 }
+
+fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_list_and_replay() {
+    use cvnotify::queue::Queue;
+    let w = World::new();
+    w.send_all(&[]).await;
+    let poison = w.poison_queue();
+    poison.create_if_missing().await.unwrap();
+    let a = training("TrainingFailed");
+    let b = training("TrainingCompleted");
+    let bad = "{broken".to_owned();
+    let ia = poison.send(&a).await.unwrap().id;
+    poison.send(&b).await.unwrap();
+    poison.send(&bad).await.unwrap();
+    let cfg = w.write_config("c.toml", &w.config_text("", ""));
+
+    let (code, out, err) = cli(&cfg, &["poison", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with(&ia) && lines[0].contains("Training TrainingFailed"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("undecodable: the body is not valid JSON"),
+        "{out}"
+    );
+
+    let (code, out, err) = cli(&cfg, &["poison", "replay", "--id", &ia]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("replayed {ia} as ")), "{out}");
+    assert_eq!(World::peek_all(&w.main_queue()).await, vec![a.clone()]);
+    assert_eq!(World::peek_all(&poison).await.len(), 2);
+
+    let (code, out, _) = cli(&cfg, &["poison", "replay", "--id", "no-such-id"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert_eq!(
+        World::peek_all(&poison).await.len(),
+        2,
+        "scanned messages were not released"
+    );
+
+    let (code, out, err) = cli(&cfg, &["poison", "replay", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2);
+    let mut main = World::peek_all(&w.main_queue()).await;
+    main.sort();
+    let mut want = vec![a, b, bad];
+    want.sort();
+    assert_eq!(main, want, "bodies changed");
+    assert!(World::peek_all(&poison).await.is_empty());
+
+    let (code, _, err) = cli(&cfg, &["poison", "replay"]);
+    assert_eq!(code, 2, "--all or --id is required: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_loses_nothing_when_the_copy_fails() {
+    use cvnotify::queue::Queue;
+    let w = World::new();
+    w.send_all(&[]).await;
+    let poison = w.poison_queue();
+    poison.create_if_missing().await.unwrap();
+    for _ in 0..3 {
+        poison.send(&training("TrainingFailed")).await.unwrap();
+    }
+    // May read and process, but not add messages: every copy fails.
+    let cfg = w.write_config(
+        "c.toml",
+        &format!(
+            "[queue]\nname = \"{}\"\nendpoint = \"{}\"\n[auth]\nmode = \"sas\"\nsas_token = \"{}\"\n",
+            w.queue,
+            w.azurite.queue_endpoint(),
+            account_sas("rup")
+        ),
+    );
+    let (code, out, err) = cli(&cfg, &["poison", "replay", "--all"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(
+        err.matches("not copied, left in the poison queue").count(),
+        3,
+        "{err}"
+    );
+    assert_eq!(
+        World::peek_all(&poison).await.len(),
+        3,
+        "a message was lost or left hidden"
+    );
+    assert!(World::peek_all(&w.main_queue()).await.is_empty());
+}
+
+/// Children of `pid` (host view) and their states.
+fn children(pid: i32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split(' ').collect();
+        if f.get(1).and_then(|x| x.parse::<i32>().ok()) == Some(pid) {
+            out.push((p, f[0].to_owned()));
+        }
+    }
+    out
+}
+
+/// What a container without an init does: cvnotify as PID 1 in its own PID
+/// namespace reaps what hooks leave behind and exits 0 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
+    if std::process::Command::new("unshare")
+        .args(["--fork", "--pid", "--mount-proc", "true"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        panic!("unshare --pid does not work here; this test needs it (run as root)");
+    }
+    let w = World::new();
+    let done = w.path("done.txt");
+    // Leaves a child in its process group (killed with the group, then a
+    // zombie of PID 1) and one in a new session (outlives the hook).
+    let script = hook(
+        &w,
+        "leave.sh",
+        &format!(
+            "sleep 30 &\nsetsid sleep 1 &\necho \"$CVNOTIFY_MESSAGE_ID\" >> {}",
+            done.display()
+        ),
+    );
+    w.send_all(&[
+        training("TrainingCompleted"),
+        training("TrainingFailed"),
+        training("TrainingCompleted"),
+    ])
+    .await;
+    let cfg = w.write_config(
+        "c.toml",
+        &w.config_text("", &shell_handler(&script, ""))
+            .replace("shutdown_timeout = \"10s\"", "shutdown_timeout = \"5s\""),
+    );
+    let stdout = w.path("pid1.stdout");
+    let mut unshare = std::process::Command::new("unshare")
+        .args(["--fork", "--pid", "--mount-proc"])
+        .arg(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let unshare_pid = unshare.id() as i32;
+    let mut daemon_pid = None;
+    eventually(LIMIT, async || {
+        daemon_pid = children(unshare_pid).first().map(|c| c.0);
+        daemon_pid.is_some()
+    })
+    .await;
+    let daemon_pid = daemon_pid.expect("no child of unshare");
+    assert!(
+        eventually(LIMIT, async || lines(&done).len() == 3).await,
+        "hooks did not run"
+    );
+    // The setsid'd sleep ends after 1 s; the reaper runs every second.
+    std::thread::sleep(Duration::from_secs(3));
+    let zombies: Vec<(i32, String)> = children(daemon_pid)
+        .into_iter()
+        .filter(|c| c.1 == "Z")
+        .collect();
+    assert!(
+        zombies.is_empty(),
+        "unreaped children of PID 1: {zombies:?}"
+    );
+    let logs = std::fs::read_to_string(&stdout).unwrap();
+    assert!(logs.contains("Running as PID 1"), "{logs}");
+
+    let t = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon_pid), Signal::SIGTERM).unwrap();
+    let status = loop {
+        if let Some(s) = unshare.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "PID 1 did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&stdout).unwrap()
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "took {:?}, shutdown_timeout is 5 s",
+        t.elapsed()
+    );
+}

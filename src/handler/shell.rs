@@ -139,6 +139,22 @@ impl ShellHandler {
     }
 }
 
+/// Registers a hook pid with the PID-1 reaper while tokio waits for it.
+struct Tracked(i32);
+
+impl Tracked {
+    fn new(pid: i32) -> Self {
+        crate::reaper::track(pid);
+        Self(pid)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        crate::reaper::untrack(self.0);
+    }
+}
+
 /// Kills the process group on drop unless disarmed: covers the timeout and
 /// the handler future being dropped at shutdown.
 struct GroupGuard(Option<Pid>);
@@ -182,6 +198,7 @@ impl Handler for ShellHandler {
             .spawn()
             .map_err(|e| HandlerError(format!("cannot start `{program}`: {e}")))?;
         let mut guard = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
+        let _tracked = child.id().map(|id| Tracked::new(id as i32));
         let stdout = log_lines(child.stdout.take().expect("piped"), "stdout");
         let stderr = log_lines(child.stderr.take().expect("piped"), "stderr");
         let input = serde_json::to_vec(&d.payload()).expect("JSON values serialize");
