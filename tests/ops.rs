@@ -474,3 +474,37 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
         t.elapsed()
     );
 }
+
+/// Under systemd (JOURNAL_STREAM set), `auto` logs are plain text: no ANSI
+/// colours, no timestamp of their own (journald adds one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journald_gets_plain_text_lines() {
+    let w = World::new();
+    w.send_all(&[training("TrainingCompleted")]).await;
+    let cfg = w.write_config(
+        "c.toml",
+        &w.config_text("", "")
+            .replace("format = \"json\"", "format = \"auto\"")
+            .replace("level = \"debug\"", "level = \"info\""),
+    );
+    let mut d = Daemon::start_with_env(
+        &cfg,
+        &["run", "--once"],
+        w.dir.path(),
+        "d",
+        &[("JOURNAL_STREAM", "8:12345")],
+    );
+    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    let logs = d.logs();
+    assert!(logs.contains("Custom Vision event"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "ANSI escape in journald output");
+    for line in logs.lines().filter(|l| !l.is_empty()) {
+        assert!(!line.starts_with('{'), "JSON under journald: {line}");
+        assert!(
+            line.trim_start().starts_with("INFO")
+                || line.trim_start().starts_with("WARN")
+                || line.trim_start().starts_with("DEBUG"),
+            "a timestamp or other prefix: {line}"
+        );
+    }
+}
