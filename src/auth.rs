@@ -7,9 +7,8 @@
 //! maintained crate provides it for the 1.x pipeline. It follows "Authorize
 //! with Shared Key" of the Storage REST reference.
 
-use crate::config::{AuthConfig, AuthMode, Secret};
+use crate::config::{AuthMode, Secret};
 use async_trait::async_trait;
-use azure_core::credentials::TokenCredential;
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{Context, Request};
 use std::collections::BTreeMap;
@@ -266,56 +265,6 @@ impl Policy for SharedKeyPolicy {
         );
         next[0].send(ctx, request, &next[1..]).await
     }
-}
-
-/// Pipeline options for token requests: a few quick retries per call. The
-/// SDK's default (eight retries over about a minute) would hide a broken
-/// identity; the daemon retries on its own schedule instead (bounded at
-/// start-up by `auth.startup_timeout`), logging each failure.
-fn token_client_options() -> azure_core::http::ClientOptions {
-    azure_core::http::ClientOptions {
-        retry: azure_core::http::RetryOptions::exponential(
-            azure_core::http::ExponentialRetryOptions {
-                initial_delay: azure_core::time::Duration::milliseconds(200),
-                max_retries: 2,
-                max_total_elapsed: azure_core::time::Duration::seconds(10),
-                max_delay: azure_core::time::Duration::seconds(2),
-            },
-        ),
-        ..Default::default()
-    }
-}
-
-/// The Entra ID credential for a token-based auth mode.
-pub fn token_credential(auth: &AuthConfig) -> azure_core::Result<Arc<dyn TokenCredential>> {
-    Ok(match auth.mode {
-        AuthMode::ManagedIdentity => {
-            let options = azure_identity::ManagedIdentityCredentialOptions {
-                user_assigned_id: auth
-                    .client_id
-                    .clone()
-                    .map(azure_identity::UserAssignedId::ClientId),
-                client_options: token_client_options(),
-            };
-            azure_identity::ManagedIdentityCredential::new(Some(options))?
-        }
-        AuthMode::WorkloadIdentity => {
-            let options = azure_identity::WorkloadIdentityCredentialOptions {
-                credential_options: azure_identity::ClientAssertionCredentialOptions {
-                    client_options: token_client_options(),
-                },
-                ..Default::default()
-            };
-            azure_identity::WorkloadIdentityCredential::new(Some(options))?
-        }
-        AuthMode::AzureCli => azure_identity::AzureCliCredential::new(None)?,
-        AuthMode::Sas | AuthMode::ConnectionString => {
-            return Err(azure_core::Error::with_message(
-                azure_core::error::ErrorKind::Other,
-                "this auth mode does not use tokens",
-            ));
-        }
-    })
 }
 
 /// What to check when a token-based mode cannot get a token.

@@ -26,6 +26,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub tls: TlsConfig,
     /// How long in-flight handlers may run after SIGTERM/SIGINT before their
     /// messages are released back to the queue.
     pub shutdown_timeout: Duration,
@@ -46,6 +47,8 @@ struct FileConfig {
     log: LogConfig,
     #[serde(default)]
     http: HttpConfig,
+    #[serde(default)]
+    tls: TlsConfig,
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     shutdown_timeout: Duration,
     #[serde(default)]
@@ -183,8 +186,12 @@ pub struct AuthConfig {
     /// with an error (token endpoints can be slow to come up).
     #[serde(with = "humantime_serde")]
     pub startup_timeout: Duration,
-    /// Client id of a user-assigned managed identity.
+    /// Client id of a user-assigned managed identity, or (workload
+    /// identity) instead of `AZURE_CLIENT_ID`.
     pub client_id: Option<String>,
+    /// Entra ID authority for token requests, overriding `queue.cloud`'s
+    /// (custom clouds). `AZURE_AUTHORITY_HOST` is used when neither is set.
+    pub authority_host: Option<Url>,
     /// For `mode = "connection_string"`; `UseDevelopmentStorage=true` for Azurite.
     pub connection_string: Option<Secret>,
     /// For `mode = "sas"`: the SAS token (query string) appended to the
@@ -198,6 +205,7 @@ impl Default for AuthConfig {
             mode: AuthMode::default(),
             startup_timeout: Duration::from_secs(60),
             client_id: None,
+            authority_host: None,
             connection_string: None,
             sas_token: None,
         }
@@ -232,6 +240,15 @@ impl AuthMode {
             AuthMode::ManagedIdentity | AuthMode::WorkloadIdentity | AuthMode::AzureCli
         )
     }
+}
+
+/// Trust for outgoing HTTPS: storage, token endpoints, webhooks, downloads.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM bundle of extra trusted CAs, added to the system roots (a
+    /// private CA, a TLS-inspecting proxy, Azurite over HTTPS).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The optional HTTP listener for health checks and metrics.
@@ -432,6 +449,7 @@ impl Config {
             auth: file.auth,
             log: file.log,
             http: file.http,
+            tls: file.tls,
             shutdown_timeout: file.shutdown_timeout,
             handlers,
         };
@@ -588,10 +606,20 @@ impl Config {
                 ),
             );
         }
-        if a.client_id.is_some() && a.mode != AuthMode::ManagedIdentity {
+        if let Some(h) = &a.authority_host
+            && h.scheme() != "https"
+        {
+            issues.push("auth.authority_host", "must be an https URL");
+        }
+        if a.client_id.is_some()
+            && !matches!(
+                a.mode,
+                AuthMode::ManagedIdentity | AuthMode::WorkloadIdentity
+            )
+        {
             issues.push(
                 "auth.client_id",
-                "only used with auth.mode = \"managed_identity\"",
+                "only used with auth.mode = \"managed_identity\" or \"workload_identity\"",
             );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -31,6 +31,7 @@ pub async fn run(
         Connector::from_config(config).context("Failed to set up the storage client")?;
     let ctx = crate::handler::BuildContext {
         blobs: connector.blob_access().map_err(anyhow::Error::from)?,
+        ca_file: config.tls.ca_file.clone(),
     };
     let router = Router::build(&config.effective_handlers(), &ctx)?;
     connector

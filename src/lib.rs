@@ -10,8 +10,8 @@
 //! - [`event`]: the wire format and the decoder (pure; no I/O).
 //! - [`config`]: the TOML file, `CVNOTIFY__*` overrides, validation that
 //!   reports every problem at once.
-//! - [`auth`]: connection strings, the Shared Key signing policy, Entra ID
-//!   credentials.
+//! - [`auth`]: connection strings and the Shared Key signing policy.
+//! - [`credential`]: Entra ID credentials with half-life token refresh.
 //! - [`queue`]: the narrow [`queue::Queue`] trait, its Azure implementation
 //!   and an in-memory one for unit tests; classification of storage errors.
 //! - [`handler`]: the [`handler::Handler`] trait, the tagged
@@ -34,6 +34,7 @@
 pub mod auth;
 pub mod check;
 pub mod config;
+pub mod credential;
 pub mod daemon;
 pub mod event;
 pub mod handler;

@@ -161,6 +161,9 @@ struct Shared {
     queue: Arc<dyn Queue>,
     poison: Arc<dyn Queue>,
     poison_ready: OnceCell<()>,
+    /// Update Message was denied (an identity with only the Message
+    /// Processor role): renewal and retry delays are skipped from then on.
+    update_denied: std::sync::atomic::AtomicBool,
     router: Arc<Router>,
     settings: Settings,
     stats: Arc<Stats>,
@@ -245,6 +248,7 @@ impl Worker {
                 queue,
                 poison,
                 poison_ready: OnceCell::new(),
+                update_denied: Default::default(),
                 router,
                 settings,
                 stats: Arc::default(),
@@ -462,6 +466,20 @@ enum Outcome {
 }
 
 impl Shared {
+    fn update_is_denied(&self) -> bool {
+        self.update_denied.load(Ordering::Relaxed)
+    }
+
+    /// Update Message is forbidden: say so once, then work without it.
+    fn update_forbidden(&self, e: &QueueError) {
+        if !self.update_denied.swap(true, Ordering::Relaxed) {
+            warn!(
+                error = %e,
+                "Update Message is denied; continuing without visibility renewal and retry delays: a failed message reappears after visibility_timeout, and a handler running longer than that may see its message delivered again. Grant 'Storage Queue Data Contributor' on the queue to fix this"
+            );
+        }
+    }
+
     fn storage_error(&self, e: &QueueError) {
         self.metrics
             .storage_errors
@@ -579,7 +597,7 @@ impl Shared {
                         Outcome::Failed(failures.join("; "))
                     };
                 }
-                _ = sleep_until(next_renewal), if !lost => {
+                _ = sleep_until(next_renewal), if !lost && !self.update_is_denied() => {
                     match self.queue.update_visibility(&m.id, &receipt, s.visibility_timeout).await {
                         Ok(r) => {
                             receipt = r;
@@ -588,6 +606,10 @@ impl Shared {
                         Err(e) if e.is_message_gone() => {
                             warn!(error = %e, "Lost the message while a handler runs; another consumer may handle it too");
                             lost = true;
+                        }
+                        Err(e @ QueueError::Forbidden { .. }) => {
+                            self.storage_error(&e);
+                            self.update_forbidden(&e);
                         }
                         Err(e) => {
                             self.storage_error(&e);
@@ -621,9 +643,20 @@ impl Shared {
                 } else {
                     let delay = s.retry_delay(m.dequeue_count);
                     warn!(error = %redact_text(&reason), retry_in_s = delay.as_secs(), took_ms, "Handling failed; the message will be retried");
-                    if let Err(e) = self.queue.update_visibility(&m.id, &receipt, delay).await {
-                        // It reappears after the visibility timeout instead.
-                        warn!(error = %e, "Could not set the retry delay");
+                    if self.update_is_denied() {
+                        debug!(
+                            "Update Message is denied; the message reappears after its visibility timeout"
+                        );
+                    } else if let Err(e) =
+                        self.queue.update_visibility(&m.id, &receipt, delay).await
+                    {
+                        self.storage_error(&e);
+                        if let QueueError::Forbidden { .. } = e {
+                            self.update_forbidden(&e);
+                        } else {
+                            // It reappears after the visibility timeout instead.
+                            warn!(error = %e, "Could not set the retry delay");
+                        }
                     }
                 }
             }
@@ -662,6 +695,9 @@ impl Shared {
 
     /// Makes a message visible again at once (shutdown).
     async fn release(&self, id: &str, receipt: &str) {
+        if self.update_is_denied() {
+            return;
+        }
         match self
             .queue
             .update_visibility(id, receipt, Duration::ZERO)

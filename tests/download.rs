@@ -290,6 +290,7 @@ async fn keep_last_removes_older_models_of_the_same_project() {
             .unwrap()
             .blob_access()
             .unwrap(),
+        ca_file: None,
     };
     let handler = match &config.handlers[0] {
         c @ HandlerConfig::Download(_) => c.build(&ctx).unwrap(),
@@ -454,6 +455,7 @@ async fn bench_download_50_mib() {
             .unwrap()
             .blob_access()
             .unwrap(),
+        ca_file: None,
     };
     let handler = config.handlers[0].build(&ctx).unwrap();
     let mut rates = Vec::new();

@@ -86,12 +86,15 @@ pub enum HandlerConfig {
 pub struct BuildContext {
     /// Blob access with the daemon's credentials (download handler).
     pub blobs: crate::queue::azure::BlobAccess,
+    /// `tls.ca_file`, for handlers without a `ca_file` of their own.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for BuildContext {
     fn default() -> Self {
         Self {
             blobs: crate::queue::azure::BlobAccess::anonymous(),
+            ca_file: None,
         }
     }
 }
@@ -172,7 +175,9 @@ impl HandlerConfig {
         Ok(match self {
             HandlerConfig::Log(c) => Arc::new(log::LogHandler::new(c)),
             HandlerConfig::Shell(c) => Arc::new(shell::ShellHandler::new(c)?),
-            HandlerConfig::Webhook(c) => Arc::new(webhook::WebhookHandler::new(c)?),
+            HandlerConfig::Webhook(c) => {
+                Arc::new(webhook::WebhookHandler::new(c, ctx.ca_file.as_deref())?)
+            }
             HandlerConfig::Download(c) => {
                 Arc::new(download::DownloadHandler::new(c, ctx.blobs.clone())?)
             }

@@ -190,7 +190,11 @@ pub struct WebhookHandler {
 }
 
 impl WebhookHandler {
-    pub fn new(config: &WebhookConfig) -> anyhow::Result<Self> {
+    /// `default_ca_file` (`tls.ca_file`) applies when the handler has none.
+    pub fn new(
+        config: &WebhookConfig,
+        default_ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let secret = match (&config.secret, &config.secret_env, &config.secret_file) {
             (Some(s), _, _) => Some(s.expose().to_owned()),
             (_, Some(var), _) => Some(std::env::var(var).map_err(|_| {
@@ -212,7 +216,7 @@ impl WebhookHandler {
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("cvnotify/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &config.ca_file {
+        if let Some(ca) = config.ca_file.as_deref().or(default_ca_file) {
             builder = crate::tls::add_ca_file(builder, ca)?;
         }
         let client = builder.build()?;

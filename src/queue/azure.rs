@@ -29,6 +29,8 @@ const POP_RECEIPT: HeaderName = HeaderName::from_static("x-ms-popreceipt");
 /// Builds queue clients that share one transport and one credential.
 #[derive(Clone)]
 pub struct Connector {
+    /// `tls.ca_file`, for the blob client.
+    ca_file: Option<std::path::PathBuf>,
     endpoint: Url,
     mode: AuthMode,
     /// The account key, in connection-string mode (for blob clients).
@@ -94,14 +96,23 @@ impl Connector {
                 sas = Some(token.expose().trim_start_matches('?').to_owned());
             }
             AuthMode::ManagedIdentity | AuthMode::WorkloadIdentity | AuthMode::AzureCli => {
-                credential = Some(auth::token_credential(&config.auth).map_err(|e| {
-                    ConnectError(format!(
-                        "cannot set up auth.mode = \"{}\": {}; {}",
-                        mode.as_str(),
-                        redact_text(&e.to_string()),
-                        auth::credential_hint(mode)
-                    ))
-                })?);
+                // Token requests get the same trust (tls.ca_file) as storage.
+                let token_http = trusted_client(
+                    config,
+                    reqwest::Client::builder().timeout(Duration::from_secs(30)),
+                )?;
+                let transport = Transport::new(Arc::new(token_http));
+                credential = Some(
+                    crate::credential::token_credential(&config.auth, q.cloud, Some(transport))
+                        .map_err(|e| {
+                            ConnectError(format!(
+                                "cannot set up auth.mode = \"{}\": {}; {}",
+                                mode.as_str(),
+                                redact_text(&e.to_string()),
+                                auth::credential_hint(mode)
+                            ))
+                        })?,
+                );
             }
         }
         let endpoint = match endpoint {
@@ -119,13 +130,14 @@ impl Connector {
             }
         };
 
-        let http = reqwest::Client::builder()
-            .timeout(q.request_timeout)
-            .connect_timeout(Duration::from_secs(10).min(q.request_timeout))
-            // Storage never redirects; following one could leak credentials.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ConnectError(format!("cannot build the HTTP client: {e}")))?;
+        let http = trusted_client(
+            config,
+            reqwest::Client::builder()
+                .timeout(q.request_timeout)
+                .connect_timeout(Duration::from_secs(10).min(q.request_timeout))
+                // Storage never redirects; following one could leak credentials.
+                .redirect(reqwest::redirect::Policy::none()),
+        )?;
         let options = QueueClientOptions {
             client_options: ClientOptions {
                 per_try_policies: per_try,
@@ -146,6 +158,7 @@ impl Connector {
             ..Default::default()
         };
         Ok(Self {
+            ca_file: config.tls.ca_file.clone(),
             endpoint,
             mode,
             shared_key,
@@ -169,10 +182,15 @@ impl Connector {
     pub fn blob_access(&self) -> Result<BlobAccess, ConnectError> {
         // No overall timeout: a model may take minutes; a stalled transfer
         // is caught by the read timeout and the handler's own limit.
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &self.ca_file {
+            builder = crate::tls::add_ca_file(builder, ca)
+                .map_err(|e| ConnectError(format!("tls.ca_file: {e:#}")))?;
+        }
+        let http = builder
             .build()
             .map_err(|e| ConnectError(format!("cannot build the HTTP client: {e}")))?;
         Ok(BlobAccess {
@@ -239,6 +257,7 @@ impl Connector {
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
+                let error = with_trust_hint(error);
                 return Err(format!(
                     "auth.mode = \"{}\" could not get a token ({attempt} attempts in {}): {error}; {}",
                     self.mode.as_str(),
@@ -251,6 +270,31 @@ impl Connector {
             tokio::time::sleep(delay.min(remaining)).await;
             delay = (delay * 2).min(Duration::from_secs(10));
         }
+    }
+}
+
+/// A reqwest client trusting `tls.ca_file` in addition to the system roots.
+fn trusted_client(
+    config: &Config,
+    mut builder: reqwest::ClientBuilder,
+) -> Result<reqwest::Client, ConnectError> {
+    if let Some(ca) = &config.tls.ca_file {
+        builder = crate::tls::add_ca_file(builder, ca)
+            .map_err(|e| ConnectError(format!("tls.ca_file: {e:#}")))?;
+    }
+    builder
+        .build()
+        .map_err(|e| ConnectError(format!("cannot build the HTTP client: {e}")))
+}
+
+/// Adds what to do when a TLS error says the certificate is not trusted.
+pub(crate) fn with_trust_hint(message: String) -> String {
+    if message.to_ascii_lowercase().contains("certificate") {
+        format!(
+            "{message}; the server's certificate is not trusted: if it comes from a private CA (or a TLS-inspecting proxy), set tls.ca_file to a PEM bundle of that CA"
+        )
+    } else {
+        message
     }
 }
 
@@ -325,7 +369,7 @@ impl AzureQueue {
             }
             ErrorKind::Connection | ErrorKind::Io => QueueError::Transient {
                 op,
-                message: error_chain(&e),
+                message: with_trust_hint(error_chain(&e)),
             },
             ErrorKind::Credential => QueueError::Unauthenticated {
                 op,
