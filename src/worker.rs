@@ -403,7 +403,12 @@ impl Worker {
                         .fetch_add(1, Ordering::Relaxed);
                     let delay = error_backoff.next_delay();
                     let retry_in_ms = delay.as_millis() as u64;
-                    if e.is_transient() {
+                    // A rejected credential is usually an expired token being
+                    // replaced; when it persists (a wrong key, a revoked
+                    // SAS), an operator must act.
+                    let persistent_auth =
+                        matches!(e, QueueError::Unauthenticated { .. }) && consecutive_errors >= 5;
+                    if e.is_transient() && !persistent_auth {
                         warn!(error = %e, kind = e.kind(), attempt = consecutive_errors, retry_in_ms, "Receiving from the queue failed; retrying");
                     } else {
                         // Denied access or a missing queue: an operator must

@@ -345,6 +345,13 @@ impl AzureQueue {
                         queue: self.name.clone(),
                     },
                     (400, "PopReceiptMismatch") => QueueError::PopReceiptMismatch { op },
+                    // Storage answers 403 both for a missing role and for a
+                    // credential it does not accept (an expired token, a bad
+                    // key or SAS signature); only the first is about roles.
+                    (403, "AuthenticationFailed") => QueueError::Unauthenticated {
+                        op,
+                        message: "the service did not accept the credential (AuthenticationFailed: an expired or invalid token, key or SAS)".into(),
+                    },
                     (403, _) => QueueError::Forbidden {
                         op,
                         code: if code.is_empty() {

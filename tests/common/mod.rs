@@ -58,6 +58,17 @@ impl Azurite {
 
     /// As [`Azurite::start_service`], on `port` if given (else a free one).
     pub fn start_on(service: Service, location: Option<&Path>, port: Option<u16>) -> Self {
+        Self::start_with(service, location, port, &[])
+    }
+
+    /// As [`Azurite::start_on`], with extra arguments (`--oauth basic`,
+    /// `--cert`, `--key` for HTTPS).
+    pub fn start_with(
+        service: Service,
+        location: Option<&Path>,
+        port: Option<u16>,
+        extra: &[String],
+    ) -> Self {
         let (bin, host_flag, port_flag) = match service {
             Service::Queue => ("azurite-queue", "--queueHost", "--queuePort"),
             Service::Blob => ("azurite-blob", "--blobHost", "--blobPort"),
@@ -76,6 +87,7 @@ impl Azurite {
             let mut cmd = Command::new(&exe);
             cmd.args([host_flag, "127.0.0.1", port_flag, &requested.to_string()])
                 .args(["--skipApiVersionCheck", "--silent", "--loose"])
+                .args(extra)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null());
             match location {
@@ -96,6 +108,10 @@ impl Azurite {
                     if let Some(rest) = line
                         .split("successfully listens on http://127.0.0.1:")
                         .nth(1)
+                        .or_else(|| {
+                            line.split("successfully listens on https://127.0.0.1:")
+                                .nth(1)
+                        })
                     {
                         let _ = tx.send(rest.trim().parse::<u16>().ok());
                     }

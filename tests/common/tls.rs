@@ -36,7 +36,13 @@ impl Pki {
         std::fs::write(path, &self.ca_pem).unwrap();
     }
 
-    fn server_config(&self) -> rustls::ServerConfig {
+    /// Writes the server certificate and key (for Azurite's --cert/--key).
+    pub fn write_server(&self, cert: &Path, key: &Path) {
+        std::fs::write(cert, &self.server_cert_pem).unwrap();
+        std::fs::write(key, &self.server_key_pem).unwrap();
+    }
+
+    pub fn server_config(&self) -> rustls::ServerConfig {
         use rustls::pki_types::pem::PemObject;
         let certs = vec![
             rustls::pki_types::CertificateDer::from_pem_slice(self.server_cert_pem.as_bytes())

@@ -1,0 +1,499 @@
+//! Production identity end to end: Azurite over HTTPS with OAuth, a local
+//! token service (App Service managed identity and Entra ID workload
+//! identity protocols), a private CA, and the failure modes users hit.
+
+mod common;
+#[path = "common/tls.rs"]
+mod tls;
+#[path = "common/tokens.rs"]
+mod tokens;
+
+use common::*;
+use cvnotify::queue::Queue;
+use nix::sys::signal::Signal;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Azurite over HTTPS with `--oauth basic`, its CA written to `ca.pem`.
+struct Bed {
+    azurite: Azurite,
+    pki: tls::Pki,
+    dir: tempfile::TempDir,
+    queue: String,
+}
+
+impl Bed {
+    fn new() -> Self {
+        let pki = tls::Pki::new();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+        pki.write_server(&cert, &key);
+        pki.write_ca(&dir.path().join("ca.pem"));
+        let azurite = Azurite::start_with(
+            Service::Queue,
+            None,
+            None,
+            &[
+                "--oauth".into(),
+                "basic".into(),
+                "--cert".into(),
+                cert.display().to_string(),
+                "--key".into(),
+                key.display().to_string(),
+            ],
+        );
+        Bed {
+            azurite,
+            pki,
+            dir,
+            queue: format!("q-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}/devstoreaccount1", self.azurite.port)
+    }
+
+    /// A Shared Key client over HTTPS, to set up queues and send messages.
+    fn admin(&self, name: &str) -> cvnotify::queue::azure::AzureQueue {
+        let text = format!(
+            "[queue]\nname = \"{name}\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey={DEV_KEY};QueueEndpoint={}\"\n[tls]\nca_file = \"{}\"\n",
+            self.endpoint(),
+            self.ca().display()
+        );
+        let c = cvnotify::config::Config::from_toml(&text).unwrap();
+        cvnotify::queue::azure::Connector::from_config(&c)
+            .unwrap()
+            .queue(name)
+            .unwrap()
+    }
+
+    fn config(&self, auth: &str, rest: &str) -> PathBuf {
+        let p = self
+            .dir
+            .path()
+            .join(format!("{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(
+            &p,
+            format!(
+                "shutdown_timeout = \"5s\"\n[queue]\nname = \"{}\"\nendpoint = \"{}\"\nmax_poll_interval = \"300ms\"\n[auth]\n{auth}\n[log]\nformat = \"json\"\nlevel = \"debug\"\n{rest}\n",
+                self.queue,
+                self.endpoint()
+            ),
+        )
+        .unwrap();
+        p
+    }
+}
+
+fn out_hook(dir: &Path) -> (PathBuf, String) {
+    let out = dir.join("handled.txt");
+    let script = dir.join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$CVNOTIFY_MESSAGE_ID\" >> {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    (
+        out,
+        format!(
+            "[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n",
+            script.display()
+        ),
+    )
+}
+
+/// Sends one message every 500 ms for `run` and waits until all are handled.
+async fn flow(bed: &Bed, d: &Daemon, out: &Path, run: Duration) -> usize {
+    let q = bed.admin(&bed.queue);
+    let mut ids = HashSet::new();
+    let start = Instant::now();
+    while start.elapsed() < run {
+        ids.insert(q.send(&training("TrainingCompleted")).await.unwrap().id);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ok = eventually(LIMIT, async || {
+        lines(out)
+            .into_iter()
+            .collect::<HashSet<_>>()
+            .is_superset(&ids)
+    })
+    .await;
+    assert!(ok, "not all handled\n{}", d.logs());
+    assert!(eventually(LIMIT, async || World::length(&q).await == 0).await);
+    ids.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_identity_over_https_with_token_refresh_and_client_id() {
+    let bed = Bed::new();
+    bed.admin(&bed.queue).create_if_missing().await.unwrap();
+    let lifetime = Duration::from_secs(6);
+    let tokens = tokens::TokenService::start(lifetime, None).await;
+    let (out, handler) = out_hook(bed.dir.path());
+    let client_id = "5f3c1a7e-0000-4000-8000-00000000c11d";
+    let cfg = bed.config(
+        &format!("mode = \"managed_identity\"\nclient_id = \"{client_id}\""),
+        &format!("[tls]\nca_file = \"{}\"\n{handler}", bed.ca().display()),
+    );
+    let endpoint = format!("http://127.0.0.1:{}/msi/token", tokens.port);
+    let mut d = Daemon::start_with_env(
+        &cfg,
+        &["run"],
+        bed.dir.path(),
+        "mi",
+        &[
+            ("IDENTITY_ENDPOINT", endpoint.as_str()),
+            ("IDENTITY_HEADER", tokens::IDENTITY_HEADER),
+        ],
+    );
+    // More than two token lifetimes of traffic.
+    let run = lifetime * 2 + Duration::from_secs(3);
+    let handled = flow(&bed, &d, &out, run).await;
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    let reqs = tokens.snapshot();
+    assert!(
+        reqs.iter()
+            .all(|r| r.client_id.as_deref() == Some(client_id)),
+        "{reqs:?}"
+    );
+    // Refreshed (Azurite rejects expired tokens), but not per storage call:
+    // about one token per half-life, while receive calls run every 300 ms.
+    let receives = d
+        .records()
+        .iter()
+        .filter(|r| r["message"] == "Got a new token")
+        .count();
+    assert!(reqs.len() >= 3, "{} token requests in {run:?}", reqs.len());
+    assert!(reqs.len() <= 12, "{} token requests in {run:?}", reqs.len());
+    assert!(receives >= 3);
+    println!(
+        "managed identity: {handled} messages over {run:?}, {} token requests ({:.0} per hour of run), token lifetime {lifetime:?}",
+        reqs.len(),
+        reqs.len() as f64 * 3600.0 / run.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_identity_with_a_rotated_token_file() {
+    let bed = Bed::new();
+    bed.admin(&bed.queue).create_if_missing().await.unwrap();
+    let lifetime = Duration::from_secs(4);
+    let tokens = tokens::TokenService::start(lifetime, Some(&bed.pki)).await;
+    let token_file = bed.dir.path().join("federated-token");
+    std::fs::write(&token_file, "assertion-one").unwrap();
+    let (out, handler) = out_hook(bed.dir.path());
+    let cfg = bed.config(
+        "mode = \"workload_identity\"",
+        &format!("[tls]\nca_file = \"{}\"\n{handler}", bed.ca().display()),
+    );
+    let authority = format!("https://127.0.0.1:{}", tokens.port);
+    let client_id = "0a1b2c3d-0000-4000-8000-00000000w1d0";
+    let mut d = Daemon::start_with_env(
+        &cfg,
+        &["run"],
+        bed.dir.path(),
+        "wi",
+        &[
+            ("AZURE_AUTHORITY_HOST", authority.as_str()),
+            ("AZURE_TENANT_ID", tokens::TENANT),
+            ("AZURE_CLIENT_ID", client_id),
+            ("AZURE_FEDERATED_TOKEN_FILE", token_file.to_str().unwrap()),
+        ],
+    );
+    let first = flow(&bed, &d, &out, Duration::from_secs(4)).await;
+    // Kubernetes rotates the projected token; the next token request must
+    // carry the new one.
+    std::fs::write(&token_file, "assertion-two").unwrap();
+    let rotated_at = std::time::SystemTime::now();
+    let second = flow(&bed, &d, &out, Duration::from_secs(6)).await;
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    let reqs = tokens.snapshot();
+    assert!(
+        reqs.iter()
+            .all(|r| r.path == format!("/{}/oauth2/v2.0/token", tokens::TENANT)),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter()
+            .all(|r| r.client_id.as_deref() == Some(client_id))
+    );
+    let after: Vec<&tokens::TokenRequest> = reqs.iter().filter(|r| r.at > rotated_at).collect();
+    assert!(!after.is_empty(), "no token request after the rotation");
+    assert!(
+        after
+            .iter()
+            .all(|r| r.assertion.as_deref() == Some("assertion-two")),
+        "{after:?}"
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r.assertion.as_deref() == Some("assertion-one"))
+    );
+    println!(
+        "workload identity: {} messages, {} token requests, {} after rotation",
+        first + second,
+        reqs.len(),
+        after.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tls_ca_file_the_errors_say_the_certificate_is_untrusted() {
+    let bed = Bed::new();
+    bed.admin(&bed.queue).create_if_missing().await.unwrap();
+    // Workload identity: the token endpoint itself is behind the private CA.
+    let tokens = tokens::TokenService::start(Duration::from_secs(60), Some(&bed.pki)).await;
+    let token_file = bed.dir.path().join("federated-token");
+    std::fs::write(&token_file, "assertion").unwrap();
+    let cfg = bed.config("mode = \"workload_identity\"\nstartup_timeout = \"2s\"", "");
+    let authority = format!("https://127.0.0.1:{}", tokens.port);
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--once"])
+        .env("AZURE_AUTHORITY_HOST", &authority)
+        .env("AZURE_TENANT_ID", tokens::TENANT)
+        .env("AZURE_CLIENT_ID", "0a1b2c3d-0000-4000-8000-000000000001")
+        .env("AZURE_FEDERATED_TOKEN_FILE", &token_file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("certificate") && err.contains("tls.ca_file"),
+        "{err}"
+    );
+    assert_eq!(tokens.count(), 0);
+
+    // Managed identity over plain HTTP gets its token; storage is untrusted.
+    let mi = tokens::TokenService::start(Duration::from_secs(60), None).await;
+    let cfg = bed.config("mode = \"managed_identity\"", "");
+    let endpoint = format!("http://127.0.0.1:{}/msi/token", mi.port);
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .env("IDENTITY_ENDPOINT", &endpoint)
+        .env("IDENTITY_HEADER", tokens::IDENTITY_HEADER)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let queue_line = text.lines().find(|l| l.contains("queue")).unwrap();
+    assert!(
+        queue_line.starts_with("FAIL") && queue_line.contains("tls.ca_file"),
+        "{text}"
+    );
+
+    // The same check with tls.ca_file passes every line.
+    let cfg = bed.config(
+        "mode = \"managed_identity\"",
+        &format!("[tls]\nca_file = \"{}\"", bed.ca().display()),
+    );
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .env("IDENTITY_ENDPOINT", &endpoint)
+        .env("IDENTITY_HEADER", tokens::IDENTITY_HEADER)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok")).count(),
+        7,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_service_down_while_running_is_survived() {
+    let bed = Bed::new();
+    bed.admin(&bed.queue).create_if_missing().await.unwrap();
+    let lifetime = Duration::from_secs(4);
+    let tokens = tokens::TokenService::start(lifetime, None).await;
+    let (out, handler) = out_hook(bed.dir.path());
+    let cfg = bed.config(
+        "mode = \"managed_identity\"",
+        &format!("[tls]\nca_file = \"{}\"\n{handler}", bed.ca().display()),
+    );
+    let endpoint = format!("http://127.0.0.1:{}/msi/token", tokens.port);
+    let mut d = Daemon::start_with_env(
+        &cfg,
+        &["run"],
+        bed.dir.path(),
+        "down",
+        &[
+            ("IDENTITY_ENDPOINT", endpoint.as_str()),
+            ("IDENTITY_HEADER", tokens::IDENTITY_HEADER),
+        ],
+    );
+    flow(&bed, &d, &out, Duration::from_secs(1)).await;
+    // Down for longer than a token lifetime: the token expires meanwhile.
+    tokens.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let q = bed.admin(&bed.queue);
+    let during = q.send(&training("TrainingFailed")).await.unwrap().id;
+    std::thread::sleep(lifetime + Duration::from_secs(3));
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
+    let logs = d.logs();
+    assert!(
+        logs.contains("Refreshing the token failed") || logs.contains("authentication failed"),
+        "no warning while the token service is down\n{logs}"
+    );
+    tokens
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        eventually(LIMIT, async || lines(&out).contains(&during)).await,
+        "{}",
+        d.logs()
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    let errors: Vec<String> = d
+        .records()
+        .iter()
+        .filter(|r| r["level"] == "ERROR")
+        .map(|r| r.to_string())
+        .collect();
+    assert!(errors.is_empty(), "ERROR for a passing outage: {errors:?}");
+}
+
+/// A SAS without the process permission: receive is denied. ERROR with the
+/// operation and the role, at the back-off rate, no crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_denied_is_an_error_naming_the_role() {
+    let w = World::new();
+    w.send_all(&[training("TrainingCompleted")]).await;
+    let cfg = w.write_config(
+        "c.toml",
+        &format!(
+            "[queue]\nname = \"{}\"\nendpoint = \"{}\"\n[auth]\nmode = \"sas\"\nsas_token = \"{}\"\n[log]\nformat = \"json\"\n",
+            w.queue,
+            w.azurite.queue_endpoint(),
+            account_sas("ra")
+        ),
+    );
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    let errors: Vec<serde_json::Value> = d
+        .records()
+        .into_iter()
+        .filter(|r| r["level"] == "ERROR")
+        .collect();
+    assert!(!errors.is_empty(), "{}", d.logs());
+    let e = errors[0]["error"].as_str().unwrap();
+    assert!(
+        e.contains("receive messages") && e.contains("Storage Queue Data Message Processor"),
+        "{e}"
+    );
+    // 1, 2, 4 s back-off: a handful in 8 s, not one per poll.
+    assert!(errors.len() <= 5, "{} errors in 8 s", errors.len());
+
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    let receive = text.lines().find(|l| l.contains("receive")).unwrap();
+    assert!(
+        receive.starts_with("FAIL") && receive.contains("Message Processor"),
+        "{text}"
+    );
+}
+
+/// Read and process but not update (Message Processor alone): WARN once
+/// with the role, then work without renewal; a failure reappears after the
+/// visibility timeout instead of a retry delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_denied_warns_once_and_keeps_working() {
+    let w = World::new();
+    w.poison_queue().create_if_missing().await.unwrap();
+    let calls = w.path("calls.txt");
+    let script = w.path("h.sh");
+    // Fails on the first delivery, succeeds on the second.
+    std::fs::write(&script, format!("#!/bin/sh\necho \"$CVNOTIFY_DEQUEUE_COUNT\" >> {}\n[ \"$CVNOTIFY_DEQUEUE_COUNT\" -ge 2 ]\n", calls.display())).unwrap();
+    let ok_id = w.send_all(&[training("TrainingCompleted")]).await.remove(0);
+    let _ = ok_id;
+    let cfg = w.write_config(
+        "c.toml",
+        &format!(
+            "[queue]\nname = \"{}\"\nendpoint = \"{}\"\nvisibility_timeout = \"3s\"\nmax_poll_interval = \"300ms\"\n[auth]\nmode = \"sas\"\nsas_token = \"{}\"\n[log]\nformat = \"json\"\n[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n",
+            w.queue,
+            w.azurite.queue_endpoint(),
+            account_sas("rpa"),
+            script.display()
+        ),
+    );
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let q = w.main_queue();
+    assert!(
+        eventually(LIMIT, async || World::length(&q).await == 0).await,
+        "{}",
+        d.logs()
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert_eq!(lines(&calls), vec!["1", "2"]);
+    let warns: Vec<serde_json::Value> = d
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Update Message is denied"))
+        })
+        .collect();
+    assert_eq!(warns.len(), 1, "{}", d.logs());
+    assert_eq!(warns[0]["level"], "WARN");
+    assert!(
+        warns[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Storage Queue Data Contributor")
+    );
+
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let update = text.lines().find(|l| l.contains("update")).unwrap();
+    assert!(
+        update.starts_with("FAIL") && update.contains("Storage Queue Data Contributor"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .find(|l| l.contains("receive"))
+            .unwrap()
+            .starts_with("ok"),
+        "{text}"
+    );
+}
