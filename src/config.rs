@@ -981,6 +981,42 @@ mod tests {
     }
 
     #[test]
+    fn sovereign_cloud_endpoints() {
+        for (cloud, host) in [
+            (
+                "us_government",
+                "https://acct.queue.core.usgovcloudapi.net/",
+            ),
+            ("china", "https://acct.queue.core.chinacloudapi.cn/"),
+            ("public", "https://acct.queue.core.windows.net/"),
+        ] {
+            let c = Config::from_toml(&format!(
+                "[queue]\nname = \"q-x\"\naccount = \"acct\"\ncloud = \"{cloud}\"\n"
+            ))
+            .unwrap();
+            let connector = crate::queue::azure::Connector::from_config(&c).unwrap();
+            assert_eq!(connector.endpoint().as_str(), host);
+        }
+        let errs = errors("[queue]\nname = \"q-x\"\naccount = \"acct\"\ncloud = \"custom\"\n");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("queue.endpoint: required")),
+            "{errs:?}"
+        );
+        let c = Config::from_toml(
+            "[queue]\nname = \"q-x\"\ncloud = \"custom\"\nendpoint = \"https://acct.queue.example.test\"\n[auth]\nauthority_host = \"https://login.example.test\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            crate::queue::azure::Connector::from_config(&c)
+                .unwrap()
+                .endpoint()
+                .as_str(),
+            "https://acct.queue.example.test/"
+        );
+    }
+
+    #[test]
     fn poll_interval_order() {
         let errs = errors(
             "[queue]\nname=\"q-x\"\naccount=\"a\"\nmin_poll_interval=\"5s\"\nmax_poll_interval=\"1s\"\n",

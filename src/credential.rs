@@ -245,6 +245,34 @@ mod tests {
         })
     }
 
+    #[test]
+    fn clouds_map_to_their_authority_hosts() {
+        use azure_core::cloud::CloudConfiguration as C;
+        assert!(
+            cloud_configuration(Cloud::Public, None).is_none(),
+            "public must leave AZURE_AUTHORITY_HOST in force"
+        );
+        assert!(matches!(
+            cloud_configuration(Cloud::UsGovernment, None).as_deref(),
+            Some(C::AzureGovernment)
+        ));
+        assert!(matches!(
+            cloud_configuration(Cloud::China, None).as_deref(),
+            Some(C::AzureChina)
+        ));
+        let host = url::Url::parse("https://login.example.test/").unwrap();
+        match cloud_configuration(Cloud::Custom, Some(&host)).as_deref() {
+            Some(C::Custom(c)) => assert_eq!(c.authority_host, "https://login.example.test"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            Cloud::UsGovernment.storage_suffix(),
+            Some("core.usgovcloudapi.net")
+        );
+        assert_eq!(Cloud::China.storage_suffix(), Some("core.chinacloudapi.cn"));
+        assert_eq!(Cloud::Public.storage_suffix(), Some("core.windows.net"));
+    }
+
     #[tokio::test]
     async fn short_lived_tokens_are_reused_until_half_life() {
         let inner = counting(Duration::seconds(60));
