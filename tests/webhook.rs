@@ -379,3 +379,23 @@ async fn a_private_ca_is_trusted_only_through_ca_file() {
         .unwrap();
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn the_global_tls_ca_file_applies_to_webhooks() {
+    let pki = tls::Pki::new();
+    let (port, served) = tls::https_server(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    pki.write_ca(&ca);
+    let text = format!(
+        "[queue]\nname = \"q-x\"\naccount = \"a\"\n[tls]\nca_file = \"{}\"\n[[handlers]]\ntype = \"webhook\"\nurl = \"https://127.0.0.1:{port}/hook\"\n",
+        ca.display()
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let ctx = cvnotify::handler::BuildContext {
+        ca_file: config.tls.ca_file.clone(),
+        ..Default::default()
+    };
+    config.handlers[0].build(&ctx).unwrap().handle(&delivery("m")).await.unwrap();
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
