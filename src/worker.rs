@@ -220,6 +220,40 @@ impl Heartbeat {
     }
 }
 
+/// How long the loop waits for more handler slots to fill a batch.
+const GATHER: Duration = Duration::from_millis(50);
+
+/// Takes at least one permit and up to `want`. When fewer are free, waits up
+/// to [`GATHER`] for running handlers to free more: receiving one or two
+/// messages whenever a single handler finishes would multiply receive calls
+/// during a drain (the same reason Azure Functions' queue trigger fetches a
+/// new batch only when in-flight work falls to a threshold).
+async fn gather(semaphore: &Arc<Semaphore>, want: usize) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+    let first = semaphore
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("semaphore is never closed");
+    let mut permits = vec![first];
+    while permits.len() < want {
+        match semaphore.clone().try_acquire_owned() {
+            Ok(p) => permits.push(p),
+            Err(_) => break,
+        }
+    }
+    if permits.len() < want && semaphore.available_permits() == 0 {
+        let deadline = sleep(GATHER);
+        tokio::pin!(deadline);
+        while permits.len() < want {
+            tokio::select! {
+                p = semaphore.clone().acquire_owned() => permits.push(p.expect("semaphore is never closed")),
+                _ = &mut deadline => break,
+            }
+        }
+    }
+    permits
+}
+
 /// Awaits `fut`, sending watchdog pings while it is pending.
 async fn alive<F: Future>(hb: &mut Heartbeat, fut: F) -> F::Output {
     tokio::pin!(fut);
@@ -296,19 +330,12 @@ impl Worker {
             "Listening for Custom Vision notifications"
         );
         'poll: loop {
-            // Wait for at least one free slot, then take up to a batch.
-            let first = tokio::select! {
+            // Wait for free slots, then receive at most that many.
+            let mut permits = tokio::select! {
                 biased;
                 _ = &mut shutdown => break 'poll,
-                p = alive(&mut hb, semaphore.clone().acquire_owned()) => p.expect("semaphore is never closed"),
+                p = alive(&mut hb, gather(&semaphore, (s.batch_size as usize).min(s.max_concurrency))) => p,
             };
-            let mut permits = vec![first];
-            while permits.len() < s.batch_size as usize {
-                match semaphore.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
 
             let receive = self
                 .shared

@@ -426,6 +426,18 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let unshare_pid = unshare.id() as i32;
+    // Kills unshare and its child if an assertion below fails, so a failed
+    // run leaves no daemon behind.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            for (child, _) in children(self.0) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), Signal::SIGKILL);
+            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+    let _guard = KillOnDrop(unshare_pid);
     let mut daemon_pid = None;
     eventually(LIMIT, async || {
         daemon_pid = children(unshare_pid).first().map(|c| c.0);

@@ -396,6 +396,11 @@ async fn the_global_tls_ca_file_applies_to_webhooks() {
         ca_file: config.tls.ca_file.clone(),
         ..Default::default()
     };
-    config.handlers[0].build(&ctx).unwrap().handle(&delivery("m")).await.unwrap();
+    config.handlers[0]
+        .build(&ctx)
+        .unwrap()
+        .handle(&delivery("m"))
+        .await
+        .unwrap();
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
