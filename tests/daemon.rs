@@ -6,23 +6,10 @@ mod common;
 use common::*;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 /// Writes an executable hook script and returns its path.
-fn hook(w: &World, name: &str, body: &str) -> PathBuf {
-    let p = w.path(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    p
-}
-
-fn shell_handler(script: &Path, extra: &str) -> String {
-    format!(
-        "[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n{extra}\n",
-        script.display()
-    )
-}
-
 const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,19 +10,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn hook(w: &World, name: &str, body: &str) -> std::path::PathBuf {
-    let p = w.path(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    p
-}
-
-fn shell_handler(script: &Path, extra: &str) -> String {
-    format!(
-        "[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n{extra}\n",
-        script.display()
-    )
-}
-
 /// The address the daemon's HTTP listener bound (it is given port 0).
 async fn http_addr(d: &Daemon) -> String {
     let mut addr = None;

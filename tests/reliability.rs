@@ -22,19 +22,6 @@ fn soak() -> usize {
         .max(1)
 }
 
-fn hook(w: &World, name: &str, body: &str) -> std::path::PathBuf {
-    let p = w.path(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    p
-}
-
-fn shell_handler(script: &Path, extra: &str) -> String {
-    format!(
-        "[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n{extra}\n",
-        script.display()
-    )
-}
-
 /// Sends `bodies` with up to 32 requests in flight.
 async fn send_many(q: &cvnotify::queue::azure::AzureQueue, bodies: &[String]) -> Vec<String> {
     let mut ids = Vec::with_capacity(bodies.len());
@@ -390,8 +377,11 @@ async fn injected_storage_faults_lose_nothing() {
         "storage faults poisoned messages"
     );
     // 3 tries per receive (SDK retries), the loop backing off 1, 2, 4 s.
+    // Without back-off (50 ms polls, 3 client tries each) this window would
+    // see about 300 requests; with it, runs here saw 5 to 41 depending on
+    // machine load (a count in a wall-clock window, so the bound is loose).
     assert!(
-        during_busy <= 20,
+        during_busy <= 60,
         "{during_busy} requests in 5 s of ServerBusy"
     );
     let h = handled(&d);

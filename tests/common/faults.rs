@@ -80,33 +80,13 @@ impl Drop for FaultProxy {
     }
 }
 
-/// Reads one HTTP/1.1 request: head and a content-length body.
+/// Reads one request, keeping its raw bytes (head and body) to forward.
 async fn read_request(conn: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = conn.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = conn.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Some(buf);
-        }
-    }
+    let (head, body) = crate::common::read_http_request(conn).await?;
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(b"\r\n\r\n");
+    raw.extend_from_slice(&body);
+    Some(raw)
 }
 
 /// Rewrites the request to close the upstream connection after one answer.

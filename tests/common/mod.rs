@@ -430,3 +430,57 @@ pub fn live_members_of_group(pgid: i32) -> Vec<i32> {
     }
     out
 }
+
+/// Writes an executable `/bin/sh` hook script into the world's directory.
+pub fn hook(w: &World, name: &str, body: &str) -> PathBuf {
+    let p = w.path(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    p
+}
+
+/// A `[[handlers]]` table running `script` with `/bin/sh`, plus `extra` keys.
+pub fn shell_handler(script: &Path, extra: &str) -> String {
+    format!(
+        "[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n{extra}\n",
+        script.display()
+    )
+}
+
+/// Reads one HTTP/1.1 request (head, and a body of `content-length`) from a
+/// loopback test server's connection: (head, body), or None if the peer
+/// closed first.
+pub async fn read_http_request<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            return Some((head, body));
+        }
+    }
+}

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const IDENTITY_HEADER: &str = "test-identity-header";
@@ -129,35 +129,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     reqs: &Mutex<Vec<TokenRequest>>,
     lifetime: Duration,
 ) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let (head, body) = loop {
-        let Ok(n) = s.read(&mut chunk).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_owned())
-                })
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                break (
-                    head,
-                    String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned(),
-                );
-            }
-        }
+    let Some((head, body)) = crate::common::read_http_request(&mut s).await else {
+        return;
     };
+    let body = String::from_utf8_lossy(&body).into_owned();
     let target = head.split(' ').nth(1).unwrap_or("").to_owned();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let header = |name: &str| {
