@@ -21,3 +21,15 @@ pub fn add_ca_file(
     }
     Ok(builder)
 }
+
+/// Adds what to do when a TLS error says a certificate is not trusted,
+/// naming the option that fixes it (`tls.ca_file`, or a handler's `ca_file`).
+pub fn with_trust_hint(message: String, option: &str) -> String {
+    if message.to_ascii_lowercase().contains("certificate") {
+        format!(
+            "{message}; the server's certificate is not trusted: if it comes from a private CA (or a TLS-inspecting proxy), set {option} to a PEM bundle of that CA"
+        )
+    } else {
+        message
+    }
+}

@@ -492,22 +492,12 @@ async fn storage_outage_is_retried_with_backoff_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let queue = "q-outage";
-    let out = dir.path().join("handled.txt");
-    let script = dir.path().join("ok.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$CVNOTIFY_MESSAGE_ID\" >> {}\n",
-            out.display()
-        ),
-    )
-    .unwrap();
+    let (out, handler) = recording_hook(dir.path());
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[queue]\nname = \"{queue}\"\nendpoint = \"http://127.0.0.1:{port}/devstoreaccount1\"\nmax_poll_interval = \"500ms\"\nrequest_timeout = \"2s\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n[log]\nformat = \"json\"\n{}",
-            shell_handler(&script, "")
+            "[queue]\nname = \"{queue}\"\nendpoint = \"http://127.0.0.1:{port}/devstoreaccount1\"\nmax_poll_interval = \"500ms\"\nrequest_timeout = \"2s\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n[log]\nformat = \"json\"\n{handler}"
         ),
     )
     .unwrap();

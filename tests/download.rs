@@ -342,53 +342,6 @@ fn anonymous_handler(dir: &Path, hosts: &[&str]) -> Arc<dyn cvnotify::handler::H
     config.handlers[0].build(&BuildContext::default()).unwrap()
 }
 
-/// A server that announces `len` bytes, sends half, and closes.
-async fn cutting_server(len: usize) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        // Bounded: a few connections (the client may retry), then stop.
-        for _ in 0..8 {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = vec![0u8; 8192];
-            let _ = s.read(&mut buf).await;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: {len}\r\ncontent-type: application/octet-stream\r\n\r\n"
-            );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(&vec![7u8; len / 2]).await;
-            let _ = s.shutdown().await;
-        }
-    });
-    port
-}
-
-#[tokio::test]
-async fn a_transfer_cut_half_way_leaves_no_file_under_the_final_name() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = cutting_server(1_000_000).await;
-    let handler = anonymous_handler(dir.path(), &[&format!("127.0.0.1:{port}")]);
-    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let uri = format!("http://127.0.0.1:{port}/models/{p}%20-%20{i}.ONNX?sv=1&sig=x");
-    let e = handler
-        .handle(&delivery(&export(p, i, &uri)))
-        .await
-        .unwrap_err();
-    let text = e.to_string();
-    assert!(
-        text.contains("broke") || text.contains("ended after"),
-        "{text}"
-    );
-    assert!(
-        files(dir.path()).is_empty(),
-        "left behind: {:?}",
-        files(dir.path())
-    );
-}
-
 #[tokio::test]
 async fn urls_outside_the_allowed_hosts_and_bad_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -479,13 +432,12 @@ async fn bench_download_50_mib() {
     );
 }
 
-/// A server that sends the whole body with a Content-MD5 of other bytes.
-async fn wrong_md5_server(len: usize) -> u16 {
-    use base64::Engine as _;
+/// A server that answers every request (up to 8: the client may retry) with
+/// `head` and then `body`, and closes: a blob server that misbehaves.
+async fn fixed_response_server(head: String, body: Vec<u8>) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"other bytes"));
     tokio::spawn(async move {
         for _ in 0..8 {
             let Ok((mut s, _)) = listener.accept().await else {
@@ -493,20 +445,18 @@ async fn wrong_md5_server(len: usize) -> u16 {
             };
             let mut buf = vec![0u8; 8192];
             let _ = s.read(&mut buf).await;
-            let head =
-                format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\ncontent-md5: {md5}\r\n\r\n");
             let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(&vec![7u8; len]).await;
+            let _ = s.write_all(&body).await;
             let _ = s.shutdown().await;
         }
     });
     port
 }
 
-#[tokio::test]
-async fn a_content_md5_mismatch_is_a_failure_and_leaves_no_file() {
+/// Downloads an export from `port` with an anonymous handler: the error,
+/// and the files left in its directory.
+async fn failed_download_from(port: u16) -> (String, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let port = wrong_md5_server(10_000).await;
     let handler = anonymous_handler(dir.path(), &[&format!("127.0.0.1:{port}")]);
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
     let uri = format!("http://127.0.0.1:{port}/models/{p}%20-%20{i}.ONNX?sv=1&sig=x");
@@ -514,6 +464,29 @@ async fn a_content_md5_mismatch_is_a_failure_and_leaves_no_file() {
         .handle(&delivery(&export(p, i, &uri)))
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("Content-MD5"), "{e}");
-    assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+    (e.to_string(), files(dir.path()))
+}
+
+#[tokio::test]
+async fn a_transfer_cut_half_way_leaves_no_file_under_the_final_name() {
+    // Announces 1,000,000 bytes, sends half, closes.
+    let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\ncontent-type: application/octet-stream\r\n\r\n";
+    let port = fixed_response_server(head.into(), vec![7u8; 500_000]).await;
+    let (error, left) = failed_download_from(port).await;
+    assert!(
+        error.contains("broke") || error.contains("ended after"),
+        "{error}"
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn a_content_md5_mismatch_is_a_failure_and_leaves_no_file() {
+    use base64::Engine as _;
+    let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"other bytes"));
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: 10000\r\ncontent-md5: {md5}\r\n\r\n");
+    let port = fixed_response_server(head, vec![7u8; 10_000]).await;
+    let (error, left) = failed_download_from(port).await;
+    assert!(error.contains("Content-MD5"), "{error}");
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

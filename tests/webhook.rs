@@ -37,6 +37,16 @@ fn delivery(id: &str) -> Delivery {
     }
 }
 
+/// A loopback receiver that answers every POST with `template`.
+async fn answering(template: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(template)
+        .mount(&server)
+        .await;
+    server
+}
+
 /// What a receiver does: recompute the signature from the secret.
 fn verify(req: &wiremock::Request) -> bool {
     let h = |n: &str| req.headers.get(n).unwrap().to_str().unwrap().to_owned();
@@ -129,11 +139,7 @@ async fn two_server_errors_then_success_is_one_delivery_with_one_webhook_id() {
 #[tokio::test]
 async fn gone_and_bad_request_fail_without_retrying() {
     for status in [410u16, 400, 401, 404] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status))
-            .mount(&server)
-            .await;
+        let server = answering(ResponseTemplate::new(status)).await;
         let e = handler(&server.uri(), "")
             .handle(&delivery("m"))
             .await
@@ -151,11 +157,7 @@ async fn gone_and_bad_request_fail_without_retrying() {
 #[tokio::test]
 async fn throttling_and_timeouts_are_retried_up_to_max_attempts() {
     for status in [408u16, 429, 502, 503] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status))
-            .mount(&server)
-            .await;
+        let server = answering(ResponseTemplate::new(status)).await;
         let e = handler(&server.uri(), "max_attempts = 3")
             .handle(&delivery("m"))
             .await
@@ -171,11 +173,7 @@ async fn throttling_and_timeouts_are_retried_up_to_max_attempts() {
 
 #[tokio::test]
 async fn a_hanging_receiver_times_out_and_is_retried() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
-        .mount(&server)
-        .await;
+    let server = answering(ResponseTemplate::new(200).set_delay(Duration::from_secs(5))).await;
     let started = Instant::now();
     let e = handler(&server.uri(), "timeout = \"300ms\"\nmax_attempts = 2")
         .handle(&delivery("m"))
@@ -219,11 +217,7 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_cap_leaves_the_retry_to_the_queue() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "3600"))
-        .mount(&server)
-        .await;
+    let server = answering(ResponseTemplate::new(429).insert_header("Retry-After", "3600")).await;
     let e = handler(&server.uri(), "")
         .handle(&delivery("m"))
         .await
@@ -276,11 +270,7 @@ async fn a_refused_connection_is_retried_and_reported_without_the_url_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_redeliveries_keep_the_webhook_id_and_end_in_the_poison_queue() {
     let w = World::new();
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&server)
-        .await;
+    let server = answering(ResponseTemplate::new(500)).await;
     let id = w.send_all(&[training("TrainingFailed")]).await.remove(0);
     let handlers = format!(
         "[[handlers]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nsecret_env = \"HOOK_SECRET\"\nmax_attempts = 2\nretry_initial_delay = \"10ms\"\n",
@@ -323,11 +313,7 @@ async fn queue_redeliveries_keep_the_webhook_id_and_end_in_the_poison_queue() {
 async fn the_daemon_delivers_through_http_proxy() {
     let w = World::new();
     // The proxy is a loopback server; the target host is never resolved.
-    let proxy = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&proxy)
-        .await;
+    let proxy = answering(ResponseTemplate::new(200)).await;
     w.send_all(&[training("TrainingCompleted")]).await;
     let handlers = "[[handlers]]\ntype = \"webhook\"\nurl = \"http://receiver.invalid/hook\"\n";
     let cfg = w.write_config("c.toml", &w.config_text("", handlers));

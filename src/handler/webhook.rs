@@ -332,12 +332,10 @@ impl Handler for WebhookHandler {
                         )
                     } else if e.is_connect() {
                         let chain = crate::queue::azure::error_chain(&e.without_url());
-                        let hint = if chain.to_ascii_lowercase().contains("certificate") {
-                            "; the receiver's certificate is not trusted: if it comes from a private CA, set ca_file to a PEM bundle of that CA"
-                        } else {
-                            ""
-                        };
-                        format!("cannot connect to {target}: {chain}{hint}")
+                        crate::tls::with_trust_hint(
+                            format!("cannot connect to {target}: {chain}"),
+                            "ca_file",
+                        )
                     } else {
                         format!(
                             "request to {target} failed: {}",

@@ -257,7 +257,7 @@ impl Connector {
             };
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
-                let error = with_trust_hint(error);
+                let error = crate::tls::with_trust_hint(error, "tls.ca_file");
                 return Err(format!(
                     "auth.mode = \"{}\" could not get a token ({attempt} attempts in {}): {error}; {}",
                     self.mode.as_str(),
@@ -285,17 +285,6 @@ fn trusted_client(
     builder
         .build()
         .map_err(|e| ConnectError(format!("cannot build the HTTP client: {e}")))
-}
-
-/// Adds what to do when a TLS error says the certificate is not trusted.
-pub(crate) fn with_trust_hint(message: String) -> String {
-    if message.to_ascii_lowercase().contains("certificate") {
-        format!(
-            "{message}; the server's certificate is not trusted: if it comes from a private CA (or a TLS-inspecting proxy), set tls.ca_file to a PEM bundle of that CA"
-        )
-    } else {
-        message
-    }
 }
 
 /// One Azure Storage queue.
@@ -376,7 +365,7 @@ impl AzureQueue {
             }
             ErrorKind::Connection | ErrorKind::Io => QueueError::Transient {
                 op,
-                message: with_trust_hint(error_chain(&e)),
+                message: crate::tls::with_trust_hint(error_chain(&e), "tls.ca_file"),
             },
             ErrorKind::Credential => QueueError::Unauthenticated {
                 op,

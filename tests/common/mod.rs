@@ -484,3 +484,19 @@ pub async fn read_http_request<S: tokio::io::AsyncRead + Unpin>(
         }
     }
 }
+
+/// A shell handler whose hook appends each message id to `handled.txt` in
+/// `dir`: (that file, the `[[handlers]]` table).
+pub fn recording_hook(dir: &Path) -> (PathBuf, String) {
+    let out = dir.join("handled.txt");
+    let script = dir.join("record.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$CVNOTIFY_MESSAGE_ID\" >> {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    (out, shell_handler(&script, ""))
+}
