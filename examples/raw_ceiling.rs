@@ -6,9 +6,9 @@
 //! `raw_ceiling ENDPOINT QUEUE COUNT` prints `START <ns>` before the first
 //! receive and `END <ns> <handled>` after COUNT messages are deleted.
 
+use cvnotify::azure::Connector;
 use cvnotify::config::Config;
 use cvnotify::queue::Queue;
-use cvnotify::queue::azure::Connector;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn now_ns() -> u128 {
@@ -26,7 +26,7 @@ async fn main() {
         "[queue]\nname = \"{name}\"\nendpoint = \"{endpoint}\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n"
     ))
     .unwrap();
-    let queue = Connector::from_config(&config)
+    let queue = Connector::new(&config.queue, &config.auth, &config.tls)
         .unwrap()
         .queue(name)
         .unwrap();

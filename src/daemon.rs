@@ -1,23 +1,39 @@
-//! Wiring the configuration into a running [`Worker`].
+//! Wiring the configuration into a running [`Worker`]: clients, handlers,
+//! the credential check, the optional HTTP listener; and the signal future
+//! used in production.
+//!
+//! The top of the library: it may import any layer below, and nothing
+//! imports it but `main`.
 
+use crate::azure::{ConnectError, Connector, TokenError};
 use crate::config::Config;
-use crate::handler::Router;
+use crate::handler::{BuildContext, BuildError, Router};
+use crate::metrics::Metrics;
 use crate::queue::Queue;
-use crate::queue::azure::Connector;
-use crate::worker::{Settings, Summary, Worker};
-use anyhow::Context as _;
+use crate::worker::{Settings, Summary, Worker, WorkerError};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Why the daemon could not start; maps to an exit code in `main`.
+/// Why the daemon could not start (or stopped with an error); maps to an
+/// exit code in `main`.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The credential could not get a token (exit 69, EX_UNAVAILABLE).
-    #[error("{0}")]
-    Credential(String),
-    /// Anything else that prevents start-up.
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Credential(#[from] TokenError),
+    #[error("Failed to set up the storage client")]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Handler(#[from] BuildError),
+    #[error("Failed to listen on http.listen = {addr}; is the port in use?")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
 }
 
 /// Runs the daemon until `shutdown` completes (or the queue is drained with
@@ -27,27 +43,17 @@ pub async fn run(
     once: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, StartError> {
-    let connector =
-        Connector::from_config(config).context("Failed to set up the storage client")?;
-    let ctx = crate::handler::BuildContext {
-        blobs: connector.blob_access().map_err(anyhow::Error::from)?,
+    let connector = Connector::new(&config.queue, &config.auth, &config.tls)?;
+    let ctx = BuildContext {
+        blobs: Arc::new(connector.blobs()?),
         ca_file: config.tls.ca_file.clone(),
     };
     let router = Router::build(&config.effective_handlers(), &ctx)?;
     connector
         .verify_credential(config.auth.startup_timeout)
-        .await
-        .map_err(StartError::Credential)?;
-    let queue: Arc<dyn Queue> = Arc::new(
-        connector
-            .queue(config.queue_name())
-            .map_err(anyhow::Error::from)?,
-    );
-    let poison: Arc<dyn Queue> = Arc::new(
-        connector
-            .queue(&config.poison_queue_name())
-            .map_err(anyhow::Error::from)?,
-    );
+        .await?;
+    let queue: Arc<dyn Queue> = Arc::new(connector.queue(config.queue_name())?);
+    let poison: Arc<dyn Queue> = Arc::new(connector.queue(&config.poison_queue_name())?);
     tracing::info!(
         endpoint = %connector.endpoint(),
         auth = connector.mode().as_str(),
@@ -55,22 +61,22 @@ pub async fn run(
         "Starting"
     );
     crate::reaper::spawn_if_pid1();
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics = Arc::new(Metrics::new());
     metrics.set_started();
     let stop_http = tokio_util::sync::CancellationToken::new();
     if let Some(addr) = config.http.listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("Failed to listen on http.listen = {addr}; is the port in use?")
-        })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
         // Ready while a queue call succeeded within a few poll intervals.
         let ready_window = (config.queue.max_poll_interval * 3 + config.queue.request_timeout)
             .max(std::time::Duration::from_secs(30));
-        let state = Arc::new(crate::http::HttpState {
-            metrics: metrics.clone(),
+        let state = Arc::new(crate::http::HttpState::new(
+            metrics.clone(),
             ready_window,
-            queue: queue.clone(),
-            poison: poison.clone(),
-        });
+            queue.clone(),
+            poison.clone(),
+        ));
         let bound = listener
             .local_addr()
             .map(|a| a.to_string())
@@ -79,14 +85,9 @@ pub async fn run(
         tokio::spawn(crate::http::serve(listener, state, stop_http.clone()));
     }
     let _stop_http = stop_http.drop_guard();
-    let worker = Worker::new(
-        queue,
-        poison,
-        Arc::new(router),
-        Settings::from_config(config, once),
-    )
-    .with_metrics(metrics);
-    Ok(worker.run(shutdown).await.map_err(anyhow::Error::from)?)
+    let settings = Settings::new(&config.queue, config.shutdown_timeout, once);
+    let worker = Worker::new(queue, poison, Arc::new(router), settings, metrics);
+    Ok(worker.run(shutdown).await?)
 }
 
 /// Completes on SIGTERM or SIGINT: the production shutdown future.

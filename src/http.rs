@@ -3,7 +3,7 @@
 //! hyper's HTTP/1 server directly: three fixed routes do not need a
 //! framework. Queue lengths are read from queue properties when
 //! `/metrics` is scraped, at most every 30 s, so an unscraped daemon makes
-//! no extra storage requests.
+//! no extra storage requests. Reads metrics and queues; records nothing.
 
 use crate::metrics::{Metrics, QueueLabel};
 use crate::queue::Queue;
@@ -12,32 +12,48 @@ use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// What the routes read.
 pub struct HttpState {
-    pub metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
     /// `/readyz` fails when no queue call succeeded for this long.
-    pub ready_window: Duration,
-    pub queue: Arc<dyn Queue>,
-    pub poison: Arc<dyn Queue>,
+    ready_window: Duration,
+    queue: Arc<dyn Queue>,
+    poison: Arc<dyn Queue>,
+    /// When queue lengths were last read (Unix ms), so that scrapes read
+    /// them at most every [`LENGTH_REFRESH`].
+    lengths_refreshed_ms: AtomicU64,
+}
+
+impl HttpState {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        ready_window: Duration,
+        queue: Arc<dyn Queue>,
+        poison: Arc<dyn Queue>,
+    ) -> Self {
+        Self {
+            metrics,
+            ready_window,
+            queue,
+            poison,
+            lengths_refreshed_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 const LENGTH_REFRESH: Duration = Duration::from_secs(30);
 
 impl HttpState {
     async fn refresh_lengths(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        let last = self.metrics.lengths_refreshed_ms.load(Ordering::Relaxed);
+        let now = crate::metrics::now_ms();
+        let last = self.lengths_refreshed_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) < LENGTH_REFRESH.as_millis() as u64
             || self
-                .metrics
                 .lengths_refreshed_ms
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()

@@ -7,60 +7,53 @@
 //!
 //! # Layout
 //!
-//! - [`event`]: the wire format and the decoder (pure; no I/O).
-//! - [`config`]: the TOML file, `CVNOTIFY__*` overrides, validation that
-//!   reports every problem at once.
-//! - [`auth`]: connection strings and the Shared Key signing policy.
-//! - [`credential`]: Entra ID credentials with half-life token refresh.
-//! - [`queue`]: the narrow [`queue::Queue`] trait, its Azure implementation
-//!   and an in-memory one for unit tests; classification of storage errors.
-//! - [`handler`]: the [`handler::Handler`] trait, the tagged
-//!   [`handler::HandlerConfig`] enum (one module per handler type) and the
-//!   `events` routing grammar.
-//! - [`worker`]: the poll loop: bounded concurrency, adaptive polling,
-//!   visibility renewal, retries, poison queue, graceful shutdown.
-//! - [`daemon`]: wires configuration into a running worker; the signal
-//!   future used in production.
-//! - [`check`], [`send`], [`poison`]: the `check`, `send` and `poison`
-//!   commands.
-//! - [`metrics`], [`http`]: Prometheus metrics, health state, and the
-//!   optional `/healthz` `/readyz` `/metrics` listener.
-//! - [`reaper`]: reaping orphans when running as PID 1.
-//! - [`logging`], [`redact`]: log output, and keeping secrets out of it.
-//! - [`tls`]: extra trusted CAs.
+//! Layers, lowest first. A module imports only from layers below its own
+//! (`scripts/check-layers`, run by `scripts/test`, fails on any import
+//! circle between files).
+//!
+//! 1. Leaves, importing nothing above them:
+//!    - [`event`]: the wire format and the decoder (pure; no I/O).
+//!    - [`filter`]: the `events` routing grammar, over [`event`].
+//!    - [`secret`]: the [`secret::Secret`] type and redaction of logged text.
+//!    - [`error`]: one-line cause chains, the untrusted-certificate hint.
+//!    - [`retry`]: the one back-off primitive.
+//!    - [`tls`]: extra trusted CAs. [`metrics`]: Prometheus counters and
+//!      health state. [`reaper`]: reaping orphans as PID 1. [`exit`]: exit
+//!      codes.
+//! 2. [`config`]: the TOML file, `CVNOTIFY__*` overrides, every handler's
+//!    table, and validation that reports every problem at once. Then
+//!    [`logging`], which reads `[log]`.
+//! 3. Narrow traits for storage: [`queue`] (the `Queue` trait, its errors, an
+//!    in-memory queue for unit tests) and [`blob`] (`BlobSource`, what the
+//!    download handler reads through).
+//! 4. [`azure`]: everything that talks to Azure Storage (connector, queue
+//!    and blob clients, Shared Key, Entra ID credentials), from the config
+//!    sections it needs.
+//! 5. [`handler`]: the `Handler` trait, one module per handler type, and the
+//!    router. Sees storage only through [`blob`].
+//! 6. [`worker`]: the poll loop and each message's lifecycle, with one typed
+//!    internal event per outcome. [`http`]: `/healthz` `/readyz` `/metrics`.
+//! 7. [`daemon`] (wiring, the shutdown signal) and [`commands`] (`check`,
+//!    `send`, `poison`).
 //!
 //! `main.rs` only parses the command line and calls into these.
 
-pub mod auth;
-pub mod check;
+pub mod azure;
+pub mod blob;
+pub mod commands;
 pub mod config;
-pub mod credential;
 pub mod daemon;
+pub mod error;
 pub mod event;
+pub mod exit;
+pub mod filter;
 pub mod handler;
 pub mod http;
 pub mod logging;
 pub mod metrics;
-pub mod poison;
 pub mod queue;
 pub mod reaper;
-pub mod redact;
-pub mod send;
+pub mod retry;
+pub mod secret;
 pub mod tls;
 pub mod worker;
-
-/// Exit codes (sysexits.h where one fits).
-pub mod exit {
-    /// Done, or stopped by SIGTERM/SIGINT after draining.
-    pub const OK: i32 = 0;
-    /// A runtime failure (a check failed, storage unusable in `--once`).
-    pub const FAILURE: i32 = 1;
-    /// Bad command-line usage (clap).
-    pub const USAGE: i32 = 2;
-    /// EX_DATAERR: `decode` was given a message it cannot decode.
-    pub const DATA_ERR: i32 = 65;
-    /// EX_UNAVAILABLE: the credential could not get a token at start-up.
-    pub const UNAVAILABLE: i32 = 69;
-    /// EX_CONFIG: the configuration is invalid.
-    pub const CONFIG: i32 = 78;
-}

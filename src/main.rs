@@ -1,13 +1,15 @@
 //! The command line. Everything else lives in the library; see its Layout.
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use cvnotify::commands::poison::{self, Selection};
+use cvnotify::commands::send::{self, SendSpec, SendType};
 use cvnotify::config::{Config, ConfigError};
 use cvnotify::daemon::{self, StartError};
 use cvnotify::exit;
 use cvnotify::logging::{self, Target};
 use cvnotify::queue::Queue;
-use cvnotify::queue::azure::Connector;
-use cvnotify::send::{SendSpec, SendType};
+use cvnotify::secret::redact_text;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,6 +147,12 @@ fn config_error(e: &ConfigError) -> i32 {
     exit::CONFIG
 }
 
+/// The error and its causes on one line (`{:#}`), secrets redacted: some
+/// causes come from HTTP clients that put request URLs in their messages.
+fn report(e: &anyhow::Error) -> String {
+    redact_text(&format!("{e:#}"))
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -161,16 +169,17 @@ fn run(config: &Config, once: bool) -> i32 {
             eprintln!("error: {e}");
             exit::UNAVAILABLE
         }
-        Err(StartError::Other(e)) => {
-            tracing::error!(error = %format!("{e:#}"), "Cannot start");
-            eprintln!("error: {e:#}");
+        Err(e) => {
+            let e = report(&e.into());
+            tracing::error!(error = %e, "Cannot start");
+            eprintln!("error: {e}");
             exit::FAILURE
         }
     }
 }
 
 fn check(config: &Config) -> i32 {
-    let lines = runtime().block_on(cvnotify::check::run(config, |l| println!("{l}")));
+    let lines = runtime().block_on(cvnotify::commands::check::run(config, |l| println!("{l}")));
     if lines.iter().all(|l| l.ok) {
         exit::OK
     } else {
@@ -179,46 +188,32 @@ fn check(config: &Config) -> i32 {
 }
 
 fn send(config: &Config, spec: &SendSpec) -> i32 {
-    let body = match cvnotify::send::build_message(spec) {
+    let body = match send::build_message(spec) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::USAGE;
         }
     };
-    let result = runtime().block_on(async {
-        let queue = Connector::from_config(config)?.queue(config.queue_name())?;
-        match queue.send(&body).await {
-            // A tool for trying a pipeline: create the queue on first use.
-            Err(cvnotify::queue::QueueError::QueueNotFound { .. }) => {
-                queue.create_if_missing().await?;
-                eprintln!("Created queue `{}`", queue.name());
-                anyhow::Ok(queue.send(&body).await?)
-            }
-            other => anyhow::Ok(other?),
-        }
-    });
-    match result {
-        Ok(sent) => {
-            println!("{}", sent.id);
+    let sent = runtime().block_on(send::send(config, &body));
+    match sent.context("Failed to send the message") {
+        Ok(id) => {
+            println!("{id}");
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: Failed to send the message: {e:#}");
+            eprintln!("error: {}", report(&e));
             exit::FAILURE
         }
     }
 }
 
 fn poison(config: &Config, command: PoisonCommand) -> i32 {
-    use cvnotify::poison::{Selection, list, replay};
     let result = runtime().block_on(async {
-        let connector = Connector::from_config(config)?;
-        let main = connector.queue(config.queue_name())?;
-        let poison = connector.queue(&config.poison_queue_name())?;
+        let (main, poison) = poison::queues(config)?;
         match command {
             PoisonCommand::List { max } => {
-                let lines = list(&poison, max).await?;
+                let lines = poison::list(&poison, max).await?;
                 if lines.is_empty() {
                     eprintln!("The poison queue `{}` is empty", poison.name());
                 }
@@ -233,7 +228,7 @@ fn poison(config: &Config, command: PoisonCommand) -> i32 {
                 } else {
                     Selection::Ids(id.into_iter().collect())
                 };
-                let report = replay(&main, &poison, &selection).await?;
+                let report = poison::replay(&main, &poison, &selection).await?;
                 for (old, new) in &report.replayed {
                     println!("replayed {old} as {new}");
                 }
@@ -252,7 +247,7 @@ fn poison(config: &Config, command: PoisonCommand) -> i32 {
         }
     });
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", report(&e));
         exit::FAILURE
     })
 }

@@ -1,9 +1,11 @@
 //! Prometheus metrics and the health state behind `/readyz`.
 //!
-//! One [`Metrics`] per daemon, shared by the poll loop (which records) and
-//! the HTTP listener (which encodes). Label values are fixed sets (handler
-//! names from the config, operation and error kinds, outcome): never
-//! anything from a message, so nothing secret or unbounded reaches a label.
+//! One [`Metrics`] per daemon, shared by the poll loop (which records, only
+//! through its typed internal events in `worker::events`) and the HTTP
+//! listener (which encodes). Label values are fixed sets (handler names from
+//! the config, operation and error kinds, outcome): never anything from a
+//! message, so nothing secret or unbounded reaches a label. A leaf: it
+//! imports nothing from the crate.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +20,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct HandlerOutcome {
     pub handler: String,
     /// `success` or `failure`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcessedLabel {
+    /// `handled` (every handler succeeded, or none was routed) or `failed`.
     pub outcome: &'static str,
 }
 
@@ -54,6 +62,7 @@ pub struct Metrics {
     registry: Registry,
     pub received: Counter,
     pub handled: Family<HandlerOutcome, Counter>,
+    pub processed: Family<ProcessedLabel, Counter>,
     pub deleted: Counter,
     pub released: Counter,
     pub poisoned: Family<ReasonLabel, Counter>,
@@ -67,11 +76,10 @@ pub struct Metrics {
     last_success_ms: AtomicU64,
     /// Health: a credential was verified at start-up.
     started: AtomicBool,
-    /// Queue lengths are refreshed on scrape at most this often.
-    pub(crate) lengths_refreshed_ms: AtomicU64,
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -90,6 +98,7 @@ impl Metrics {
         let m = Metrics {
             received: Counter::default(),
             handled: Family::default(),
+            processed: Family::default(),
             deleted: Counter::default(),
             released: Counter::default(),
             poisoned: Family::default(),
@@ -104,7 +113,6 @@ impl Metrics {
             last_receive: Gauge::default(),
             last_success_ms: AtomicU64::new(0),
             started: AtomicBool::new(false),
-            lengths_refreshed_ms: AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register(
@@ -116,6 +124,11 @@ impl Metrics {
             "messages_handled",
             "Deliveries to a handler, by handler and outcome",
             m.handled.clone(),
+        );
+        registry.register(
+            "messages_processed",
+            "Messages whose handling finished, by outcome (handled, failed)",
+            m.processed.clone(),
         );
         registry.register(
             "messages_deleted",

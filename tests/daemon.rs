@@ -533,7 +533,7 @@ async fn storage_outage_is_retried_with_backoff_and_recovers() {
     let azurite = Azurite::start_on(Service::Queue, None, Some(port));
     let config =
         cvnotify::config::Config::from_toml(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    let q = cvnotify::queue::azure::Connector::from_config(&config)
+    let q = crate::common::connect(&config)
         .unwrap()
         .queue(queue)
         .unwrap();

@@ -5,9 +5,11 @@ mod common;
 
 use azure_core::http::{ClientOptions, RequestContent};
 use common::*;
-use cvnotify::auth::SharedKeyPolicy;
-use cvnotify::config::{Config, Secret};
-use cvnotify::handler::{BuildContext, Delivery, HandlerConfig};
+use cvnotify::azure::SharedKeyPolicy;
+use cvnotify::config::Config;
+use cvnotify::config::HandlerConfig;
+use cvnotify::handler::{BuildContext, BuildHandler, Delivery};
+use cvnotify::secret::Secret;
 use sha2::Digest;
 use std::path::Path;
 use std::sync::Arc;
@@ -286,10 +288,7 @@ async fn keep_last_removes_older_models_of_the_same_project() {
     );
     let config = Config::from_toml(&text).unwrap();
     let ctx = BuildContext {
-        blobs: cvnotify::queue::azure::Connector::from_config(&config)
-            .unwrap()
-            .blob_access()
-            .unwrap(),
+        blobs: std::sync::Arc::new(crate::common::connect(&config).unwrap().blobs().unwrap()),
         ca_file: None,
     };
     let handler = match &config.handlers[0] {
@@ -339,7 +338,9 @@ fn anonymous_handler(dir: &Path, hosts: &[&str]) -> Arc<dyn cvnotify::handler::H
         hosts.join(", ")
     );
     let config = Config::from_toml(&text).unwrap();
-    config.handlers[0].build(&BuildContext::default()).unwrap()
+    config.handlers[0]
+        .build(&crate::common::anonymous_ctx())
+        .unwrap()
 }
 
 #[tokio::test]
@@ -404,10 +405,7 @@ async fn bench_download_50_mib() {
     );
     let config = Config::from_toml(&text).unwrap();
     let ctx = BuildContext {
-        blobs: cvnotify::queue::azure::Connector::from_config(&config)
-            .unwrap()
-            .blob_access()
-            .unwrap(),
+        blobs: std::sync::Arc::new(crate::common::connect(&config).unwrap().blobs().unwrap()),
         ca_file: None,
     };
     let handler = config.handlers[0].build(&ctx).unwrap();

@@ -62,17 +62,14 @@ impl Bed {
     }
 
     /// A Shared Key client over HTTPS, to set up queues and send messages.
-    fn admin(&self, name: &str) -> cvnotify::queue::azure::AzureQueue {
+    fn admin(&self, name: &str) -> cvnotify::azure::AzureQueue {
         let text = format!(
             "[queue]\nname = \"{name}\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey={DEV_KEY};QueueEndpoint={}\"\n[tls]\nca_file = \"{}\"\n",
             self.endpoint(),
             self.ca().display()
         );
         let c = cvnotify::config::Config::from_toml(&text).unwrap();
-        cvnotify::queue::azure::Connector::from_config(&c)
-            .unwrap()
-            .queue(name)
-            .unwrap()
+        crate::common::connect(&c).unwrap().queue(name).unwrap()
     }
 
     fn config(&self, auth: &str, rest: &str) -> PathBuf {

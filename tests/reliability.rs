@@ -23,7 +23,7 @@ fn soak() -> usize {
 }
 
 /// Sends `bodies` with up to 32 requests in flight.
-async fn send_many(q: &cvnotify::queue::azure::AzureQueue, bodies: &[String]) -> Vec<String> {
+async fn send_many(q: &cvnotify::azure::AzureQueue, bodies: &[String]) -> Vec<String> {
     let mut ids = Vec::with_capacity(bodies.len());
     for chunk in bodies.chunks(32) {
         let sent = futures_util::future::join_all(chunk.iter().map(|b| q.send(b))).await;
@@ -193,10 +193,8 @@ async fn storage_outage_of_twenty_seconds() {
     let w = World::new();
     let endpoint = format!("http://127.0.0.1:{port}/devstoreaccount1");
     let conf = keyed_config(&w, &endpoint, "request_timeout = \"3s\"", "");
-    let connector = cvnotify::queue::azure::Connector::from_config(
-        &cvnotify::config::Config::from_toml(&conf).unwrap(),
-    )
-    .unwrap();
+    let connector =
+        crate::common::connect(&cvnotify::config::Config::from_toml(&conf).unwrap()).unwrap();
     let q = connector.queue(&w.queue).unwrap();
     q.create_if_missing().await.unwrap();
     // On-disk Azurite can answer QueueNotFound to requests that race the

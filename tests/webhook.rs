@@ -6,7 +6,8 @@ mod common;
 use base64::Engine as _;
 use common::*;
 use cvnotify::config::Config;
-use cvnotify::handler::{Delivery, HandlerConfig};
+use cvnotify::config::HandlerConfig;
+use cvnotify::handler::{BuildHandler, Delivery};
 use hmac::Mac;
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ fn handler(url: &str, extra: &str) -> std::sync::Arc<dyn cvnotify::handler::Hand
     );
     let config = Config::from_toml(&text).unwrap();
     match &config.handlers[0] {
-        c @ HandlerConfig::Webhook(_) => c.build(&Default::default()).unwrap(),
+        c @ HandlerConfig::Webhook(_) => c.build(&crate::common::anonymous_ctx()).unwrap(),
         other => panic!("{other:?}"),
     }
 }
@@ -380,7 +381,7 @@ async fn the_global_tls_ca_file_applies_to_webhooks() {
     let config = Config::from_toml(&text).unwrap();
     let ctx = cvnotify::handler::BuildContext {
         ca_file: config.tls.ca_file.clone(),
-        ..Default::default()
+        ..crate::common::anonymous_ctx()
     };
     config.handlers[0]
         .build(&ctx)

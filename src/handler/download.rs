@@ -12,86 +12,74 @@
 //! name. A redelivered event whose file is present and matches its `.sha256`
 //! succeeds without downloading again.
 
-use super::{Delivery, Handler, HandlerError};
-use crate::config::Issues;
+use super::types::{Delivery, Handler, HandlerError};
+use crate::blob::{BlobError, BlobSource};
+use crate::config::DownloadConfig;
 use crate::event::{Event, ExportStatus};
-use crate::queue::azure::{BlobAccess, error_chain};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use md5::Digest as _;
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DownloadConfig {
-    /// Name used in logs; default `download#<index>`.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Which events this handler gets; only completed exports download
-    /// anything, others succeed at once.
-    #[serde(default = "completed_exports")]
-    pub events: Vec<String>,
-    /// Where models are stored. Created if missing.
-    pub dir: PathBuf,
-    /// Keep only the newest N models of each project (by file time).
-    #[serde(default)]
-    pub keep_last: Option<u32>,
-    /// Hosts (`host` or `host:port`, `*.suffix` for a domain) models may be
-    /// fetched from. Default: the configured storage account's blob host.
-    #[serde(default)]
-    pub allowed_hosts: Vec<String>,
-    /// Limit for one whole download.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+/// Why a model was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("cannot create dir {}", .0.display())]
+    CreateDir(PathBuf, #[source] std::io::Error),
+    #[error(
+        "allowed_hosts is empty and no storage account is configured to derive it from; list the blob hosts models come from"
+    )]
+    NoAllowedHosts,
+    #[error("modelUri is not a URL")]
+    NotAUrl(#[source] url::ParseError),
+    #[error("refusing to download from {host}: not in allowed_hosts ({allowed})")]
+    HostNotAllowed { host: String, allowed: String },
+    #[error(
+        "cannot tell the platform from the blob name `{0}` (expected `... .ONNX`, `.zip`, ...)"
+    )]
+    Platform(String),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("the transfer broke after {written} bytes")]
+    Broken {
+        written: u64,
+        #[source]
+        source: BlobError,
+    },
+    #[error("the transfer ended after {written} of {expected} bytes")]
+    Short { written: u64, expected: u64 },
+    #[error("the downloaded model does not match the blob's Content-MD5")]
+    Md5Mismatch,
+    #[error("cannot {what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the download did not finish within {0}")]
+    Timeout(humantime::Duration),
 }
 
-fn completed_exports() -> Vec<String> {
-    vec!["export.completed".into()]
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(600)
-}
-
-impl DownloadConfig {
-    pub(crate) fn validate(&self, path: &str, issues: &mut Issues) {
-        if self.dir.as_os_str().is_empty() {
-            issues.push(format!("{path}.dir"), "must name a directory");
-        }
-        if self.keep_last == Some(0) {
-            issues.push(
-                format!("{path}.keep_last"),
-                "must be at least 1 (omit it to keep all)",
-            );
-        }
-        for h in &self.allowed_hosts {
-            if h.is_empty() || h.contains('/') || h.contains("://") {
-                issues.push(
-                    format!("{path}.allowed_hosts"),
-                    format!("`{h}` is not a host (examples: acct.blob.core.windows.net, 127.0.0.1:10000, *.blob.core.windows.net)"),
-                );
-            }
-        }
-        if self.timeout.is_zero() {
-            issues.push(format!("{path}.timeout"), "must be greater than 0");
-        }
-    }
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError {
+    let path = path.to_owned();
+    move |source| DownloadError::Io { what, path, source }
 }
 
 pub struct DownloadHandler {
     config: DownloadConfig,
     allowed: Vec<String>,
-    blobs: BlobAccess,
+    blobs: Arc<dyn BlobSource>,
 }
 
 impl DownloadHandler {
-    pub fn new(config: &DownloadConfig, blobs: BlobAccess) -> anyhow::Result<Self> {
+    pub fn new(config: &DownloadConfig, blobs: Arc<dyn BlobSource>) -> Result<Self, DownloadError> {
         std::fs::create_dir_all(&config.dir)
-            .map_err(|e| anyhow::anyhow!("cannot create dir {}: {e}", config.dir.display()))?;
+            .map_err(|e| DownloadError::CreateDir(config.dir.clone(), e))?;
         let mut allowed: Vec<String> = config
             .allowed_hosts
             .iter()
@@ -100,9 +88,7 @@ impl DownloadHandler {
         if allowed.is_empty() {
             match blobs.default_host() {
                 Some(h) => allowed.push(h),
-                None => anyhow::bail!(
-                    "allowed_hosts is empty and no storage account is configured to derive it from; list the blob hosts models come from"
-                ),
+                None => return Err(DownloadError::NoAllowedHosts),
             }
         }
         Ok(Self {
@@ -128,7 +114,7 @@ impl DownloadHandler {
 }
 
 /// The platform: the extension of the blob name, letters and digits only.
-fn platform_of(url: &Url) -> Result<String, String> {
+fn platform_of(url: &Url) -> Result<String, DownloadError> {
     let last = url
         .path_segments()
         .and_then(|mut s| s.next_back())
@@ -138,7 +124,7 @@ fn platform_of(url: &Url) -> Result<String, String> {
         .rsplit_once('.')
         .map(|(_, e)| e)
         .filter(|e| !e.is_empty() && e.len() <= 16 && e.chars().all(|c| c.is_ascii_alphanumeric()))
-        .ok_or_else(|| format!("cannot tell the platform from the blob name `{name}` (expected `... .ONNX`, `.zip`, ...)"))?;
+        .ok_or_else(|| DownloadError::Platform(name.clone()))?;
     Ok(ext.to_owned())
 }
 
@@ -180,16 +166,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Total size from `Content-Range: bytes a-b/TOTAL`.
-fn total_from_content_range(headers: &azure_core::http::headers::Headers) -> Option<u64> {
-    let v = headers.get_optional_str(&azure_core::http::headers::HeaderName::from_static(
-        "content-range",
-    ))?;
-    v.rsplit_once('/')?.1.trim().parse().ok()
-}
-
 impl DownloadHandler {
-    async fn download(&self, url: &Url, project: Uuid, iteration: Uuid) -> Result<(), String> {
+    async fn download(
+        &self,
+        url: &Url,
+        project: Uuid,
+        iteration: Uuid,
+    ) -> Result<(), DownloadError> {
         let platform = platform_of(url)?;
         let file_name = format!("{project} - {iteration}.{platform}");
         let dir = &self.config.dir;
@@ -205,7 +188,11 @@ impl DownloadHandler {
                 .next()
                 .unwrap_or_default()
                 .to_owned();
-            if sha256_of(&final_path).await.map_err(|e| e.to_string())? == expected {
+            if sha256_of(&final_path)
+                .await
+                .map_err(io("read", &final_path))?
+                == expected
+            {
                 tracing::info!(file = %final_path.display(), "The model is already downloaded");
                 return Ok(());
             }
@@ -214,68 +201,52 @@ impl DownloadHandler {
 
         let partial = dir.join(format!(".{file_name}.{}.partial", Uuid::new_v4().simple()));
         let mut guard = PartialFile(Some(partial.clone()));
-        let client = self.blobs.blob_client(url).map_err(|e| e.to_string())?;
-        let result = client.download(None).await.map_err(|e| {
-            match e.http_status().map(u16::from) {
-                Some(404) => "the model blob does not exist (404)".to_owned(),
-                Some(403) => "access to the model blob was denied (403); the identity needs 'Storage Blob Data Reader' on the container, or the SAS lacks read permission".to_owned(),
-                _ => format!("cannot download the model: {}", error_chain(&e)),
-            }
-        })?;
-        let expected_len =
-            total_from_content_range(&result.headers).or(result.properties.content_length);
-        let expected_md5 = result.properties.blob_content_md5.clone().or_else(|| {
-            result
-                .properties
-                .content_md5
-                .clone()
-                .filter(|_| total_from_content_range(&result.headers).is_none())
-        });
+        let blob = self.blobs.open(url).await?;
+        let expected_len = blob.total_len;
+        let expected_md5 = blob.md5;
 
         let mut file = tokio::fs::File::create(&partial)
             .await
-            .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+            .map_err(io("create", &partial))?;
         let mut sha = sha2::Sha256::new();
         let mut md5 = md5::Md5::new();
         let mut written = 0u64;
-        let mut body = result.body;
+        let mut body = blob.body;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                format!(
-                    "the transfer broke after {written} bytes: {}",
-                    error_chain(&e)
-                )
-            })?;
+            let chunk = chunk.map_err(|source| DownloadError::Broken { written, source })?;
             sha.update(&chunk);
             md5.update(&chunk);
             written += chunk.len() as u64;
             file.write_all(&chunk)
                 .await
-                .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+                .map_err(io("write", &partial))?;
         }
-        file.sync_all().await.map_err(|e| e.to_string())?;
+        file.sync_all().await.map_err(io("sync", &partial))?;
         drop(file);
         if let Some(len) = expected_len
             && len != written
         {
-            return Err(format!("the transfer ended after {written} of {len} bytes"));
+            return Err(DownloadError::Short {
+                written,
+                expected: len,
+            });
         }
         if let Some(md5_expected) = expected_md5
             && md5.finalize().as_slice() != md5_expected.as_slice()
         {
-            return Err("the downloaded model does not match the blob's Content-MD5".into());
+            return Err(DownloadError::Md5Mismatch);
         }
         let digest = hex(&sha.finalize());
         let sha_partial = dir.join(format!(".{file_name}.sha256.partial"));
         tokio::fs::write(&sha_partial, format!("{digest}  {file_name}\n"))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(io("write", &sha_partial))?;
         tokio::fs::rename(&sha_partial, &sha_path)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(io("rename", &sha_partial))?;
         tokio::fs::rename(&partial, &final_path)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(io("rename", &partial))?;
         guard.0 = None;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -315,6 +286,12 @@ impl DownloadHandler {
 #[async_trait]
 impl Handler for DownloadHandler {
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
+        self.store(d).await.map_err(HandlerError::new)
+    }
+}
+
+impl DownloadHandler {
+    async fn store(&self, d: &Delivery) -> Result<(), DownloadError> {
         let Event::Export {
             project_id,
             iteration_id,
@@ -325,14 +302,12 @@ impl Handler for DownloadHandler {
             tracing::debug!("Nothing to download for this event");
             return Ok(());
         };
-        let url =
-            Url::parse(uri).map_err(|e| HandlerError(format!("modelUri is not a URL: {e}")))?;
+        let url = Url::parse(uri).map_err(DownloadError::NotAUrl)?;
         if !self.host_allowed(&url) {
-            return Err(HandlerError(format!(
-                "refusing to download from {}: not in allowed_hosts ({})",
-                url.host_str().unwrap_or("?"),
-                self.allowed.join(", ")
-            )));
+            return Err(DownloadError::HostNotAllowed {
+                host: url.host_str().unwrap_or("?").to_owned(),
+                allowed: self.allowed.join(", "),
+            });
         }
         match tokio::time::timeout(
             self.config.timeout,
@@ -340,11 +315,8 @@ impl Handler for DownloadHandler {
         )
         .await
         {
-            Ok(r) => r.map_err(HandlerError),
-            Err(_) => Err(HandlerError(format!(
-                "the download did not finish within {}",
-                humantime::format_duration(self.config.timeout)
-            ))),
+            Ok(r) => r,
+            Err(_) => Err(DownloadError::Timeout(self.config.timeout.into())),
         }
     }
 }
@@ -375,12 +347,5 @@ mod tests {
             ))
             .is_err()
         );
-    }
-
-    #[test]
-    fn content_range_total() {
-        let mut h = azure_core::http::headers::Headers::new();
-        h.insert("content-range", "bytes 0-4194303/52428800");
-        assert_eq!(total_from_content_range(&h), Some(52428800));
     }
 }

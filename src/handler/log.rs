@@ -1,40 +1,10 @@
 //! `type = "log"`: one structured log record per event.
 
-use super::{Delivery, Handler, HandlerError};
-use crate::config::Issues;
-use crate::redact::redact_url;
+use super::types::{Delivery, Handler, HandlerError};
+use crate::secret::redact_url;
 use async_trait::async_trait;
-use serde::Deserialize;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// Name used in logs; default `log#<index>`.
-    pub name: Option<String>,
-    /// Which events this handler gets (see the routing grammar).
-    pub events: Vec<String>,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            name: None,
-            events: vec!["*".into()],
-        }
-    }
-}
-
-impl LogConfig {
-    pub(crate) fn validate(&self, _path: &str, _issues: &mut Issues) {}
-}
 
 pub struct LogHandler;
-
-impl LogHandler {
-    pub fn new(_config: &LogConfig) -> Self {
-        LogHandler
-    }
-}
 
 #[async_trait]
 impl Handler for LogHandler {

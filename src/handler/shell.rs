@@ -6,83 +6,47 @@
 //! which is killed when the timeout expires or the daemon gives up on the
 //! message at shutdown, so that a hook's own children do not outlive it.
 
-use super::{Delivery, Handler, HandlerError};
-use crate::config::{Issues, StringMap};
-use crate::redact::redact_text;
+use super::types::{Delivery, Handler, HandlerError};
+use crate::config::ShellConfig;
+use crate::secret::redact_text;
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use serde::Deserialize;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShellConfig {
-    /// Name used in logs; default `shell#<index>`.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Which events this handler gets (see the routing grammar).
-    #[serde(default = "all_events")]
-    pub events: Vec<String>,
-    /// Program and arguments, e.g. `["/usr/local/bin/on-export", "--fast"]`.
-    pub command: Vec<String>,
-    /// The program is killed (with its process group) after this long.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Working directory; default: the daemon's.
-    #[serde(default)]
-    pub working_dir: Option<PathBuf>,
-    /// Extra environment variables.
-    #[serde(default)]
-    pub env: StringMap,
-    /// Whether the program inherits the daemon's environment (minus the
-    /// `CVNOTIFY__*` configuration overrides, which may hold secrets).
-    #[serde(default = "yes")]
-    pub inherit_env: bool,
-}
-
-fn all_events() -> Vec<String> {
-    vec!["*".into()]
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-fn yes() -> bool {
-    true
-}
-
 /// Longest stdout/stderr line logged; the rest is cut.
 const MAX_LINE: usize = 4096;
 
-impl ShellConfig {
-    pub(crate) fn validate(&self, path: &str, issues: &mut Issues) {
-        if self.command.first().is_none_or(|p| p.is_empty()) {
-            issues.push(
-                format!("{path}.command"),
-                "must name a program, e.g. [\"/usr/local/bin/hook\", \"arg\"]",
-            );
-        }
-        if self.timeout.is_zero() {
-            issues.push(format!("{path}.timeout"), "must be greater than 0");
-        }
-        for k in self.env.keys() {
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
-                issues.push(
-                    format!("{path}.env"),
-                    format!("`{k}` is not a valid variable name"),
-                );
-            } else if k.starts_with("CVNOTIFY_") {
-                issues.push(
-                    format!("{path}.env"),
-                    format!("`{k}`: names starting with CVNOTIFY_ are set by cvnotify"),
-                );
-            }
-        }
-    }
+/// Why a hook failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error("working_dir {} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("cannot start `{program}`")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("waiting for `{program}` failed")]
+    Wait {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{program}` timed out after {timeout} and was killed")]
+    Timeout {
+        program: String,
+        timeout: humantime::Duration,
+    },
+    #[error("`{program}` exited with status {code}")]
+    Exit { program: String, code: i32 },
+    #[error("`{program}` was killed by signal {signal}")]
+    Signal { program: String, signal: i32 },
 }
 
 pub struct ShellHandler {
@@ -90,11 +54,11 @@ pub struct ShellHandler {
 }
 
 impl ShellHandler {
-    pub fn new(config: &ShellConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &ShellConfig) -> Result<Self, ShellError> {
         if let Some(dir) = &config.working_dir
             && !dir.is_dir()
         {
-            anyhow::bail!("working_dir {} is not a directory", dir.display());
+            return Err(ShellError::NotADirectory(dir.clone()));
         }
         Ok(Self {
             config: config.clone(),
@@ -192,11 +156,20 @@ fn log_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
 #[async_trait]
 impl Handler for ShellHandler {
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
+        self.run(d).await.map_err(HandlerError::new)
+    }
+}
+
+impl ShellHandler {
+    async fn run(&self, d: &Delivery) -> Result<(), ShellError> {
         let program = &self.config.command[0];
         let mut child = self
             .command(d)
             .spawn()
-            .map_err(|e| HandlerError(format!("cannot start `{program}`: {e}")))?;
+            .map_err(|source| ShellError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
         let mut guard = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
         let _tracked = child.id().map(|id| Tracked::new(id as i32));
         let stdout = log_lines(child.stdout.take().expect("piped"), "stdout");
@@ -215,7 +188,12 @@ impl Handler for ShellHandler {
         };
         let status = match tokio::time::timeout(self.config.timeout, run).await {
             Ok(Ok(status)) => status,
-            Ok(Err(e)) => return Err(HandlerError(format!("waiting for `{program}` failed: {e}"))),
+            Ok(Err(source)) => {
+                return Err(ShellError::Wait {
+                    program: program.clone(),
+                    source,
+                });
+            }
             Err(_) => {
                 drop(guard); // kills the group
                 let _ = child.wait().await;
@@ -223,10 +201,10 @@ impl Handler for ShellHandler {
                     let _ = tokio::join!(stdout, stderr);
                 })
                 .await;
-                return Err(HandlerError(format!(
-                    "`{program}` timed out after {} and was killed",
-                    humantime::format_duration(self.config.timeout)
-                )));
+                return Err(ShellError::Timeout {
+                    program: program.clone(),
+                    timeout: self.config.timeout.into(),
+                });
             }
         };
         // The hook exited; a child it left in the background may still hold
@@ -242,15 +220,16 @@ impl Handler for ShellHandler {
         if status.success() {
             Ok(())
         } else if let Some(code) = status.code() {
-            Err(HandlerError(format!(
-                "`{program}` exited with status {code}"
-            )))
+            Err(ShellError::Exit {
+                program: program.clone(),
+                code,
+            })
         } else {
             use std::os::unix::process::ExitStatusExt;
-            Err(HandlerError(format!(
-                "`{program}` was killed by signal {}",
-                status.signal().unwrap_or_default()
-            )))
+            Err(ShellError::Signal {
+                program: program.clone(),
+                signal: status.signal().unwrap_or_default(),
+            })
         }
     }
 }

@@ -12,134 +12,85 @@
 //! are not followed: a receiver that moved must be reconfigured, and a
 //! redirect must not carry the signed event elsewhere.
 
-use super::{Delivery, Handler, HandlerError};
-use crate::config::{Issues, Secret, StringMap};
+use super::types::{Delivery, Handler, HandlerError};
+use crate::config::WebhookConfig;
+use crate::config::handlers::{WebhookSecretError, webhook_key};
+use crate::error::{error_chain, with_trust_hint};
+use crate::retry::Backoff;
 use async_trait::async_trait;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use sha2::Sha256;
 use std::path::PathBuf;
 use std::time::Duration;
-use url::Url;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Name used in logs; default `webhook#<index>`.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Which events this handler gets (see the routing grammar).
-    #[serde(default = "all_events")]
-    pub events: Vec<String>,
-    /// Where to POST. Only its scheme and host are ever logged (webhook
-    /// URLs often carry a token in their path).
-    pub url: Url,
-    /// Extra request headers.
-    #[serde(default)]
-    pub headers: StringMap,
-    /// Timeout of one attempt.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Signing secret, `whsec_<base64>`. Prefer `secret_env` or `secret_file`.
-    #[serde(default)]
-    pub secret: Option<Secret>,
-    /// Name of an environment variable holding the secret.
-    #[serde(default)]
-    pub secret_env: Option<String>,
-    /// File holding the secret (trailing white space ignored).
-    #[serde(default)]
-    pub secret_file: Option<PathBuf>,
-    /// Attempts per delivery before the handler fails (the message then
-    /// goes back to the queue).
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
-    /// First retry delay; doubles per attempt, with jitter.
-    #[serde(default = "default_initial_delay", with = "humantime_serde")]
-    pub retry_initial_delay: Duration,
-    /// Longest wait between attempts. A `Retry-After` longer than this
-    /// fails the attempt series instead (the queue's retry delay takes over).
-    #[serde(default = "default_max_delay", with = "humantime_serde")]
-    pub retry_max_delay: Duration,
-    /// PEM bundle of extra trusted CAs (a private CA); added to the system
-    /// roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+/// A webhook handler that cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookBuildError {
+    #[error("secret_env: the environment variable {0} is not set")]
+    SecretEnv(String),
+    #[error("secret_file {}", path.display())]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the webhook secret {0}")]
+    Secret(WebhookSecretError),
+    #[error("ca_file")]
+    CaFile(#[source] crate::tls::CaFileError),
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+    #[error("header {0}: value is not valid")]
+    HeaderValue(String),
+    #[error("header {0}: not a valid name")]
+    HeaderName(String),
 }
 
-fn all_events() -> Vec<String> {
-    vec!["*".into()]
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(15)
-}
-fn default_attempts() -> u32 {
-    5
-}
-fn default_initial_delay() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_max_delay() -> Duration {
-    Duration::from_secs(30)
+/// Why one attempt failed in a way a later attempt may not.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error("{target} answered {status}")]
+    Status {
+        target: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("no answer from {target} within {timeout}")]
+    Timeout {
+        target: String,
+        timeout: humantime::Duration,
+    },
+    /// The chain is part of the message (and redacted) because the trust
+    /// hint depends on it.
+    #[error("{}", with_trust_hint(format!("cannot connect to {target}: {}", error_chain(source)), "ca_file"))]
+    Connect {
+        target: String,
+        source: reqwest::Error,
+    },
+    #[error("request to {target} failed: {}", error_chain(source))]
+    Request {
+        target: String,
+        source: reqwest::Error,
+    },
 }
 
-/// Headers this handler sets itself.
-const RESERVED: [&str; 5] = [
-    "content-type",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "content-length",
-];
-
-impl WebhookConfig {
-    pub(crate) fn validate(&self, path: &str, issues: &mut Issues) {
-        if !matches!(self.url.scheme(), "http" | "https") {
-            issues.push(format!("{path}.url"), "must be an http or https URL");
-        }
-        let sources = [
-            self.secret.is_some(),
-            self.secret_env.is_some(),
-            self.secret_file.is_some(),
-        ];
-        if sources.iter().filter(|s| **s).count() > 1 {
-            issues.push(
-                format!("{path}.secret"),
-                "set only one of secret, secret_env, secret_file",
-            );
-        }
-        if let Some(s) = &self.secret
-            && let Err(e) = Signer::new(s.expose())
-        {
-            issues.push(format!("{path}.secret"), e);
-        }
-        if !(1..=20).contains(&self.max_attempts) {
-            issues.push(format!("{path}.max_attempts"), "allowed: 1 to 20");
-        }
-        if self.timeout.is_zero() {
-            issues.push(format!("{path}.timeout"), "must be greater than 0");
-        }
-        if self.retry_initial_delay > self.retry_max_delay {
-            issues.push(
-                format!("{path}.retry_max_delay"),
-                "must not be less than retry_initial_delay",
-            );
-        }
-        for k in self.headers.keys() {
-            let lower = k.to_ascii_lowercase();
-            if RESERVED.contains(&lower.as_str()) {
-                issues.push(
-                    format!("{path}.headers"),
-                    format!("`{k}` is set by cvnotify"),
-                );
-            } else if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                issues.push(
-                    format!("{path}.headers"),
-                    format!("`{k}` is not a valid header name"),
-                );
-            }
-        }
-    }
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// An answer retrying cannot change (other 4xx, 3xx).
+    #[error("{target} answered {status}{hint}; not retried")]
+    Rejected {
+        target: String,
+        status: reqwest::StatusCode,
+        hint: &'static str,
+    },
+    #[error("{last}; gave up after {attempts} attempts")]
+    GaveUp { last: AttemptError, attempts: u32 },
+    #[error(
+        "{last}; Retry-After {}s exceeds retry_max_delay, leaving it to the queue's retry",
+        after.as_secs()
+    )]
+    RetryAfterTooLong { last: AttemptError, after: Duration },
 }
 
 /// Standard Webhooks v1 signer.
@@ -151,20 +102,10 @@ pub struct Signer {
 impl Signer {
     /// From `whsec_<base64>` (the prefix is optional, as in the reference
     /// libraries).
-    pub fn new(secret: &str) -> Result<Self, String> {
-        let b64 = secret
-            .trim()
-            .strip_prefix("whsec_")
-            .unwrap_or(secret.trim());
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| {
-                "not a `whsec_<base64>` secret (the part after whsec_ must be base64)".to_owned()
-            })?;
-        if key.is_empty() {
-            return Err("is empty".into());
-        }
-        Ok(Self { key })
+    pub fn new(secret: &str) -> Result<Self, WebhookSecretError> {
+        Ok(Self {
+            key: webhook_key(secret)?,
+        })
     }
 
     /// The `webhook-signature` header value.
@@ -194,22 +135,25 @@ impl WebhookHandler {
     pub fn new(
         config: &WebhookConfig,
         default_ca_file: Option<&std::path::Path>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, WebhookBuildError> {
         let secret = match (&config.secret, &config.secret_env, &config.secret_file) {
             (Some(s), _, _) => Some(s.expose().to_owned()),
-            (_, Some(var), _) => Some(std::env::var(var).map_err(|_| {
-                anyhow::anyhow!("secret_env: the environment variable {var} is not set")
-            })?),
+            (_, Some(var), _) => {
+                Some(std::env::var(var).map_err(|_| WebhookBuildError::SecretEnv(var.clone()))?)
+            }
             (_, _, Some(file)) => Some(
                 std::fs::read_to_string(file)
-                    .map_err(|e| anyhow::anyhow!("secret_file {}: {e}", file.display()))?
+                    .map_err(|source| WebhookBuildError::SecretFile {
+                        path: file.clone(),
+                        source,
+                    })?
                     .trim()
                     .to_owned(),
             ),
             _ => None,
         };
         let signer = secret
-            .map(|s| Signer::new(&s).map_err(|e| anyhow::anyhow!("the webhook secret {e}")))
+            .map(|s| Signer::new(&s).map_err(WebhookBuildError::Secret))
             .transpose()?;
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -217,15 +161,16 @@ impl WebhookHandler {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("cvnotify/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = config.ca_file.as_deref().or(default_ca_file) {
-            builder = crate::tls::add_ca_file(builder, ca)?;
+            builder = crate::tls::add_ca_file(builder, ca).map_err(WebhookBuildError::CaFile)?;
         }
-        let client = builder.build()?;
+        let client = builder.build().map_err(WebhookBuildError::Http)?;
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &config.headers {
             headers.insert(
-                reqwest::header::HeaderName::from_bytes(k.as_bytes())?,
+                reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| WebhookBuildError::HeaderName(k.clone()))?,
                 reqwest::header::HeaderValue::from_str(v)
-                    .map_err(|_| anyhow::anyhow!("header {k}: value is not valid"))?,
+                    .map_err(|_| WebhookBuildError::HeaderValue(k.clone()))?,
             );
         }
         Ok(Self {
@@ -243,17 +188,6 @@ impl WebhookHandler {
             Some(p) => format!("{}://{}:{p}", u.scheme(), u.host_str().unwrap_or_default()),
             None => format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default()),
         }
-    }
-
-    /// The delay before attempt `attempt + 1`: exponential with jitter
-    /// (50-100 % of the nominal value), capped.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let nominal = self
-            .config
-            .retry_initial_delay
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)))
-            .min(self.config.retry_max_delay);
-        nominal.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 }
 
@@ -278,99 +212,117 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 enum Attempt {
     Delivered,
     Retry {
-        reason: String,
+        reason: AttemptError,
         after: Option<Duration>,
     },
-    Fatal(String),
+    Fatal(WebhookError),
 }
 
 #[async_trait]
 impl Handler for WebhookHandler {
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
+        self.deliver(d).await.map_err(HandlerError::new)
+    }
+}
+
+impl WebhookHandler {
+    /// One attempt: 2xx delivered; 408, 429, 5xx and transport errors may
+    /// succeed later; anything else will not.
+    async fn attempt(&self, d: &Delivery, body: &[u8], target: &str) -> Attempt {
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut request = self
+            .client
+            .post(self.config.url.clone())
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &d.message_id)
+            .header("webhook-timestamp", timestamp.to_string());
+        if let Some(signer) = &self.signer {
+            request = request.header(
+                "webhook-signature",
+                signer.sign(&d.message_id, timestamp, body),
+            );
+        }
+        let target = target.to_owned();
+        match request.body(body.to_vec()).send().await {
+            Ok(rsp) => {
+                let status = rsp.status();
+                if status.is_success() {
+                    Attempt::Delivered
+                } else if matches!(status.as_u16(), 408 | 429) || status.is_server_error() {
+                    Attempt::Retry {
+                        after: retry_after(rsp.headers()),
+                        reason: AttemptError::Status { target, status },
+                    }
+                } else {
+                    let hint = if status.is_redirection() {
+                        " (redirects are not followed; configure the final URL)"
+                    } else {
+                        ""
+                    };
+                    Attempt::Fatal(WebhookError::Rejected {
+                        target,
+                        status,
+                        hint,
+                    })
+                }
+            }
+            Err(e) => {
+                let reason = if e.is_timeout() {
+                    AttemptError::Timeout {
+                        target,
+                        timeout: self.config.timeout.into(),
+                    }
+                } else if e.is_connect() {
+                    AttemptError::Connect {
+                        target,
+                        source: e.without_url(),
+                    }
+                } else {
+                    AttemptError::Request {
+                        target,
+                        source: e.without_url(),
+                    }
+                };
+                Attempt::Retry {
+                    reason,
+                    after: None,
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, d: &Delivery) -> Result<(), WebhookError> {
         let body = serde_json::to_vec(&d.payload()).expect("JSON values serialize");
         let target = self.target();
         let max = self.config.max_attempts;
+        // Jitter: 50-100 % of the nominal delay.
+        let mut backoff =
+            Backoff::new(self.config.retry_initial_delay, self.config.retry_max_delay)
+                .with_jitter(0.5);
         for attempt in 1..=max {
-            let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-            let mut request = self
-                .client
-                .post(self.config.url.clone())
-                .headers(self.headers.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header("webhook-id", &d.message_id)
-                .header("webhook-timestamp", timestamp.to_string());
-            if let Some(signer) = &self.signer {
-                request = request.header(
-                    "webhook-signature",
-                    signer.sign(&d.message_id, timestamp, &body),
-                );
-            }
-            let outcome = match request.body(body.clone()).send().await {
-                Ok(rsp) => {
-                    let status = rsp.status();
-                    if status.is_success() {
-                        Attempt::Delivered
-                    } else if matches!(status.as_u16(), 408 | 429) || status.is_server_error() {
-                        Attempt::Retry {
-                            reason: format!("{target} answered {status}"),
-                            after: retry_after(rsp.headers()),
-                        }
-                    } else {
-                        let hint = if status.is_redirection() {
-                            " (redirects are not followed; configure the final URL)"
-                        } else {
-                            ""
-                        };
-                        Attempt::Fatal(format!("{target} answered {status}{hint}"))
-                    }
-                }
-                Err(e) => {
-                    let what = if e.is_timeout() {
-                        format!(
-                            "no answer from {target} within {}",
-                            humantime::format_duration(self.config.timeout)
-                        )
-                    } else if e.is_connect() {
-                        let chain = crate::queue::azure::error_chain(&e.without_url());
-                        crate::tls::with_trust_hint(
-                            format!("cannot connect to {target}: {chain}"),
-                            "ca_file",
-                        )
-                    } else {
-                        format!(
-                            "request to {target} failed: {}",
-                            crate::queue::azure::error_chain(&e.without_url())
-                        )
-                    };
-                    Attempt::Retry {
-                        reason: what,
-                        after: None,
-                    }
-                }
-            };
-            match outcome {
+            match self.attempt(d, &body, &target).await {
                 Attempt::Delivered => {
                     tracing::debug!(attempt, target = %target, "Webhook delivered");
                     return Ok(());
                 }
-                Attempt::Fatal(reason) => {
-                    return Err(HandlerError(format!("{reason}; not retried")));
-                }
+                Attempt::Fatal(e) => return Err(e),
                 Attempt::Retry { reason, after } => {
                     if attempt == max {
-                        return Err(HandlerError(format!(
-                            "{reason}; gave up after {max} attempts"
-                        )));
+                        return Err(WebhookError::GaveUp {
+                            last: reason,
+                            attempts: max,
+                        });
                     }
                     let delay = match after {
                         Some(a) if a > self.config.retry_max_delay => {
-                            return Err(HandlerError(format!(
-                                "{reason}; Retry-After {}s exceeds retry_max_delay, leaving it to the queue's retry",
-                                a.as_secs()
-                            )));
+                            return Err(WebhookError::RetryAfterTooLong {
+                                last: reason,
+                                after: a,
+                            });
                         }
                         Some(a) => a,
-                        None => self.backoff(attempt),
+                        None => backoff.next_delay(),
                     };
                     tracing::warn!(attempt, max_attempts = max, retry_in_ms = delay.as_millis() as u64, error = %reason, "Webhook attempt failed; retrying");
                     tokio::time::sleep(delay).await;
@@ -413,7 +365,7 @@ mod tests {
     #[test]
     fn bad_secrets_are_rejected_without_echoing_them() {
         let e = Signer::new("whsec_not base64!").err().unwrap();
-        assert!(!e.contains("not base64!"), "{e}");
+        assert!(!e.to_string().contains("not base64!"), "{e}");
         assert!(Signer::new("whsec_").is_err());
     }
 

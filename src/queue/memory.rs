@@ -2,7 +2,7 @@
 //! unit tests of the poll loop (with `tokio::time::pause`). Integration tests
 //! use Azurite; this is never a stand-in for it there.
 
-use super::{Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage};
+use super::types::{Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage};
 use async_trait::async_trait;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,9 +5,9 @@
 //! free loopback port, waited for, and stopped by its own pid on drop.
 #![allow(dead_code)]
 
+use cvnotify::azure::{AzureQueue, Connector};
 use cvnotify::config::Config;
 use cvnotify::queue::Queue;
-use cvnotify::queue::azure::{AzureQueue, Connector};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-pub const DEV_KEY: &str = cvnotify::auth::DEV_KEY;
+pub const DEV_KEY: &str = cvnotify::config::DEV_KEY;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -233,7 +233,7 @@ level = "debug"
 
     fn connector(&self) -> Connector {
         let text = self.config_text("", "");
-        Connector::from_config(&Config::from_toml(&text).unwrap()).unwrap()
+        crate::common::connect(&Config::from_toml(&text).unwrap()).unwrap()
     }
 
     pub fn main_queue(&self) -> AzureQueue {
@@ -499,4 +499,21 @@ pub fn recording_hook(dir: &Path) -> (PathBuf, String) {
     )
     .unwrap();
     (out, shell_handler(&script, ""))
+}
+
+/// A storage client for `config`'s queue account (the library takes the
+/// sections it needs).
+pub fn connect(
+    config: &cvnotify::config::Config,
+) -> Result<cvnotify::azure::Connector, cvnotify::azure::ConnectError> {
+    cvnotify::azure::Connector::new(&config.queue, &config.auth, &config.tls)
+}
+
+/// What handlers are built with when no storage account is involved: blob
+/// access without credentials (SAS URLs and public blobs only).
+pub fn anonymous_ctx() -> cvnotify::handler::BuildContext {
+    cvnotify::handler::BuildContext {
+        blobs: std::sync::Arc::new(cvnotify::azure::AzureBlobs::anonymous()),
+        ca_file: None,
+    }
 }

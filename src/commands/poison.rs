@@ -6,10 +6,21 @@
 //! requested messages, receive keeps the others hidden; they are made
 //! visible again before the command ends.
 
+use crate::azure::{AzureQueue, Connector};
+use crate::config::Config;
 use crate::event::decode;
 use crate::queue::{Queue, QueueError, ReceivedMessage};
 use std::collections::BTreeSet;
 use std::time::Duration;
+
+/// The main and the poison queue of `config`.
+pub fn queues(config: &Config) -> anyhow::Result<(AzureQueue, AzureQueue)> {
+    let connector = Connector::new(&config.queue, &config.auth, &config.tls)?;
+    Ok((
+        connector.queue(config.queue_name())?,
+        connector.queue(&config.poison_queue_name())?,
+    ))
+}
 
 /// One line of `poison list`.
 pub fn describe(

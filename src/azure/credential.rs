@@ -12,6 +12,9 @@
 //! - [`FileAssertion`] reads the federated token file on every token
 //!   request. The SDK's workload identity credential re-reads it only every
 //!   10 minutes, which can hand out an assertion Kubernetes already rotated.
+//!
+//! Also the scope of storage tokens and what to tell a user whose identity
+//! gets none ([`credential_hint`]).
 
 use crate::config::{AuthConfig, AuthMode, Cloud};
 use async_trait::async_trait;
@@ -21,6 +24,24 @@ use azure_core::time::{Duration, OffsetDateTime};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Mutex;
+
+/// The scope of Azure Storage tokens.
+pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+
+/// What to check when a token-based mode cannot get a token.
+pub fn credential_hint(mode: AuthMode) -> &'static str {
+    match mode {
+        AuthMode::ManagedIdentity => {
+            "check that this host has a managed identity (VM, App Service, Container Apps) and, for a user-assigned identity, that auth.client_id is its client id"
+        }
+        AuthMode::WorkloadIdentity => {
+            "check AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE (the workload identity webhook sets them when the pod's service account is annotated and the pod has the label azure.workload.identity/use: \"true\")"
+        }
+        AuthMode::AzureCli => "run `az login` as the user running cvnotify",
+        AuthMode::Sas => "check auth.sas_token: it may have expired or lack permissions",
+        AuthMode::ConnectionString => "check auth.connection_string",
+    }
+}
 
 /// Caches a token and refreshes it at half-life (at most 5 minutes early).
 #[derive(Debug)]
@@ -79,7 +100,7 @@ impl TokenCredential for RefreshingCredential {
             Err(e) => match cached.as_ref() {
                 Some((token, _, s)) if same_scopes(s) && now < token.expires_on => {
                     tracing::warn!(
-                        error = %crate::queue::azure::error_chain(&e),
+                        error = %crate::error::error_chain(&e),
                         expires_in_s = (token.expires_on - now).whole_seconds(),
                         "Refreshing the token failed; using the current one while it is valid"
                     );

@@ -11,8 +11,12 @@
 //! case-insensitive. An event goes to a handler when any of its patterns
 //! match. Unknown names are rejected at start-up, so that a typo cannot
 //! silently route nothing.
+//!
+//! A leaf above [`crate::event`]: `events` keys are parsed into an
+//! [`EventFilter`] once, when the configuration is loaded.
 
 use crate::event::Event;
+use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pattern {
@@ -23,7 +27,8 @@ struct Pattern {
 }
 
 /// A parsed `events` list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
 pub struct EventFilter {
     patterns: Vec<Pattern>,
 }
@@ -31,8 +36,24 @@ pub struct EventFilter {
 const TYPES: [&str; 4] = ["connection_test", "training", "export", "unknown"];
 const STATUSES: [&str; 2] = ["completed", "failed"];
 
+/// Why an `events` list is rejected; the text is the user's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterError(String);
+
+impl TryFrom<Vec<String>> for EventFilter {
+    type Error = FilterError;
+    fn try_from(patterns: Vec<String>) -> Result<Self, FilterError> {
+        Self::parse(&patterns)
+    }
+}
+
 impl EventFilter {
-    pub fn parse(patterns: &[String]) -> Result<Self, String> {
+    pub fn parse(patterns: &[String]) -> Result<Self, FilterError> {
+        Self::parse_patterns(patterns).map_err(FilterError)
+    }
+
+    fn parse_patterns(patterns: &[String]) -> Result<Self, String> {
         if patterns.is_empty() {
             return Err("is empty; use [\"*\"] for every event".into());
         }
@@ -166,11 +187,17 @@ mod tests {
 
     #[test]
     fn rejects_typos() {
-        let e = EventFilter::parse(&["trainig.failed".into()]).unwrap_err();
+        let e = EventFilter::parse(&["trainig.failed".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown event type `trainig`"), "{e}");
-        let e = EventFilter::parse(&["training.fail".into()]).unwrap_err();
+        let e = EventFilter::parse(&["training.fail".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown status `fail`"), "{e}");
-        let e = EventFilter::parse(&["connection_test.failed".into()]).unwrap_err();
+        let e = EventFilter::parse(&["connection_test.failed".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("have no status"), "{e}");
         assert!(EventFilter::parse(&[]).is_err());
     }

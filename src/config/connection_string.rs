@@ -1,19 +1,13 @@
-//! Authentication: connection strings, the Shared Key signing policy, and
-//! Entra ID credentials for the token-based modes.
+//! Storage connection strings (`auth.connection_string`): the format users
+//! copy from the portal, parsed into endpoints and a credential.
 //!
-//! The official Azure SDK crates sign requests with Entra ID tokens only.
-//! Shared Key (account key) signing is needed for Azurite and for users who
-//! still hold a connection string, so [`SharedKeyPolicy`] is written here: no
-//! maintained crate provides it for the 1.x pipeline. It follows "Authorize
-//! with Shared Key" of the Storage REST reference.
+//! Part of the configuration layer because it is the format of a config
+//! value: validation reports a bad string at load time, and the Azure layer
+//! consumes the parsed [`ConnectionString`]. Pure; errors never echo a key.
 
-use crate::config::{AuthMode, Secret};
-use async_trait::async_trait;
-use azure_core::http::policies::{Policy, PolicyResult};
-use azure_core::http::{Context, Request};
+use crate::secret::Secret;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use url::Url;
 
 /// The well-known account and key of the storage emulator (public values,
@@ -21,9 +15,6 @@ use url::Url;
 pub const DEV_ACCOUNT: &str = "devstoreaccount1";
 pub const DEV_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-/// The scope of Azure Storage tokens.
-pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
 /// A parsed storage connection string.
 #[derive(Clone)]
@@ -144,148 +135,9 @@ impl ConnectionString {
     }
 }
 
-/// Signs each request try with the account key ("SharedKey" scheme). A
-/// per-try policy, because `x-ms-date` and the signature must be fresh on
-/// every retry.
-pub struct SharedKeyPolicy {
-    account: String,
-    key: Secret,
-}
-
-impl fmt::Debug for SharedKeyPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedKeyPolicy")
-            .field("account", &self.account)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SharedKeyPolicy {
-    pub fn new(account: impl Into<String>, key: Secret) -> Self {
-        Self {
-            account: account.into(),
-            key,
-        }
-    }
-
-    /// The string to sign for Blob, Queue and File services, version
-    /// 2015-02-21 and later (an empty Content-Length when the body is empty).
-    pub(crate) fn string_to_sign(&self, request: &Request) -> String {
-        let h = |name: &str| {
-            request
-                .headers()
-                .iter()
-                .find(|(k, _)| k.as_str().eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str().to_owned())
-                .unwrap_or_default()
-        };
-        let len = request.body().len().unwrap_or(0);
-        let content_length = if len == 0 {
-            String::new()
-        } else {
-            len.to_string()
-        };
-        let mut out = String::with_capacity(256);
-        out.push_str(request.method().as_ref());
-        out.push('\n');
-        for v in [
-            h("content-encoding"),
-            h("content-language"),
-            content_length,
-            h("content-md5"),
-            h("content-type"),
-            // Date is empty because x-ms-date is always set.
-            String::new(),
-            h("if-modified-since"),
-            h("if-match"),
-            h("if-none-match"),
-            h("if-unmodified-since"),
-            h("range"),
-        ] {
-            out.push_str(&v);
-            out.push('\n');
-        }
-        let mut ms: Vec<(String, String)> = request
-            .headers()
-            .iter()
-            .filter(|(k, _)| k.as_str().to_ascii_lowercase().starts_with("x-ms-"))
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_ascii_lowercase(),
-                    v.as_str().trim().to_owned(),
-                )
-            })
-            .collect();
-        ms.sort();
-        for (k, v) in ms {
-            out.push_str(&k);
-            out.push(':');
-            out.push_str(&v);
-            out.push('\n');
-        }
-        let url = request.url();
-        out.push('/');
-        out.push_str(&self.account);
-        out.push_str(url.path());
-        let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (k, v) in url.query_pairs() {
-            params
-                .entry(k.to_ascii_lowercase())
-                .or_default()
-                .push(v.into_owned());
-        }
-        for (k, mut vs) in params {
-            vs.sort();
-            out.push('\n');
-            out.push_str(&k);
-            out.push(':');
-            out.push_str(&vs.join(","));
-        }
-        out
-    }
-}
-
-#[async_trait]
-impl Policy for SharedKeyPolicy {
-    async fn send(
-        &self,
-        ctx: &Context,
-        request: &mut Request,
-        next: &[Arc<dyn Policy>],
-    ) -> PolicyResult {
-        let now = azure_core::time::OffsetDateTime::now_utc();
-        request.insert_header("x-ms-date", azure_core::time::to_rfc7231(&now));
-        let signature = azure_core::hmac::hmac_sha256(
-            &self.string_to_sign(request),
-            &azure_core::credentials::Secret::new(self.key.expose().to_owned()),
-        )?;
-        request.insert_header(
-            "authorization",
-            format!("SharedKey {}:{}", self.account, signature),
-        );
-        next[0].send(ctx, request, &next[1..]).await
-    }
-}
-
-/// What to check when a token-based mode cannot get a token.
-pub fn credential_hint(mode: AuthMode) -> &'static str {
-    match mode {
-        AuthMode::ManagedIdentity => {
-            "check that this host has a managed identity (VM, App Service, Container Apps) and, for a user-assigned identity, that auth.client_id is its client id"
-        }
-        AuthMode::WorkloadIdentity => {
-            "check AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE (the workload identity webhook sets them when the pod's service account is annotated and the pod has the label azure.workload.identity/use: \"true\")"
-        }
-        AuthMode::AzureCli => "run `az login` as the user running cvnotify",
-        AuthMode::Sas => "check auth.sas_token: it may have expired or lack permissions",
-        AuthMode::ConnectionString => "check auth.connection_string",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use azure_core::http::Method;
 
     #[test]
     fn development_storage() {
@@ -326,31 +178,5 @@ mod tests {
         assert_eq!(e, ConnectionStringError::NoCredential);
         let e = ConnectionString::parse("verysecretkeymaterialwithoutequals").unwrap_err();
         assert!(!e.to_string().contains("withoutequals"), "{e}");
-    }
-
-    /// The canonical form from the Storage REST documentation's example,
-    /// checked field by field.
-    #[test]
-    fn string_to_sign_layout() {
-        let policy = SharedKeyPolicy::new("myaccount", Secret::new(DEV_KEY));
-        let url = Url::parse(
-            "http://127.0.0.1:10001/devstoreaccount1/q1/messages?visibilitytimeout=30&numofmessages=16",
-        )
-        .unwrap();
-        let mut req = Request::new(url, Method::Get);
-        req.insert_header("x-ms-version", "2026-04-06");
-        req.insert_header("x-ms-date", "Sat, 21 Nov 2026 06:00:00 GMT");
-        req.insert_header("x-ms-client-request-id", "abc");
-        let sts = policy.string_to_sign(&req);
-        assert_eq!(
-            sts,
-            "GET\n\n\n\n\n\n\n\n\n\n\n\n\
-             x-ms-client-request-id:abc\n\
-             x-ms-date:Sat, 21 Nov 2026 06:00:00 GMT\n\
-             x-ms-version:2026-04-06\n\
-             /myaccount/devstoreaccount1/q1/messages\n\
-             numofmessages:16\n\
-             visibilitytimeout:30"
-        );
     }
 }

@@ -1,6 +1,9 @@
-//! Building notifications exactly as Custom Vision writes them (`cvnotify
-//! send`), to try a pipeline end to end.
+//! `cvnotify send`: building notifications exactly as Custom Vision writes
+//! them, and enqueueing one, to try a pipeline end to end.
 
+use crate::azure::Connector;
+use crate::config::Config;
+use crate::queue::{Queue, QueueError};
 use base64::Engine as _;
 use serde_json::json;
 use uuid::Uuid;
@@ -25,8 +28,35 @@ pub struct SendSpec {
     pub base64: bool,
 }
 
+/// What is wrong with a `send` request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("a connection test takes only --project-id")]
+    ConnectionTestArgs,
+    #[error("--model-uri is only for --type export")]
+    ModelUriNotExport,
+    #[error("--model-uri is required for a completed export")]
+    ModelUriRequired,
+}
+
+/// Enqueues `body` in the configured queue, creating the queue on first use
+/// (a tool for trying a pipeline); returns the new message's id.
+pub async fn send(config: &Config, body: &str) -> anyhow::Result<String> {
+    let queue =
+        Connector::new(&config.queue, &config.auth, &config.tls)?.queue(config.queue_name())?;
+    let sent = match queue.send(body).await {
+        Err(QueueError::QueueNotFound { .. }) => {
+            queue.create_if_missing().await?;
+            eprintln!("Created queue `{}`", queue.name());
+            queue.send(body).await?
+        }
+        other => other?,
+    };
+    Ok(sent.id)
+}
+
 /// The message body, or what is wrong with the request.
-pub fn build_message(spec: &SendSpec) -> Result<String, String> {
+pub fn build_message(spec: &SendSpec) -> Result<String, SendError> {
     let project = spec.project_id.unwrap_or_else(Uuid::new_v4);
     let iteration = spec.iteration_id.unwrap_or_else(Uuid::new_v4);
     let status = |prefix: &str| match spec.status.as_deref().unwrap_or("completed") {
@@ -37,13 +67,13 @@ pub fn build_message(spec: &SendSpec) -> Result<String, String> {
     let body = match spec.kind {
         SendType::ConnectionTest => {
             if spec.status.is_some() || spec.iteration_id.is_some() || spec.model_uri.is_some() {
-                return Err("a connection test takes only --project-id".into());
+                return Err(SendError::ConnectionTestArgs);
             }
             json!({"version": "1.0", "type": "ConnectionTest", "Content": {"projectId": project}})
         }
         SendType::Training => {
             if spec.model_uri.is_some() {
-                return Err("--model-uri is only for --type export".into());
+                return Err(SendError::ModelUriNotExport);
             }
             json!({"version": "1.0", "type": "Training", "Content": {
                 "projectId": project, "iterationId": iteration, "trainingStatus": status("Training")}})
@@ -55,7 +85,7 @@ pub fn build_message(spec: &SendSpec) -> Result<String, String> {
             match &spec.model_uri {
                 Some(uri) => content["modelUri"] = json!(uri),
                 None if status == "ExportCompleted" => {
-                    return Err("--model-uri is required for a completed export".into());
+                    return Err(SendError::ModelUriRequired);
                 }
                 None => {}
             }

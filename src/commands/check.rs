@@ -8,8 +8,9 @@
 //! there, it is received and made visible again immediately (its dequeue
 //! count goes up by one).
 
+use crate::azure::Connector;
 use crate::config::Config;
-use crate::queue::azure::Connector;
+use crate::error::error_chain;
 use crate::queue::{Queue, QueueError};
 use std::fmt;
 use std::time::Duration;
@@ -57,10 +58,10 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
         out(&l);
         lines.push(l);
     };
-    let connector = match Connector::from_config(config) {
+    let connector = match Connector::new(&config.queue, &config.auth, &config.tls) {
         Ok(c) => c,
         Err(e) => {
-            push(line("client", false, e.to_string()), &mut lines);
+            push(line("client", false, error_chain(&e)), &mut lines);
             return lines;
         }
     };
@@ -91,7 +92,7 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
             &mut lines,
         ),
         Err(e) => {
-            push(line("token", false, e), &mut lines);
+            push(line("token", false, e.to_string()), &mut lines);
             return lines;
         }
     }
@@ -101,7 +102,7 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
     ) {
         (Ok(q), Ok(p)) => (q, p),
         (Err(e), _) | (_, Err(e)) => {
-            push(line("client", false, e.to_string()), &mut lines);
+            push(line("client", false, error_chain(&e)), &mut lines);
             return lines;
         }
     };

@@ -1,9 +1,39 @@
-//! Removing secrets from text before it is logged or printed.
+//! Secrets: the [`Secret`] type, and removing secrets from text before it
+//! is logged or printed.
 //!
-//! Two shapes of secret reach log lines: SAS tokens in URLs (a `modelUri`,
-//! or a request URL inside an HTTP client error) and account keys inside
-//! connection strings. Handlers that need the real value (the shell hook's
-//! `CVNOTIFY_MODEL_URI`) get it unredacted; logs never do.
+//! A leaf: imports nothing from the crate. Two shapes of secret reach log
+//! lines: SAS tokens in URLs (a `modelUri`, or a request URL inside an HTTP
+//! client error) and account keys inside connection strings. Handlers that
+//! need the real value (the shell hook's `CVNOTIFY_MODEL_URI`) get it
+//! unredacted; logs never do. This module must not log anything itself.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+
+/// A value that must never be printed: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
 
 /// A URL with its query removed: a SAS token lives in the query, and any
 /// part of it (`sig=` above all) is a credential.

@@ -1,0 +1,237 @@
+//! [`Queue`] over the official `azure_storage_queue` client, and the mapping
+//! of the SDK's errors into [`QueueError`].
+//!
+//! Clients are made by [`super::Connector`]; this file only speaks the
+//! queue protocol.
+
+use crate::error::{error_chain, with_trust_hint};
+use crate::queue::{Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage};
+use async_trait::async_trait;
+use azure_core::error::ErrorKind;
+use azure_core::http::headers::HeaderName;
+use azure_storage_queue::QueueClient;
+use azure_storage_queue::models::{
+    QueueClientPeekMessagesOptions, QueueClientReceiveMessagesOptions, QueueMessage,
+};
+use std::time::Duration;
+
+const POP_RECEIPT: HeaderName = HeaderName::from_static("x-ms-popreceipt");
+
+/// One Azure Storage queue.
+pub struct AzureQueue {
+    client: QueueClient,
+    name: String,
+}
+
+impl AzureQueue {
+    pub(super) fn new(client: QueueClient, name: String) -> Self {
+        Self { client, name }
+    }
+}
+
+fn secs(d: Duration) -> i32 {
+    d.as_secs().min(i32::MAX as u64) as i32
+}
+
+impl AzureQueue {
+    fn classify(&self, op: Operation, e: azure_core::Error) -> QueueError {
+        match e.kind() {
+            ErrorKind::HttpResponse {
+                status, error_code, ..
+            } => {
+                let status = u16::from(*status);
+                let code = error_code.clone().unwrap_or_default();
+                match (status, code.as_str()) {
+                    (404, "QueueNotFound") => QueueError::QueueNotFound {
+                        op,
+                        queue: self.name.clone(),
+                    },
+                    (404, _) if matches!(op, Operation::Delete | Operation::Update) => {
+                        QueueError::MessageNotFound { op }
+                    }
+                    (404, _) => QueueError::QueueNotFound {
+                        op,
+                        queue: self.name.clone(),
+                    },
+                    (400, "PopReceiptMismatch") => QueueError::PopReceiptMismatch { op },
+                    // Storage answers 403 both for a missing role and for a
+                    // credential it does not accept (an expired token, a bad
+                    // key or SAS signature); only the first is about roles.
+                    (403, "AuthenticationFailed") => QueueError::Unauthenticated {
+                        op,
+                        message: "the service did not accept the credential (AuthenticationFailed: an expired or invalid token, key or SAS)".into(),
+                    },
+                    (403, _) => QueueError::Forbidden {
+                        op,
+                        code: if code.is_empty() {
+                            "HTTP 403".into()
+                        } else {
+                            code
+                        },
+                    },
+                    (401, _) => QueueError::Unauthenticated {
+                        op,
+                        message: format!("HTTP 401 {code}"),
+                    },
+                    (408 | 429 | 500..=599, _) => QueueError::Transient {
+                        op,
+                        message: format!("HTTP {status} {code}").trim_end().to_owned(),
+                    },
+                    _ => QueueError::Other {
+                        op,
+                        message: format!("HTTP {status} {code}").trim_end().to_owned(),
+                    },
+                }
+            }
+            ErrorKind::Connection | ErrorKind::Io => QueueError::Transient {
+                op,
+                message: with_trust_hint(error_chain(&e), "tls.ca_file"),
+            },
+            ErrorKind::Credential => QueueError::Unauthenticated {
+                op,
+                message: error_chain(&e),
+            },
+            _ => QueueError::Other {
+                op,
+                message: error_chain(&e),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for AzureQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn receive(
+        &self,
+        max: u8,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let op = Operation::Receive;
+        let options = QueueClientReceiveMessagesOptions {
+            number_of_messages: Some(max.clamp(1, 32) as i32),
+            visibility_timeout: Some(secs(visibility)),
+            ..Default::default()
+        };
+        let rsp = self
+            .client
+            .receive_messages(Some(options))
+            .await
+            .map_err(|e| self.classify(op, e))?;
+        let items = rsp.into_model().map_err(|e| self.classify(op, e))?.items;
+        Ok(items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                Some(ReceivedMessage {
+                    id: m.message_id?,
+                    pop_receipt: m.pop_receipt?,
+                    dequeue_count: m.dequeue_count.unwrap_or(1).clamp(0, u32::MAX as i64) as u32,
+                    body: m.message_text.unwrap_or_default(),
+                    inserted_at: m.insertion_time,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message(id, pop_receipt, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify(Operation::Delete, e))
+    }
+
+    async fn update_visibility(
+        &self,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+    ) -> Result<String, QueueError> {
+        let op = Operation::Update;
+        let rsp = self
+            .client
+            .update_message(id, pop_receipt, secs(visibility), None)
+            .await
+            .map_err(|e| self.classify(op, e))?;
+        rsp.headers()
+            .get_optional_string(&POP_RECEIPT)
+            .ok_or_else(|| QueueError::Other {
+                op,
+                message: "the response has no x-ms-popreceipt header".into(),
+            })
+    }
+
+    async fn send(&self, body: &str) -> Result<SentMessage, QueueError> {
+        let op = Operation::Send;
+        let message = QueueMessage {
+            message_text: Some(body.to_owned()),
+        };
+        let content = message.try_into().map_err(|e| self.classify(op, e))?;
+        let rsp = self
+            .client
+            .send_message(content, None)
+            .await
+            .map_err(|e| self.classify(op, e))?;
+        let sent = rsp
+            .into_model()
+            .and_then(|m| m.into_message())
+            .map_err(|e| self.classify(op, e))?;
+        Ok(SentMessage {
+            id: sent.message_id.unwrap_or_default(),
+            pop_receipt: sent.pop_receipt.unwrap_or_default(),
+        })
+    }
+
+    async fn create_if_missing(&self) -> Result<(), QueueError> {
+        match self.client.create(None).await {
+            Ok(_) => Ok(()),
+            // 409 QueueAlreadyExists: it exists with other metadata; fine.
+            Err(e) if e.http_status().map(u16::from) == Some(409) => Ok(()),
+            Err(e) => Err(self.classify(Operation::Create, e)),
+        }
+    }
+
+    async fn peek(&self, max: u8) -> Result<Vec<PeekedMessage>, QueueError> {
+        let op = Operation::Peek;
+        let options = QueueClientPeekMessagesOptions {
+            number_of_messages: Some(max.clamp(1, 32) as i32),
+            ..Default::default()
+        };
+        let rsp = self
+            .client
+            .peek_messages(Some(options))
+            .await
+            .map_err(|e| self.classify(op, e))?;
+        let items = rsp.into_model().map_err(|e| self.classify(op, e))?.items;
+        Ok(items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                Some(PeekedMessage {
+                    id: m.message_id?,
+                    dequeue_count: m.dequeue_count.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
+                    body: m.message_text.unwrap_or_default(),
+                    inserted_at: m.insertion_time,
+                })
+            })
+            .collect())
+    }
+
+    async fn approximate_length(&self) -> Result<u64, QueueError> {
+        use azure_storage_queue::models::QueueClientGetPropertiesResultHeaders as _;
+        let op = Operation::Properties;
+        let rsp = self
+            .client
+            .get_properties(None)
+            .await
+            .map_err(|e| self.classify(op, e))?;
+        let n = rsp
+            .approximate_messages_count()
+            .map_err(|e| self.classify(op, e))?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+}

@@ -1,0 +1,471 @@
+//! `[[handlers]]` tables: one config struct per handler type and the
+//! [`HandlerConfig`] enum tagged by `type`.
+//!
+//! The handler types are listed once, in the `handler_types!` invocation
+//! below; the enum, the list of allowed names, parsing and validation
+//! dispatch all come from it. A table's `type` is read first and the
+//! variant's struct deserialized on its own, rather than through serde's
+//! internally tagged enums, which buffer the table and lose the key path of
+//! an error inside it (`handlers[0].timeout`). Pure: building handlers (I/O)
+//! is [`crate::handler`]'s.
+
+use super::issues::{Issues, as_table, deserialize_collecting};
+use crate::filter::EventFilter;
+use crate::secret::Secret;
+use base64::Engine as _;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// A map of string to string as given in config (`env = { K = "v" }`).
+pub type StringMap = BTreeMap<String, String>;
+
+/// What every handler table has.
+pub trait HandlerTable {
+    /// `name`, when set.
+    fn name(&self) -> Option<&str>;
+    /// `events`, parsed.
+    fn events(&self) -> &EventFilter;
+    /// Semantic rules beyond the types; `path` is the table's key path.
+    fn validate(&self, path: &str, issues: &mut Issues);
+}
+
+macro_rules! handler_types {
+    ($($variant:ident($config:ty) => $name:literal),+ $(,)?) => {
+        /// A `[[handlers]]` table.
+        #[derive(Debug, Clone)]
+        pub enum HandlerConfig {
+            $($variant($config)),+
+        }
+
+        impl HandlerConfig {
+            /// Every handler `type`.
+            pub const TYPES: &'static [&'static str] = &[$($name),+];
+
+            /// The table's `type`.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(HandlerConfig::$variant(_) => $name),+
+                }
+            }
+
+            /// The common keys and validation.
+            pub fn table(&self) -> &dyn HandlerTable {
+                match self {
+                    $(HandlerConfig::$variant(c) => c),+
+                }
+            }
+
+            /// The variant for `ty`, deserialized from `table`; `None` when
+            /// `ty` is unknown, `Some(None)` when the table has errors.
+            fn parse_variant(
+                ty: &str,
+                table: config::Map<String, config::Value>,
+                path: &str,
+                issues: &mut Issues,
+            ) -> Option<Option<Self>> {
+                match ty {
+                    $($name => Some(
+                        deserialize_collecting::<$config>(table, path, issues)
+                            .map(HandlerConfig::$variant),
+                    ),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+handler_types! {
+    Log(LogHandlerConfig) => "log",
+    Shell(ShellConfig) => "shell",
+    Webhook(WebhookConfig) => "webhook",
+    Download(DownloadConfig) => "download",
+}
+
+impl HandlerConfig {
+    /// The default when no handler is configured.
+    pub fn default_log() -> Self {
+        HandlerConfig::Log(LogHandlerConfig::default())
+    }
+
+    /// The name used in logs and metrics: `name`, or `{type}#{index}`.
+    pub fn display_name(&self, index: usize) -> String {
+        self.table()
+            .name()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{}#{index}", self.type_name()))
+    }
+
+    /// Parses one table, recording problems with paths under `path`.
+    pub(crate) fn parse(value: config::Value, path: &str, issues: &mut Issues) -> Option<Self> {
+        let allowed = || {
+            Self::TYPES
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut table = as_table(value, path, issues)?;
+        let ty = match table.remove("type").map(|v| v.into_string()) {
+            Some(Ok(t)) => t,
+            Some(Err(_)) => {
+                issues.push(format!("{path}.type"), "expected a string");
+                return None;
+            }
+            None => {
+                issues.push(
+                    format!("{path}.type"),
+                    format!("missing; allowed: {}", allowed()),
+                );
+                return None;
+            }
+        };
+        let Some(parsed) = Self::parse_variant(&ty, table, path, issues) else {
+            issues.push(
+                format!("{path}.type"),
+                format!("unknown handler type `{ty}`; allowed: {}", allowed()),
+            );
+            return None;
+        };
+        let config = parsed?;
+        config.table().validate(path, issues);
+        Some(config)
+    }
+}
+
+fn all_events() -> EventFilter {
+    EventFilter::all()
+}
+
+/// `type = "log"`: one structured log record per event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogHandlerConfig {
+    /// Name used in logs; default `log#<index>`.
+    pub name: Option<String>,
+    /// Which events this handler gets (see the routing grammar).
+    pub events: EventFilter,
+}
+
+impl Default for LogHandlerConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            events: EventFilter::all(),
+        }
+    }
+}
+
+impl HandlerTable for LogHandlerConfig {
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    fn events(&self) -> &EventFilter {
+        &self.events
+    }
+    fn validate(&self, _path: &str, _issues: &mut Issues) {}
+}
+
+/// `type = "shell"`: runs a program for each event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellConfig {
+    /// Name used in logs; default `shell#<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Which events this handler gets (see the routing grammar).
+    #[serde(default = "all_events")]
+    pub events: EventFilter,
+    /// Program and arguments, e.g. `["/usr/local/bin/on-export", "--fast"]`.
+    pub command: Vec<String>,
+    /// The program is killed (with its process group) after this long.
+    #[serde(default = "default_shell_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Working directory; default: the daemon's.
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: StringMap,
+    /// Whether the program inherits the daemon's environment (minus the
+    /// `CVNOTIFY__*` configuration overrides, which may hold secrets).
+    #[serde(default = "yes")]
+    pub inherit_env: bool,
+}
+
+fn default_shell_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn yes() -> bool {
+    true
+}
+
+impl HandlerTable for ShellConfig {
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    fn events(&self) -> &EventFilter {
+        &self.events
+    }
+    fn validate(&self, path: &str, issues: &mut Issues) {
+        if self.command.first().is_none_or(|p| p.is_empty()) {
+            issues.push(
+                format!("{path}.command"),
+                "must name a program, e.g. [\"/usr/local/bin/hook\", \"arg\"]",
+            );
+        }
+        if self.timeout.is_zero() {
+            issues.push(format!("{path}.timeout"), "must be greater than 0");
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                issues.push(
+                    format!("{path}.env"),
+                    format!("`{k}` is not a valid variable name"),
+                );
+            } else if k.starts_with("CVNOTIFY_") {
+                issues.push(
+                    format!("{path}.env"),
+                    format!("`{k}`: names starting with CVNOTIFY_ are set by cvnotify"),
+                );
+            }
+        }
+    }
+}
+
+/// `type = "webhook"`: POSTs each event as signed JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Name used in logs; default `webhook#<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Which events this handler gets (see the routing grammar).
+    #[serde(default = "all_events")]
+    pub events: EventFilter,
+    /// Where to POST. Only its scheme and host are ever logged (webhook
+    /// URLs often carry a token in their path).
+    pub url: Url,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: StringMap,
+    /// Timeout of one attempt.
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Signing secret, `whsec_<base64>`. Prefer `secret_env` or `secret_file`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// File holding the secret (trailing white space ignored).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Attempts per delivery before the handler fails (the message then
+    /// goes back to the queue).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    #[serde(default = "default_initial_delay", with = "humantime_serde")]
+    pub retry_initial_delay: Duration,
+    /// Longest wait between attempts. A `Retry-After` longer than this
+    /// fails the attempt series instead (the queue's retry delay takes over).
+    #[serde(default = "default_max_delay", with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// PEM bundle of extra trusted CAs (a private CA); added to the system
+    /// roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_initial_delay() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_delay() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Headers the webhook handler sets itself.
+pub const RESERVED_WEBHOOK_HEADERS: [&str; 5] = [
+    "content-type",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-length",
+];
+
+/// A signing secret that is not `whsec_<base64>`. Never holds the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookSecretError {
+    #[error("not a `whsec_<base64>` secret (the part after whsec_ must be base64)")]
+    NotBase64,
+    #[error("is empty")]
+    Empty,
+}
+
+/// The HMAC key of a Standard Webhooks secret, `whsec_<base64>` (the prefix
+/// is optional, as in the reference libraries).
+pub fn webhook_key(secret: &str) -> Result<Vec<u8>, WebhookSecretError> {
+    let b64 = secret
+        .trim()
+        .strip_prefix("whsec_")
+        .unwrap_or(secret.trim());
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| WebhookSecretError::NotBase64)?;
+    if key.is_empty() {
+        return Err(WebhookSecretError::Empty);
+    }
+    Ok(key)
+}
+
+impl HandlerTable for WebhookConfig {
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    fn events(&self) -> &EventFilter {
+        &self.events
+    }
+    fn validate(&self, path: &str, issues: &mut Issues) {
+        if !matches!(self.url.scheme(), "http" | "https") {
+            issues.push(format!("{path}.url"), "must be an http or https URL");
+        }
+        let sources = [
+            self.secret.is_some(),
+            self.secret_env.is_some(),
+            self.secret_file.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            issues.push(
+                format!("{path}.secret"),
+                "set only one of secret, secret_env, secret_file",
+            );
+        }
+        if let Some(s) = &self.secret
+            && let Err(e) = webhook_key(s.expose())
+        {
+            issues.push(format!("{path}.secret"), e.to_string());
+        }
+        if !(1..=20).contains(&self.max_attempts) {
+            issues.push(format!("{path}.max_attempts"), "allowed: 1 to 20");
+        }
+        if self.timeout.is_zero() {
+            issues.push(format!("{path}.timeout"), "must be greater than 0");
+        }
+        if self.retry_initial_delay > self.retry_max_delay {
+            issues.push(
+                format!("{path}.retry_max_delay"),
+                "must not be less than retry_initial_delay",
+            );
+        }
+        for k in self.headers.keys() {
+            let lower = k.to_ascii_lowercase();
+            if RESERVED_WEBHOOK_HEADERS.contains(&lower.as_str()) {
+                issues.push(
+                    format!("{path}.headers"),
+                    format!("`{k}` is set by cvnotify"),
+                );
+            } else if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                issues.push(
+                    format!("{path}.headers"),
+                    format!("`{k}` is not a valid header name"),
+                );
+            }
+        }
+    }
+}
+
+/// `type = "download"`: keeps a local copy of every exported model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadConfig {
+    /// Name used in logs; default `download#<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Which events this handler gets; only completed exports download
+    /// anything, others succeed at once.
+    #[serde(default = "completed_exports")]
+    pub events: EventFilter,
+    /// Where models are stored. Created if missing.
+    pub dir: PathBuf,
+    /// Keep only the newest N models of each project (by file time).
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    /// Hosts (`host` or `host:port`, `*.suffix` for a domain) models may be
+    /// fetched from. Default: the configured storage account's blob host.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Limit for one whole download.
+    #[serde(default = "default_download_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn completed_exports() -> EventFilter {
+    EventFilter::parse(&["export.completed".to_owned()]).expect("a valid filter")
+}
+fn default_download_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl HandlerTable for DownloadConfig {
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    fn events(&self) -> &EventFilter {
+        &self.events
+    }
+    fn validate(&self, path: &str, issues: &mut Issues) {
+        if self.dir.as_os_str().is_empty() {
+            issues.push(format!("{path}.dir"), "must name a directory");
+        }
+        if self.keep_last == Some(0) {
+            issues.push(
+                format!("{path}.keep_last"),
+                "must be at least 1 (omit it to keep all)",
+            );
+        }
+        for h in &self.allowed_hosts {
+            if h.is_empty() || h.contains('/') || h.contains("://") {
+                issues.push(
+                    format!("{path}.allowed_hosts"),
+                    format!("`{h}` is not a host (examples: acct.blob.core.windows.net, 127.0.0.1:10000, *.blob.core.windows.net)"),
+                );
+            }
+        }
+        if self.timeout.is_zero() {
+            issues.push(format!("{path}.timeout"), "must be greater than 0");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_secrets_are_checked_without_echoing_them() {
+        let e = webhook_key("whsec_not base64!").unwrap_err();
+        assert!(!e.to_string().contains("not base64!"), "{e}");
+        assert_eq!(webhook_key("whsec_"), Err(WebhookSecretError::Empty));
+        assert!(webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+    }
+
+    #[test]
+    fn every_type_is_listed_once() {
+        assert_eq!(
+            HandlerConfig::TYPES,
+            ["log", "shell", "webhook", "download"]
+        );
+        assert_eq!(HandlerConfig::default_log().type_name(), "log");
+        assert_eq!(HandlerConfig::default_log().display_name(3), "log#3");
+    }
+}

@@ -1,0 +1,314 @@
+//! Loading: the TOML file, `CVNOTIFY__*` environment overrides, then
+//! validation; the result is a [`Config`] or every problem at once.
+//!
+//! Owns the order of the steps, nothing of the schema (see [`super::schema`]).
+
+use super::handlers::HandlerConfig;
+use super::issues::{ConfigError, Issues, deserialize_collecting};
+use super::schema::{Config, ENV_PREFIX, FileConfig};
+use std::path::Path;
+
+impl Config {
+    /// Loads `path` (if any) and the `CVNOTIFY__*` environment, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::one(
+                    "",
+                    format!(
+                        "the configuration file {} does not exist (pass --config PATH or set CVNOTIFY_CONFIG)",
+                        path.display()
+                    ),
+                ));
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env)),
+        );
+        let built = builder
+            .build()
+            .map_err(|e| ConfigError::one("", format!("cannot read the configuration: {e}")))?;
+        let root = built
+            .try_deserialize::<config::Map<String, config::Value>>()
+            .map_err(|e| ConfigError::one("", format!("cannot read the configuration: {e}")))?;
+        Self::from_table(root)
+    }
+
+    /// Parses a TOML document (for tests and `check`).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::one("", format!("cannot read the configuration: {e}")))?;
+        Self::from_table(
+            built
+                .try_deserialize::<config::Map<String, config::Value>>()
+                .map_err(|e| ConfigError::one("", format!("cannot read the configuration: {e}")))?,
+        )
+    }
+
+    fn from_table(root: config::Map<String, config::Value>) -> Result<Config, ConfigError> {
+        let mut issues = Issues::default();
+        let file: Option<FileConfig> = deserialize_collecting(root, "", &mut issues);
+        let Some(file) = file else {
+            return Err(ConfigError(issues.0));
+        };
+        let mut handlers = Vec::with_capacity(file.handlers.len());
+        for (i, value) in file.handlers.into_iter().enumerate() {
+            if let Some(h) = HandlerConfig::parse(value, &format!("handlers[{i}]"), &mut issues) {
+                handlers.push(h);
+            }
+        }
+        let config = Config {
+            queue: file.queue,
+            auth: file.auth,
+            log: file.log,
+            http: file.http,
+            tls: file.tls,
+            shutdown_timeout: file.shutdown_timeout,
+            handlers,
+        };
+        config.validate(&mut issues);
+        issues.into_result(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuthMode, LogFormat};
+    use std::time::Duration;
+
+    fn errors(toml: &str) -> Vec<String> {
+        Config::from_toml(toml)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|i| i.to_string())
+            .collect()
+    }
+
+    const MINIMAL: &str = r#"
+        [queue]
+        name = "cv-events"
+        account = "acct"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.queue.batch_size, 16);
+        assert_eq!(c.queue.visibility_timeout, Duration::from_secs(300));
+        assert_eq!(c.queue.max_concurrency, 32);
+        assert_eq!(c.queue.min_poll_interval, Duration::from_millis(100));
+        assert_eq!(c.queue.max_poll_interval, Duration::from_secs(10));
+        assert_eq!(c.queue.max_dequeue_count, 5);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.auth.mode, AuthMode::ManagedIdentity);
+        assert_eq!(c.poison_queue_name(), "cv-events-poison");
+        assert_eq!(c.effective_handlers().len(), 1);
+    }
+
+    #[test]
+    fn all_errors_reported_at_once_with_paths() {
+        let errs = errors(
+            r#"
+            shutdown_timout = "5s"
+            [queue]
+            name = "Bad_Name"
+            batch_size = 64
+            visibility_timeout = "soon"
+            colour = "blue"
+            [auth]
+            mode = "password"
+            [[handlers]]
+            type = "shell"
+            comand = ["x"]
+            "#,
+        );
+        let joined = errors_text(&errs);
+        assert!(
+            joined.contains("shutdown_timout: unknown key; allowed:"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("queue.colour: unknown key; allowed: one of `name`"),
+            "{joined}"
+        );
+        assert!(joined.contains("queue.visibility_timeout:"), "{joined}");
+        assert!(
+            joined.contains(
+                "auth.mode: unknown value `password`; allowed: managed_identity, workload_identity"
+            ),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("handlers[0].comand: unknown key; allowed:"),
+            "{joined}"
+        );
+        assert!(joined.contains("handlers[0].command: missing"), "{joined}");
+        assert!(
+            joined.contains("queue.name: `Bad_Name` is not a valid queue name"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("queue.batch_size: 64 is out of range; allowed: 1 to 32"),
+            "{joined}"
+        );
+    }
+
+    fn errors_text(e: &[String]) -> String {
+        e.join("\n")
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let c = Config::load_with_env(
+            Some(&path),
+            [
+                ("CVNOTIFY__QUEUE__NAME".to_owned(), "from-env".to_owned()),
+                ("CVNOTIFY__QUEUE__BATCH_SIZE".to_owned(), "4".to_owned()),
+                (
+                    "CVNOTIFY__QUEUE__MAX_POLL_INTERVAL".to_owned(),
+                    "1s".to_owned(),
+                ),
+                ("UNRELATED".to_owned(), "x".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.queue_name(), "from-env");
+        assert_eq!(c.queue.batch_size, 4);
+        assert_eq!(c.queue.max_poll_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn unknown_environment_key_is_rejected() {
+        let e = Config::load_with_env(
+            None,
+            [
+                ("CVNOTIFY__QUEUE__NAME".to_owned(), "q-x".to_owned()),
+                ("CVNOTIFY__QUEUE__ACCOUNT".to_owned(), "acct".to_owned()),
+                ("CVNOTIFY__QUEUE__BATCHSIZE".to_owned(), "4".to_owned()),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(
+            e.0[0]
+                .to_string()
+                .starts_with("queue.batchsize: unknown key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let e =
+            Config::load_with_env(Some(Path::new("/nonexistent/cvnotify.toml")), []).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn mode_specific_requirements() {
+        let errs = errors(
+            r#"
+            [queue]
+            name = "q-x"
+            [auth]
+            mode = "connection_string"
+            "#,
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("auth.connection_string: required")),
+            "{errs:?}"
+        );
+        let errs = errors(
+            r#"
+            [queue]
+            name = "q-x"
+            endpoint = "http://127.0.0.1:10001/devstoreaccount1"
+            "#,
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("queue.endpoint: must use https")),
+            "{errs:?}"
+        );
+        let errs =
+            errors("[queue]\nname = \"q-x\"\n[auth]\nmode = \"sas\"\nsas_token = \"sv=1\"\n");
+        assert!(errs.iter().any(|e| e.contains("no `sig=`")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with("queue.account")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn poll_interval_order() {
+        let errs = errors(
+            "[queue]\nname=\"q-x\"\naccount=\"a\"\nmin_poll_interval=\"5s\"\nmax_poll_interval=\"1s\"\n",
+        );
+        assert_eq!(
+            errs,
+            vec!["queue.max_poll_interval: must not be less than queue.min_poll_interval"]
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let c = Config::from_toml(
+            "[queue]\nname=\"q-x\"\n[auth]\nmode=\"connection_string\"\nconnection_string=\"UseDevelopmentStorage=true\"\n",
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("UseDevelopmentStorage"), "{dbg}");
+    }
+
+    #[test]
+    fn container_config_needs_only_the_queue_from_the_environment() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/container.toml");
+        let env = [
+            ("CVNOTIFY__QUEUE__NAME".to_owned(), "cv-events".to_owned()),
+            ("CVNOTIFY__QUEUE__ACCOUNT".to_owned(), "acct".to_owned()),
+        ];
+        let c = Config::load_with_env(Some(&path), env).unwrap();
+        assert_eq!(c.auth.mode, AuthMode::ManagedIdentity);
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn example_and_dev_configs_are_valid() {
+        for f in ["config/cvnotify.example.toml", "config/dev.toml"] {
+            let text =
+                std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap();
+            if let Err(e) = Config::from_toml(&text) {
+                panic!("{f}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Configuration: the TOML file, environment overrides, defaults and
+//! validation.
+//!
+//! Loading never stops at the first problem: the caller gets every problem
+//! at once, each with its key path, and exits with `EX_CONFIG`. Files:
+//! [`issues`] (the collector; the lowest), [`connection_string`] (the format
+//! of `auth.connection_string`), [`handlers`] (`[[handlers]]` tables),
+//! [`schema`] (the whole shape and defaults), [`validate`] (semantic rules)
+//! and [`load`] (file + environment → a validated [`Config`]).
+//!
+//! This layer is pure apart from reading the file: it must not build
+//! clients, start anything, or log. It imports only the leaves (`secret`,
+//! `filter`, `event`).
+
+pub mod connection_string;
+pub mod handlers;
+pub mod issues;
+mod load;
+pub mod schema;
+mod validate;
+
+pub use connection_string::{ConnectionString, ConnectionStringError, DEV_ACCOUNT, DEV_KEY};
+pub use handlers::{
+    DownloadConfig, HandlerConfig, HandlerTable, LogHandlerConfig, ShellConfig, StringMap,
+    WebhookConfig,
+};
+pub use issues::{ConfigError, ConfigIssue, Issues};
+pub use schema::{
+    AuthConfig, AuthMode, Cloud, Config, ENV_PREFIX, HttpConfig, LogConfig, LogFormat, QueueConfig,
+    TlsConfig,
+};

@@ -1,0 +1,307 @@
+//! The configuration's schema: the whole [`Config`] and its sections, with
+//! their defaults. The doc comments on the fields are the user
+//! documentation, mirrored in `config/cvnotify.example.toml`.
+//!
+//! Handler tables are in [`super::handlers`]; loading in [`super::load`];
+//! semantic rules in [`super::validate`]. This file only describes shapes.
+
+use super::handlers::HandlerConfig;
+use crate::secret::Secret;
+use serde::{Deserialize, Deserializer};
+use std::time::Duration;
+use url::Url;
+
+/// The environment prefix for overrides: `CVNOTIFY__QUEUE__NAME=...`.
+pub const ENV_PREFIX: &str = "CVNOTIFY";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub queue: QueueConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub tls: TlsConfig,
+    /// How long in-flight handlers may run after SIGTERM/SIGINT before their
+    /// messages are released back to the queue.
+    pub shutdown_timeout: Duration,
+    /// Handlers each event is routed to. Empty means a single `log` handler.
+    pub handlers: Vec<HandlerConfig>,
+}
+
+/// The file's shape before handlers are parsed (they are parsed one by one
+/// so that an error inside one carries its exact path).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    #[serde(default)]
+    pub(super) queue: QueueConfig,
+    #[serde(default)]
+    pub(super) auth: AuthConfig,
+    #[serde(default)]
+    pub(super) log: LogConfig,
+    #[serde(default)]
+    pub(super) http: HttpConfig,
+    #[serde(default)]
+    pub(super) tls: TlsConfig,
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub(super) shutdown_timeout: Duration,
+    #[serde(default)]
+    pub(super) handlers: Vec<config::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Name of the queue Custom Vision writes to. Required.
+    pub name: Option<String>,
+    /// Storage account name; the endpoint is then
+    /// `https://{account}.queue.{cloud suffix}`.
+    pub account: Option<String>,
+    /// Queue service endpoint, overriding `account` and the connection
+    /// string's endpoint (Azurite, private endpoints, custom clouds).
+    pub endpoint: Option<Url>,
+    /// Which Azure cloud the account lives in.
+    pub cloud: Cloud,
+    /// Where messages that cannot be handled go. Default: `{name}-poison`.
+    pub poison_queue: Option<String>,
+    /// Messages asked for per receive call (1-32).
+    pub batch_size: u8,
+    /// How long a received message stays invisible to other consumers; it is
+    /// renewed while a handler still runs.
+    #[serde(with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+    /// Messages handled at once; receiving never asks for more than this
+    /// leaves free.
+    pub max_concurrency: usize,
+    /// Poll interval after the first empty receive.
+    #[serde(with = "humantime_serde")]
+    pub min_poll_interval: Duration,
+    /// The interval empty receives back off to.
+    #[serde(with = "humantime_serde")]
+    pub max_poll_interval: Duration,
+    /// Deliveries before a failing message is moved to the poison queue.
+    pub max_dequeue_count: u32,
+    /// Delay before a failed message is visible again, doubled per delivery.
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Upper bound of that delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Timeout of one storage request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            account: None,
+            endpoint: None,
+            cloud: Cloud::Public,
+            poison_queue: None,
+            batch_size: 16,
+            visibility_timeout: Duration::from_secs(300),
+            max_concurrency: 32,
+            min_poll_interval: Duration::from_millis(100),
+            max_poll_interval: Duration::from_secs(10),
+            max_dequeue_count: 5,
+            retry_base_delay: Duration::from_secs(10),
+            retry_max_delay: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub(super) fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Implements `Deserialize` for a config enum from its snake_case names, so
+/// that a wrong value is reported with the allowed ones (config's own enum
+/// support does not list them).
+macro_rules! string_enum {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                match s.as_str() {
+                    $($name => Ok($ty::$variant),)+
+                    other => Err(serde::de::Error::custom(format!(
+                        "unknown value `{other}`; allowed: {}",
+                        Self::NAMES.join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(Cloud { Public => "public", UsGovernment => "us_government", China => "china", Custom => "custom" });
+string_enum!(AuthMode {
+    ManagedIdentity => "managed_identity",
+    WorkloadIdentity => "workload_identity",
+    AzureCli => "azure_cli",
+    Sas => "sas",
+    ConnectionString => "connection_string",
+});
+string_enum!(LogFormat { Auto => "auto", Json => "json", Text => "text" });
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cloud {
+    #[default]
+    Public,
+    UsGovernment,
+    China,
+    /// Any other cloud: `queue.endpoint` is then required.
+    Custom,
+}
+
+impl Cloud {
+    /// The storage endpoint suffix.
+    pub fn storage_suffix(self) -> Option<&'static str> {
+        match self {
+            Cloud::Public => Some("core.windows.net"),
+            Cloud::UsGovernment => Some("core.usgovcloudapi.net"),
+            Cloud::China => Some("core.chinacloudapi.cn"),
+            Cloud::Custom => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// How long start-up keeps trying to get a first token before it exits
+    /// with an error (token endpoints can be slow to come up).
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// Client id of a user-assigned managed identity, or (workload
+    /// identity) instead of `AZURE_CLIENT_ID`.
+    pub client_id: Option<String>,
+    /// Entra ID authority for token requests, overriding `queue.cloud`'s
+    /// (custom clouds). `AZURE_AUTHORITY_HOST` is used when neither is set.
+    pub authority_host: Option<Url>,
+    /// For `mode = "connection_string"`; `UseDevelopmentStorage=true` for Azurite.
+    pub connection_string: Option<Secret>,
+    /// For `mode = "sas"`: the SAS token (query string) appended to the
+    /// queue URLs. It must grant the poison queue too (an account SAS does).
+    pub sas_token: Option<Secret>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::default(),
+            startup_timeout: Duration::from_secs(60),
+            client_id: None,
+            authority_host: None,
+            connection_string: None,
+            sas_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    #[default]
+    ManagedIdentity,
+    WorkloadIdentity,
+    AzureCli,
+    Sas,
+    ConnectionString,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::ManagedIdentity => "managed_identity",
+            AuthMode::WorkloadIdentity => "workload_identity",
+            AuthMode::AzureCli => "azure_cli",
+            AuthMode::Sas => "sas",
+            AuthMode::ConnectionString => "connection_string",
+        }
+    }
+
+    /// Whether this mode gets Entra ID tokens (and so needs https).
+    pub fn uses_token(self) -> bool {
+        matches!(
+            self,
+            AuthMode::ManagedIdentity | AuthMode::WorkloadIdentity | AuthMode::AzureCli
+        )
+    }
+}
+
+/// Trust for outgoing HTTPS: storage, token endpoints, webhooks, downloads.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM bundle of extra trusted CAs, added to the system roots (a
+    /// private CA, a TLS-inspecting proxy, Azurite over HTTPS).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The optional HTTP listener for health checks and metrics.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address for `/healthz`, `/readyz` and `/metrics`, e.g.
+    /// `127.0.0.1:9464`. Off when absent.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `auto` (JSON unless stdout is a terminal), `json` or `text`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `cvnotify=debug,info`. `RUST_LOG`
+    /// wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+impl Config {
+    /// The main queue's name (validated present).
+    pub fn queue_name(&self) -> &str {
+        self.queue.name.as_deref().unwrap_or_default()
+    }
+
+    /// The poison queue's name.
+    pub fn poison_queue_name(&self) -> String {
+        self.queue
+            .poison_queue
+            .clone()
+            .unwrap_or_else(|| format!("{}-poison", self.queue_name()))
+    }
+
+    /// Handlers in effect: the configured ones, or one `log` handler.
+    pub fn effective_handlers(&self) -> Vec<HandlerConfig> {
+        if self.handlers.is_empty() {
+            vec![HandlerConfig::default_log()]
+        } else {
+            self.handlers.clone()
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! What every handler shares: the [`Delivery`] it is given, the [`Handler`]
+//! trait, [`HandlerError`], and the [`BuildContext`] handlers are built with.
+//!
+//! A message counts as handled when every handler it was routed to returned
+//! `Ok`; that decision, and everything about queues, is the worker's.
+
+use crate::blob::BlobSource;
+use crate::error::{BoxError, error_chain};
+use crate::event::Notification;
+use async_trait::async_trait;
+use serde_json::json;
+use std::fmt;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// One received event, as handed to handlers.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message_id: String,
+    /// 1 on the first delivery.
+    pub dequeue_count: u32,
+    pub inserted_at: Option<OffsetDateTime>,
+    pub received_at: OffsetDateTime,
+    pub notification: Notification,
+}
+
+impl Delivery {
+    /// The stable JSON document handed to hooks (and webhooks): snake_case
+    /// fields plus the original Custom Vision payload under `raw`. The model
+    /// URI is complete here, SAS included, since the receiver must be able to
+    /// download; it is never logged.
+    pub fn payload(&self) -> serde_json::Value {
+        let e = &self.notification.event;
+        let rfc3339 = |t: OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        json!({
+            "type": e.wire_type(),
+            "project_id": e.project_id().map(|u| u.to_string()),
+            "iteration_id": e.iteration_id().map(|u| u.to_string()),
+            "status": e.status(),
+            "model_uri": e.model_uri(),
+            "message_id": self.message_id,
+            "dequeue_count": self.dequeue_count,
+            "received_at": rfc3339(self.received_at),
+            "raw": self.notification.raw,
+        })
+    }
+}
+
+/// Why a handler failed; the message is retried (and in the end poisoned).
+///
+/// Each handler has its own error enum; this erases the type at the
+/// boundary the worker sees. `Display` is the whole cause chain, redacted,
+/// because that one line is what the worker logs and records as the reason.
+#[derive(Debug)]
+pub struct HandlerError {
+    source: BoxError,
+}
+
+impl HandlerError {
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Self {
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&error_chain(&*self.source))
+    }
+}
+
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Something done with each event routed to it.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// Handles one delivery. Must be idempotent: delivery is at-least-once.
+    async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError>;
+}
+
+/// What building a handler may need from the rest of the daemon.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// Blob access with the daemon's credentials (download handler).
+    pub blobs: Arc<dyn BlobSource>,
+    /// `tls.ca_file`, for handlers without a `ca_file` of their own.
+    pub ca_file: Option<std::path::PathBuf>,
+}

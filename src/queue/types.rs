@@ -1,0 +1,237 @@
+//! The [`Queue`] trait, its message types and the classification of
+//! storage errors: which ones are transient, which are "the message is
+//! gone", and which need an operator (missing role).
+//!
+//! Knows no Azure type: the SDK is behind `crate::azure`, which maps its
+//! errors into [`QueueError`].
+
+use async_trait::async_trait;
+use std::fmt;
+use std::time::Duration;
+
+/// A message as received; `pop_receipt` is what delete and update need.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    pub id: String,
+    pub pop_receipt: String,
+    /// 1 on the first delivery.
+    pub dequeue_count: u32,
+    /// The message text exactly as stored.
+    pub body: String,
+    pub inserted_at: Option<time::OffsetDateTime>,
+}
+
+/// A message just sent; the pop receipt allows deleting it straight away.
+#[derive(Debug, Clone)]
+pub struct SentMessage {
+    pub id: String,
+    pub pop_receipt: String,
+}
+
+/// A message as peeked (no pop receipt: it stays where it is).
+#[derive(Debug, Clone)]
+pub struct PeekedMessage {
+    pub id: String,
+    pub dequeue_count: u32,
+    pub body: String,
+    pub inserted_at: Option<time::OffsetDateTime>,
+}
+
+/// The queue operations cvnotify performs.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// The queue's name, for logs.
+    fn name(&self) -> &str;
+
+    /// Receives up to `max` (1-32) messages, hidden for `visibility`.
+    async fn receive(
+        &self,
+        max: u8,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// Deletes a received message.
+    async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError>;
+
+    /// Hides a received message for `visibility` from now (0 = visible at
+    /// once) and returns the new pop receipt, which replaces the old one.
+    async fn update_visibility(
+        &self,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+    ) -> Result<String, QueueError>;
+
+    /// Enqueues `body` verbatim.
+    async fn send(&self, body: &str) -> Result<SentMessage, QueueError>;
+
+    /// Creates the queue unless it exists.
+    async fn create_if_missing(&self) -> Result<(), QueueError>;
+
+    /// Looks at up to `max` (1-32) messages without receiving them.
+    async fn peek(&self, max: u8) -> Result<Vec<PeekedMessage>, QueueError>;
+
+    /// The approximate number of messages (queue properties).
+    async fn approximate_length(&self) -> Result<u64, QueueError>;
+}
+
+/// The storage operation that failed, with the role that grants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Receive,
+    Delete,
+    Update,
+    Send,
+    Create,
+    Peek,
+    Properties,
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 7] = [
+        Operation::Receive,
+        Operation::Delete,
+        Operation::Update,
+        Operation::Send,
+        Operation::Create,
+        Operation::Peek,
+        Operation::Properties,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Receive => "receive messages",
+            Operation::Delete => "delete a message",
+            Operation::Update => "update a message",
+            Operation::Send => "send a message",
+            Operation::Create => "create the queue",
+            Operation::Peek => "peek messages",
+            Operation::Properties => "read queue properties",
+        }
+    }
+
+    /// The built-in Azure role that allows this operation.
+    pub fn role_hint(self) -> &'static str {
+        match self {
+            Operation::Receive | Operation::Delete => {
+                "the identity needs the 'Storage Queue Data Message Processor' (or 'Storage Queue Data Contributor') role on the queue"
+            }
+            Operation::Peek | Operation::Properties => {
+                "the identity needs the 'Storage Queue Data Reader' (or 'Storage Queue Data Contributor') role on the queue"
+            }
+            Operation::Update | Operation::Send | Operation::Create => {
+                "the identity needs the 'Storage Queue Data Contributor' role on the queue and its poison queue"
+            }
+        }
+    }
+}
+
+impl Operation {
+    /// A short name for metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Operation::Receive => "receive",
+            Operation::Delete => "delete",
+            Operation::Update => "update",
+            Operation::Send => "send",
+            Operation::Create => "create",
+            Operation::Peek => "peek",
+            Operation::Properties => "properties",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed storage call, classified by what the caller should do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueueError {
+    /// The queue itself does not exist.
+    #[error(
+        "cannot {op} on queue `{queue}`: the queue does not exist; check queue.name and queue.account/endpoint (Custom Vision's notificationQueueUri names the queue)"
+    )]
+    QueueNotFound { op: Operation, queue: String },
+    /// The message was deleted or its visibility expired and someone else
+    /// took it: nothing to do for this consumer.
+    #[error("cannot {op}: the message no longer exists")]
+    MessageNotFound { op: Operation },
+    /// Another consumer received the message since (its pop receipt changed).
+    #[error(
+        "cannot {op}: the pop receipt no longer matches (another consumer received the message)"
+    )]
+    PopReceiptMismatch { op: Operation },
+    /// 403: the identity lacks a role or the SAS a permission.
+    #[error("cannot {op}: access denied ({code}); {}", op.role_hint())]
+    Forbidden { op: Operation, code: String },
+    /// 401 or a token that could not be obtained.
+    #[error("cannot {op}: authentication failed: {message}")]
+    Unauthenticated { op: Operation, message: String },
+    /// Refused or reset connections, timeouts, 408, 429, 5xx: retry later.
+    #[error("cannot {op}: {message}")]
+    Transient { op: Operation, message: String },
+    /// Anything else (4xx the daemon did not expect, malformed responses).
+    #[error("cannot {op}: {message}")]
+    Other { op: Operation, message: String },
+}
+
+impl QueueError {
+    /// Whether retrying the same call later may succeed without a change of
+    /// configuration.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Transient { .. } | QueueError::Unauthenticated { .. }
+        )
+    }
+
+    /// The message is no longer ours (deleted, expired, or taken by another
+    /// consumer): log it, do not treat it as a failure.
+    pub fn is_message_gone(&self) -> bool {
+        matches!(
+            self,
+            QueueError::MessageNotFound { .. } | QueueError::PopReceiptMismatch { .. }
+        )
+    }
+
+    /// The operation that failed.
+    pub fn op(&self) -> Operation {
+        match self {
+            QueueError::QueueNotFound { op, .. }
+            | QueueError::MessageNotFound { op }
+            | QueueError::PopReceiptMismatch { op }
+            | QueueError::Forbidden { op, .. }
+            | QueueError::Unauthenticated { op, .. }
+            | QueueError::Transient { op, .. }
+            | QueueError::Other { op, .. } => *op,
+        }
+    }
+
+    /// Every value [`QueueError::kind`] returns.
+    pub const KINDS: [&'static str; 7] = [
+        "queue_not_found",
+        "message_not_found",
+        "pop_receipt_mismatch",
+        "forbidden",
+        "unauthenticated",
+        "transient",
+        "other",
+    ];
+
+    /// A short label for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QueueError::QueueNotFound { .. } => "queue_not_found",
+            QueueError::MessageNotFound { .. } => "message_not_found",
+            QueueError::PopReceiptMismatch { .. } => "pop_receipt_mismatch",
+            QueueError::Forbidden { .. } => "forbidden",
+            QueueError::Unauthenticated { .. } => "unauthenticated",
+            QueueError::Transient { .. } => "transient",
+            QueueError::Other { .. } => "other",
+        }
+    }
+}

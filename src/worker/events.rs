@@ -1,0 +1,482 @@
+//! One typed internal event per outcome of the loop.
+//!
+//! Each event's `emit` writes its log line and updates its metrics in one
+//! place, so the two cannot drift (Vector's internal events). Nothing else
+//! in the worker writes an outcome's log line or counter. The `--once`
+//! [`Summary`] is read back from the same counters, so it always agrees
+//! with `/metrics`.
+
+use crate::metrics::{
+    HandlerLabel, HandlerOutcome, Metrics, ProcessedLabel, ReasonLabel, StorageErrorLabels,
+};
+use crate::queue::{Operation, QueueError};
+use crate::secret::redact_text;
+use std::time::Duration;
+use tracing::{debug, error, info, warn};
+
+/// Why a message went to the poison queue (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PoisonReason {
+    /// The body cannot be decoded.
+    DecodeError,
+    /// It failed on its `max_dequeue_count`-th delivery.
+    MaxDequeueCount,
+    /// Delivered more often than allowed without a clean failure.
+    DequeueCountExceeded,
+}
+
+impl PoisonReason {
+    const ALL: [PoisonReason; 3] = [
+        PoisonReason::DecodeError,
+        PoisonReason::MaxDequeueCount,
+        PoisonReason::DequeueCountExceeded,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            PoisonReason::DecodeError => "decode_error",
+            PoisonReason::MaxDequeueCount => "max_dequeue_count",
+            PoisonReason::DequeueCountExceeded => "dequeue_count_exceeded",
+        }
+    }
+}
+
+/// What the loop did (the `--once` summary), read from the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    pub received: u64,
+    pub handled: u64,
+    pub failed: u64,
+    pub poisoned: u64,
+    pub released: u64,
+    pub receive_errors: u64,
+}
+
+impl Summary {
+    pub(super) fn read(m: &Metrics) -> Self {
+        let processed = |outcome| {
+            m.processed
+                .get(&ProcessedLabel { outcome })
+                .map_or(0, |c| c.get())
+        };
+        Summary {
+            received: m.received.get(),
+            handled: processed("handled"),
+            failed: processed("failed"),
+            poisoned: PoisonReason::ALL
+                .iter()
+                .map(|r| {
+                    m.poisoned
+                        .get(&ReasonLabel { reason: r.label() })
+                        .map_or(0, |c| c.get())
+                })
+                .sum(),
+            released: m.released.get(),
+            receive_errors: QueueError::KINDS
+                .iter()
+                .map(|kind| {
+                    m.storage_errors
+                        .get(&StorageErrorLabels {
+                            operation: Operation::Receive.label(),
+                            kind,
+                        })
+                        .map_or(0, |c| c.get())
+                })
+                .sum(),
+        }
+    }
+}
+
+fn count_storage_error(m: &Metrics, e: &QueueError) {
+    m.storage_errors
+        .get_or_create(&StorageErrorLabels {
+            operation: e.op().label(),
+            kind: e.kind(),
+        })
+        .inc();
+}
+
+/// A receive returned messages.
+pub(super) struct MessagesReceived {
+    pub count: usize,
+}
+
+impl MessagesReceived {
+    pub fn emit(&self, m: &Metrics) {
+        m.receive_ok();
+        m.poll_interval.set(0.0);
+        m.received.inc_by(self.count as u64);
+    }
+}
+
+/// A receive found the queue empty; the loop waits `delay`.
+pub(super) struct QueueEmpty {
+    pub delay: Option<Duration>,
+}
+
+impl QueueEmpty {
+    pub fn emit(&self, m: &Metrics) {
+        m.receive_ok();
+        if let Some(delay) = self.delay {
+            m.poll_interval.set(delay.as_secs_f64());
+            debug!(delay_ms = delay.as_millis() as u64, "The queue is empty");
+        }
+    }
+}
+
+/// A receive failed; the loop waits `retry_in`.
+pub(super) struct ReceiveFailed<'a> {
+    pub error: &'a QueueError,
+    pub attempt: u32,
+    pub retry_in: Duration,
+}
+
+impl ReceiveFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        count_storage_error(m, self.error);
+        m.poll_interval.set(self.retry_in.as_secs_f64());
+        let (e, attempt) = (self.error, self.attempt);
+        let retry_in_ms = self.retry_in.as_millis() as u64;
+        // A rejected credential is usually an expired token being replaced;
+        // when it persists (a wrong key, a revoked SAS), an operator must act.
+        let persistent_auth = matches!(e, QueueError::Unauthenticated { .. }) && attempt >= 5;
+        if e.is_transient() && !persistent_auth {
+            warn!(error = %e, kind = e.kind(), attempt, retry_in_ms, "Receiving from the queue failed; retrying");
+        } else {
+            // Denied access or a missing queue: an operator must act.
+            // Repeated at the back-off rate, not per poll.
+            error!(error = %e, kind = e.kind(), attempt, retry_in_ms, "Receiving from the queue failed");
+        }
+    }
+}
+
+/// A message task started or ended.
+pub(super) struct InFlight(pub bool);
+
+impl InFlight {
+    pub fn emit(&self, m: &Metrics) {
+        if self.0 {
+            m.in_flight.inc();
+        } else {
+            m.in_flight.dec();
+        }
+    }
+}
+
+/// One handler finished with one delivery.
+pub(super) struct HandlerFinished<'a> {
+    pub handler: &'a str,
+    pub took: Duration,
+    pub ok: bool,
+}
+
+impl HandlerFinished<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.handler_duration
+            .get_or_create(&HandlerLabel {
+                handler: self.handler.to_owned(),
+            })
+            .observe(self.took.as_secs_f64());
+        let outcome = if self.ok { "success" } else { "failure" };
+        m.handled
+            .get_or_create(&HandlerOutcome {
+                handler: self.handler.to_owned(),
+                outcome,
+            })
+            .inc();
+        if self.ok {
+            debug!(
+                handler = self.handler,
+                took_ms = self.took.as_millis() as u64,
+                "Handler succeeded"
+            );
+        }
+    }
+}
+
+/// Every handler succeeded (the message was then deleted).
+pub(super) struct MessageHandled {
+    pub took: Duration,
+}
+
+impl MessageHandled {
+    pub fn emit(&self, m: &Metrics) {
+        m.processed
+            .get_or_create(&ProcessedLabel { outcome: "handled" })
+            .inc();
+        info!(took_ms = self.took.as_millis() as u64, "Message handled");
+    }
+}
+
+/// No handler takes the event; it is deleted.
+pub(super) struct NoRoute;
+
+impl NoRoute {
+    pub fn emit(&self, m: &Metrics) {
+        m.processed
+            .get_or_create(&ProcessedLabel { outcome: "handled" })
+            .inc();
+        info!("No handler takes this event; deleting it");
+    }
+}
+
+/// A handler failed. `retry_in` is None when this was the last delivery
+/// allowed (the message is poisoned next).
+pub(super) struct MessageFailed<'a> {
+    pub reason: &'a str,
+    pub retry_in: Option<Duration>,
+    pub took: Duration,
+}
+
+impl MessageFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.processed
+            .get_or_create(&ProcessedLabel { outcome: "failed" })
+            .inc();
+        if let Some(delay) = self.retry_in {
+            warn!(error = %redact_text(self.reason), retry_in_s = delay.as_secs(), took_ms = self.took.as_millis() as u64, "Handling failed; the message will be retried");
+        }
+    }
+}
+
+/// A message was deleted.
+pub(super) struct Deleted;
+
+impl Deleted {
+    pub fn emit(&self, m: &Metrics) {
+        m.storage_ok();
+        m.deleted.inc();
+    }
+}
+
+/// Deleting failed.
+pub(super) struct DeleteFailed<'a> {
+    pub error: &'a QueueError,
+    pub attempt: u32,
+    /// Another attempt follows.
+    pub retrying: bool,
+}
+
+impl DeleteFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        count_storage_error(m, self.error);
+        let (e, attempt) = (self.error, self.attempt);
+        if e.is_message_gone() {
+            info!(reason = %e, "The message was already gone when deleting it");
+        } else if self.retrying {
+            warn!(error = %e, attempt, "Deleting the message failed; retrying");
+        } else {
+            warn!(error = %e, kind = e.kind(), "Deleting the message failed; it will be delivered again after its visibility timeout");
+        }
+    }
+}
+
+/// The message's visibility was extended while a handler runs.
+pub(super) struct Renewed;
+
+impl Renewed {
+    pub fn emit(&self, _: &Metrics) {
+        debug!("Extended the message's visibility");
+    }
+}
+
+/// Extending the visibility failed; the next renewal tries again.
+pub(super) struct RenewFailed<'a> {
+    pub error: &'a QueueError,
+}
+
+impl RenewFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        if self.error.is_message_gone() {
+            warn!(error = %self.error, "Lost the message while a handler runs; another consumer may handle it too");
+        } else {
+            count_storage_error(m, self.error);
+            warn!(error = %self.error, kind = self.error.kind(), "Extending the message's visibility failed; will retry");
+        }
+    }
+}
+
+/// Setting a failed message's retry delay failed.
+pub(super) struct RetryDelayFailed<'a> {
+    pub error: &'a QueueError,
+}
+
+impl RetryDelayFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        count_storage_error(m, self.error);
+        // It reappears after the visibility timeout instead.
+        warn!(error = %self.error, "Could not set the retry delay");
+    }
+}
+
+/// Update Message is denied: the loop works without it from now on.
+/// `first` is true only the first time.
+pub(super) struct UpdateDenied<'a> {
+    pub error: &'a QueueError,
+    pub first: bool,
+}
+
+impl UpdateDenied<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        count_storage_error(m, self.error);
+        if self.first {
+            warn!(
+                error = %self.error,
+                "Update Message is denied; continuing without visibility renewal and retry delays: a failed message reappears after visibility_timeout, and a handler running longer than that may see its message delivered again. Grant 'Storage Queue Data Contributor' on the queue to fix this"
+            );
+        }
+    }
+}
+
+/// A message was made visible again at shutdown.
+pub(super) struct Released;
+
+impl Released {
+    pub fn emit(&self, m: &Metrics) {
+        m.released.inc();
+        info!("Released the message back to the queue");
+    }
+}
+
+/// Releasing failed; the message reappears after its visibility timeout.
+pub(super) struct ReleaseFailed<'a> {
+    pub error: &'a QueueError,
+}
+
+impl ReleaseFailed<'_> {
+    pub fn emit(&self, _: &Metrics) {
+        if !self.error.is_message_gone() {
+            warn!(error = %self.error, "Could not release the message; it reappears after its visibility timeout");
+        }
+    }
+}
+
+/// A message was copied to the poison queue (and the original deleted).
+pub(super) struct Poisoned<'a> {
+    pub reason: PoisonReason,
+    pub detail: &'a str,
+    pub poison_queue: &'a str,
+}
+
+impl Poisoned<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.poisoned
+            .get_or_create(&ReasonLabel {
+                reason: self.reason.label(),
+            })
+            .inc();
+        error!(
+            reason = %redact_text(self.detail),
+            poison_queue = self.poison_queue,
+            "Moved the message to the poison queue"
+        );
+    }
+}
+
+/// Copying to the poison queue failed; the message stays in the queue.
+pub(super) struct PoisonFailed<'a> {
+    pub error: &'a QueueError,
+    pub detail: &'a str,
+    pub retry_in: Duration,
+}
+
+impl PoisonFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        count_storage_error(m, self.error);
+        error!(error = %self.error, reason = %redact_text(self.detail), retry_in_s = self.retry_in.as_secs(), "Could not move the message to the poison queue; it stays in the queue");
+    }
+}
+
+/// The poison queue cannot be created (it may well exist).
+pub(super) struct PoisonCreateDenied<'a> {
+    pub error: &'a QueueError,
+    pub poison_queue: &'a str,
+}
+
+impl PoisonCreateDenied<'_> {
+    pub fn emit(&self, _: &Metrics) {
+        warn!(error = %self.error, poison_queue = self.poison_queue, "Cannot create the poison queue; assuming it exists");
+    }
+}
+
+/// The loop stopped.
+pub(super) struct Stopped(pub Summary);
+
+impl Stopped {
+    pub fn emit(&self, _: &Metrics) {
+        let s = &self.0;
+        info!(
+            received = s.received,
+            handled = s.handled,
+            failed = s.failed,
+            poisoned = s.poisoned,
+            released = s.released,
+            "Stopped"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_reads_the_counters_events_write() {
+        let m = Metrics::new();
+        MessagesReceived { count: 3 }.emit(&m);
+        MessageHandled {
+            took: Duration::ZERO,
+        }
+        .emit(&m);
+        NoRoute.emit(&m);
+        MessageFailed {
+            reason: "x",
+            retry_in: None,
+            took: Duration::ZERO,
+        }
+        .emit(&m);
+        Poisoned {
+            reason: PoisonReason::MaxDequeueCount,
+            detail: "x",
+            poison_queue: "p",
+        }
+        .emit(&m);
+        Poisoned {
+            reason: PoisonReason::DecodeError,
+            detail: "x",
+            poison_queue: "p",
+        }
+        .emit(&m);
+        Released.emit(&m);
+        let e = QueueError::Transient {
+            op: Operation::Receive,
+            message: "x".into(),
+        };
+        ReceiveFailed {
+            error: &e,
+            attempt: 1,
+            retry_in: Duration::from_secs(1),
+        }
+        .emit(&m);
+        assert_eq!(
+            Summary::read(&m),
+            Summary {
+                received: 3,
+                handled: 2,
+                failed: 1,
+                poisoned: 2,
+                released: 1,
+                receive_errors: 1,
+            }
+        );
+        let text = m.encode();
+        assert!(
+            text.contains("cvnotify_messages_processed_total{outcome=\"handled\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cvnotify_messages_poisoned_total{reason=\"decode_error\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,468 @@
+//! The poll loop: wait for free handler slots, receive at most that many
+//! messages, spawn a task per message, back off while the queue is empty or
+//! failing, and drain on shutdown.
+//!
+//! Shutdown is a future passed in: when it completes, receiving stops;
+//! in-flight handlers get `shutdown_timeout` to finish, after which they are
+//! dropped (killing hook processes) and their messages made visible at once.
+//! What happens to each message is `message` and `settle`'s business.
+
+use super::events::{InFlight, MessagesReceived, QueueEmpty, ReceiveFailed, Stopped, Summary};
+use super::heartbeat::{Heartbeat, alive};
+use super::settings::Settings;
+use super::shared::Shared;
+use crate::handler::Router;
+use crate::metrics::Metrics;
+use crate::queue::{Queue, QueueError};
+use crate::retry::Backoff;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::{sleep, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+/// Why the loop stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("receiving failed {attempts} times in a row in --once mode")]
+    OnceGaveUp {
+        attempts: u32,
+        #[source]
+        last: QueueError,
+    },
+}
+
+/// How long the loop waits for more handler slots to fill a batch.
+const GATHER: Duration = Duration::from_millis(50);
+
+/// Jitter of the poll interval: many instances must not poll in lockstep,
+/// and the interval must never exceed `max_poll_interval` (it sets the idle
+/// request rate), so delays are shortened by up to 10 %.
+const POLL_JITTER: f64 = 0.1;
+
+/// Takes at least one permit and up to `want`. When fewer are free, waits up
+/// to [`GATHER`] for running handlers to free more: receiving one or two
+/// messages whenever a single handler finishes would multiply receive calls
+/// during a drain (the same reason Azure Functions' queue trigger fetches a
+/// new batch only when in-flight work falls to a threshold).
+async fn gather(semaphore: &Arc<Semaphore>, want: usize) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+    let first = semaphore
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("semaphore is never closed");
+    let mut permits = vec![first];
+    while permits.len() < want {
+        match semaphore.clone().try_acquire_owned() {
+            Ok(p) => permits.push(p),
+            Err(_) => break,
+        }
+    }
+    if permits.len() < want && semaphore.available_permits() == 0 {
+        let deadline = sleep(GATHER);
+        tokio::pin!(deadline);
+        while permits.len() < want {
+            tokio::select! {
+                p = semaphore.clone().acquire_owned() => permits.push(p.expect("semaphore is never closed")),
+                _ = &mut deadline => break,
+            }
+        }
+    }
+    permits
+}
+
+/// The poll loop over one queue.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    /// `metrics` receives every outcome (shared with the HTTP listener).
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        poison: Arc<dyn Queue>,
+        router: Arc<Router>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                queue,
+                poison,
+                poison_ready: OnceCell::new(),
+                update_denied: Default::default(),
+                router,
+                settings,
+                metrics,
+            }),
+        }
+    }
+
+    /// Runs until `shutdown` completes (or, with `once`, the queue is empty),
+    /// then drains in-flight messages as described in the module docs.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Summary, WorkerError> {
+        let shared = &self.shared;
+        let s = &shared.settings;
+        let metrics = &shared.metrics;
+        let semaphore = Arc::new(Semaphore::new(s.max_concurrency));
+        let tracker = TaskTracker::new();
+        let abort = CancellationToken::new();
+        let mut poll =
+            Backoff::new(s.min_poll_interval, s.max_poll_interval).with_jitter(POLL_JITTER);
+        // Storage errors back off separately and further: an outage must not
+        // turn into a request storm, whatever the poll interval.
+        let mut error_backoff = Backoff::new(
+            Duration::from_secs(1).max(s.min_poll_interval),
+            Duration::from_secs(30).max(s.max_poll_interval),
+        )
+        .with_jitter(POLL_JITTER);
+        let mut consecutive_errors = 0u32;
+        let mut result = Ok(());
+        let mut hb = Heartbeat::new();
+        tokio::pin!(shutdown);
+
+        info!(
+            queue = shared.queue.name(),
+            batch_size = s.batch_size,
+            max_concurrency = s.max_concurrency,
+            "Listening for Custom Vision notifications"
+        );
+        'poll: loop {
+            // Wait for free slots, then receive at most that many.
+            let mut permits = tokio::select! {
+                biased;
+                _ = &mut shutdown => break 'poll,
+                p = alive(&mut hb, gather(&semaphore, (s.batch_size as usize).min(s.max_concurrency))) => p,
+            };
+
+            let receive = shared
+                .queue
+                .receive(permits.len() as u8, s.visibility_timeout);
+            tokio::pin!(receive);
+            let received = tokio::select! {
+                r = alive(&mut hb, &mut receive) => r,
+                _ = &mut shutdown => {
+                    // The request may already have hidden messages: wait a
+                    // little for the answer and hand them straight back.
+                    if let Ok(Ok(messages)) = timeout(Duration::from_secs(5), &mut receive).await {
+                        for m in messages {
+                            shared.release(&m.id, &m.pop_receipt).await;
+                        }
+                    }
+                    break 'poll;
+                }
+            };
+            if received.is_ok() {
+                consecutive_errors = 0;
+                error_backoff.reset();
+                hb.ready();
+            }
+            match received {
+                Ok(messages) if messages.is_empty() => {
+                    drop(permits);
+                    if s.once {
+                        QueueEmpty { delay: None }.emit(metrics);
+                        let in_flight = s.max_concurrency - semaphore.available_permits();
+                        if in_flight == 0 {
+                            info!("The queue is drained");
+                            break 'poll;
+                        }
+                        // Wait for the in-flight messages, then look again:
+                        // their failures are hidden by a retry delay and
+                        // will not keep --once running.
+                        tokio::select! {
+                            _ = &mut shutdown => break 'poll,
+                            all = alive(&mut hb, semaphore.acquire_many(s.max_concurrency as u32)) => drop(all),
+                        }
+                        continue;
+                    }
+                    let delay = poll.next_delay();
+                    QueueEmpty { delay: Some(delay) }.emit(metrics);
+                    tokio::select! {
+                        _ = &mut shutdown => break 'poll,
+                        _ = alive(&mut hb, sleep(delay)) => {}
+                    }
+                }
+                Ok(messages) => {
+                    poll.reset();
+                    MessagesReceived {
+                        count: messages.len(),
+                    }
+                    .emit(metrics);
+                    for (message, permit) in messages.into_iter().zip(permits.drain(..)) {
+                        let shared = shared.clone();
+                        let abort = abort.clone();
+                        InFlight(true).emit(&shared.metrics);
+                        tracker.spawn(async move {
+                            let metrics = shared.metrics.clone();
+                            shared.process(message, abort).await;
+                            InFlight(false).emit(&metrics);
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(error) => {
+                    drop(permits);
+                    consecutive_errors += 1;
+                    let delay = error_backoff.next_delay();
+                    ReceiveFailed {
+                        error: &error,
+                        attempt: consecutive_errors,
+                        retry_in: delay,
+                    }
+                    .emit(metrics);
+                    if s.once && consecutive_errors >= 5 {
+                        result = Err(WorkerError::OnceGaveUp {
+                            attempts: consecutive_errors,
+                            last: error,
+                        });
+                        break 'poll;
+                    }
+                    tokio::select! {
+                        _ = &mut shutdown => break 'poll,
+                        _ = alive(&mut hb, sleep(delay)) => {}
+                    }
+                }
+            }
+        }
+        hb.stopping();
+
+        tracker.close();
+        let in_flight = tracker.len();
+        if in_flight > 0 {
+            info!(
+                in_flight,
+                timeout_s = s.shutdown_timeout.as_secs_f64(),
+                "Waiting for in-flight messages"
+            );
+        }
+        if timeout(s.shutdown_timeout, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = tracker.len(),
+                "Shutdown timeout reached; stopping handlers and releasing their messages"
+            );
+            abort.cancel();
+            // Releases are single requests; bound them all the same.
+            let _ = timeout(Duration::from_secs(10), tracker.wait()).await;
+        }
+        let summary = Summary::read(metrics);
+        Stopped(summary).emit(metrics);
+        result.map(|_| summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::EventFilter;
+    use crate::handler::{Delivery, Handler, HandlerError, Route};
+    use crate::queue::memory::MemoryQueue;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+    use std::sync::atomic::Ordering;
+
+    const TRAINING: &str = r#"{"version":"1.0","type":"Training","Content":{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","trainingStatus":"TrainingCompleted"}}"#;
+
+    /// Records calls; fails the first `fail_first` of them; takes `delay`.
+    struct Probe {
+        calls: Mutex<Vec<(String, u32)>>,
+        fail_first: usize,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl Handler for Probe {
+        async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
+            let n = {
+                let mut c = self.calls.lock().unwrap();
+                c.push((d.message_id.clone(), d.dequeue_count));
+                c.len()
+            };
+            sleep(self.delay).await;
+            if n <= self.fail_first {
+                Err(HandlerError::new("probe failure"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            batch_size: 16,
+            visibility_timeout: Duration::from_secs(30),
+            max_concurrency: 4,
+            min_poll_interval: Duration::from_millis(100),
+            max_poll_interval: Duration::from_secs(10),
+            max_dequeue_count: 3,
+            retry_base_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(5),
+            once: true,
+        }
+    }
+
+    fn worker(
+        q: &Arc<MemoryQueue>,
+        p: &Arc<MemoryQueue>,
+        probe: &Arc<Probe>,
+        s: Settings,
+    ) -> Worker {
+        let router = Router::from_routes(vec![Route {
+            name: "probe".into(),
+            filter: EventFilter::all(),
+            handler: probe.clone(),
+        }]);
+        Worker::new(q.clone(), p.clone(), Arc::new(router), s, Arc::default())
+    }
+
+    fn probe(fail_first: usize, delay: Duration) -> Arc<Probe> {
+        Arc::new(Probe {
+            calls: Mutex::default(),
+            fail_first,
+            delay,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn handled_messages_are_deleted() {
+        let q = Arc::new(MemoryQueue::new("q"));
+        let p = Arc::new(MemoryQueue::new("q-poison"));
+        for _ in 0..10 {
+            q.send(TRAINING).await.unwrap();
+        }
+        let probe = probe(0, Duration::from_millis(10));
+        let summary = worker(&q, &p, &probe, settings())
+            .run(std::future::pending())
+            .await
+            .unwrap();
+        assert_eq!(summary.handled, 10);
+        assert!(q.is_empty() && p.is_empty());
+        assert_eq!(probe.calls.lock().unwrap().len(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn receive_never_exceeds_free_capacity() {
+        let q = Arc::new(MemoryQueue::new("q"));
+        let p = Arc::new(MemoryQueue::new("q-poison"));
+        for _ in 0..10 {
+            q.send(TRAINING).await.unwrap();
+        }
+        let probe = probe(0, Duration::from_secs(1));
+        let w = worker(&q, &p, &probe, settings());
+        let handle = tokio::spawn(w.run(std::future::pending()));
+        // Mid-way through the first batch of 4, 6 are still visible.
+        sleep(Duration::from_millis(500)).await;
+        assert_eq!(q.peek(32).await.unwrap().len(), 6);
+        let summary = handle.await.unwrap().unwrap();
+        assert_eq!(summary.handled, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_retried_with_growing_delay_then_poisoned() {
+        let q = Arc::new(MemoryQueue::new("q"));
+        let p = Arc::new(MemoryQueue::new("q-poison"));
+        q.send(TRAINING).await.unwrap();
+        let probe = probe(usize::MAX, Duration::ZERO);
+        let mut s = settings();
+        s.once = false;
+        let w = worker(&q, &p, &probe, s);
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(w.run(stop.clone().cancelled_owned()));
+        sleep(Duration::from_secs(30)).await;
+        stop.cancel();
+        let summary = handle.await.unwrap().unwrap();
+        let calls = probe.calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().map(|c| c.1).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(summary.poisoned, 1);
+        assert!(q.is_empty());
+        assert_eq!(p.bodies(), vec![TRAINING.to_owned()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn undecodable_message_is_poisoned_at_once() {
+        let q = Arc::new(MemoryQueue::new("q"));
+        let p = Arc::new(MemoryQueue::new("q-poison"));
+        q.send(TRAINING).await.unwrap();
+        q.send("not json").await.unwrap();
+        q.send(TRAINING).await.unwrap();
+        let probe = probe(0, Duration::ZERO);
+        let summary = worker(&q, &p, &probe, settings())
+            .run(std::future::pending())
+            .await
+            .unwrap();
+        assert_eq!((summary.handled, summary.poisoned), (2, 1));
+        assert_eq!(p.bodies(), vec!["not json".to_owned()]);
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_handler_keeps_the_message_invisible() {
+        let q = Arc::new(MemoryQueue::new("q"));
+        let p = Arc::new(MemoryQueue::new("q-poison"));
+        q.send(TRAINING).await.unwrap();
+        // 100 s of work against a 30 s visibility timeout.
+        let probe = probe(0, Duration::from_secs(100));
+        let w = worker(&q, &p, &probe, settings());
+        let handle = tokio::spawn(w.run(std::future::pending()));
+        sleep(Duration::from_secs(95)).await;
+        assert!(
+            q.peek(32).await.unwrap().is_empty(),
+            "became visible while handled"
+        );
+        handle.await.unwrap().unwrap();
+        assert!(q.is_empty());
+        assert_eq!(probe.calls.lock().unwrap().len(), 1);
+        // Renewed at 15, 30, 45, 60, 75, 90 s.
+        assert_eq!(q.update_calls.load(Ordering::Relaxed), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_releases_unfinished_messages() {
+        let q = Arc::new(MemoryQueue::new("q"));
+        let p = Arc::new(MemoryQueue::new("q-poison"));
+        q.send(TRAINING).await.unwrap();
+        let probe = probe(0, Duration::from_secs(3600));
+        let mut s = settings();
+        s.once = false;
+        let w = worker(&q, &p, &probe, s);
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(w.run(stop.clone().cancelled_owned()));
+        sleep(Duration::from_secs(1)).await;
+        stop.cancel();
+        let summary = handle.await.unwrap().unwrap();
+        assert_eq!(summary.released, 1);
+        assert_eq!(
+            q.peek(32).await.unwrap().len(),
+            1,
+            "not visible again at once"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_polling_backs_off_to_max_interval() {
+        let q = Arc::new(MemoryQueue::new("q"));
+        let p = Arc::new(MemoryQueue::new("q-poison"));
+        let probe = probe(0, Duration::ZERO);
+        let mut s = settings();
+        s.once = false;
+        let w = worker(&q, &p, &probe, s);
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(w.run(stop.clone().cancelled_owned()));
+        sleep(Duration::from_secs(60)).await;
+        let first_minute = q.receive_calls.load(Ordering::Relaxed);
+        sleep(Duration::from_secs(60)).await;
+        let second_minute = q.receive_calls.load(Ordering::Relaxed) - first_minute;
+        stop.cancel();
+        handle.await.unwrap().unwrap();
+        // 0.1+0.2+...+6.4 s reach the 10 s cap within 13 s; then 6-7 a minute.
+        assert!(
+            (6..=7).contains(&second_minute),
+            "{second_minute} receives in a minute"
+        );
+        assert!(first_minute <= 14, "{first_minute}");
+    }
+}
