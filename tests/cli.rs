@@ -2,27 +2,7 @@
 
 mod common;
 
-use common::bin;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
-fn run(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
-        .env_remove("CVNOTIFY_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
+use common::cli;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -31,8 +11,7 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn decode_prints_the_typed_event() {
     let body = r#"{"version":"1.0","type":"Export","Content":{"projectId":"8A1C2C4E-5B57-4A8E-9F3C-1D2E3F4A5B6C","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportCompleted","modelUri":"https://a.blob.core.windows.net/m/x.onnx?sig=s"}}"#;
-    let out = run(&["decode", "-"], body);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = cli().args(["decode", "-"]).stdin_bytes(body).assert_exit(0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["version"], "1.0");
     assert_eq!(v["event"]["type"], "export");
@@ -49,18 +28,16 @@ fn decode_reads_a_file_and_base64() {
     let p = dir.path().join("m.txt");
     // base64 of the reference ConnectionTest message.
     std::fs::write(&p, "eyJ2ZXJzaW9uIjoiMS4wIiwidHlwZSI6IkNvbm5lY3Rpb25UZXN0IiwiQ29udGVudCI6eyJwcm9qZWN0SWQiOiIwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDAifX0=\n").unwrap();
-    let out = run(&["decode", p.to_str().unwrap()], "");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = cli().arg("decode").arg(&p).assert_exit(0);
     assert!(text(&out.stdout).contains("connection_test"));
 }
 
 #[test]
 fn decode_error_exits_65_and_names_the_field() {
-    let out = run(
-        &["decode"],
-        r#"{"type":"Training","Content":{"projectId":"x"}}"#,
-    );
-    assert_eq!(out.status.code(), Some(65));
+    let out = cli()
+        .arg("decode")
+        .stdin_bytes(r#"{"type":"Training","Content":{"projectId":"x"}}"#)
+        .assert_exit(65);
     assert!(
         text(&out.stderr).contains("`Content.projectId`: not a GUID"),
         "{}",
@@ -82,10 +59,7 @@ fn bad_config_exits_78_with_every_error() {
         &["check", "--config-only"],
         &["run", "--once"],
     ] {
-        let mut args = vec!["--config", p.to_str().unwrap()];
-        args.extend_from_slice(cmd);
-        let out = run(&args, "");
-        assert_eq!(out.status.code(), Some(78), "{cmd:?}");
+        let out = cli().config(&p).args(cmd).assert_exit(78);
         let err = text(&out.stderr);
         for needle in [
             "queue.name:",
@@ -104,36 +78,31 @@ fn config_from_environment_variable_path_and_overrides() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
     std::fs::write(&p, "[queue]\nname = \"q-x\"\naccount = \"acct\"\n").unwrap();
-    let out = Command::new(bin())
+    let out = cli()
         .args(["check", "--config-only"])
         .env("CVNOTIFY_CONFIG", &p)
         .env("CVNOTIFY__QUEUE__BATCH_SIZE", "0")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
+        .assert_exit(78);
     assert!(text(&out.stderr).contains("queue.batch_size: 0 is out of range"));
-    let out = Command::new(bin())
+    cli()
         .args(["check", "--config-only"])
         .env("CVNOTIFY_CONFIG", &p)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        .assert_exit(0);
 }
 
 #[test]
 fn help_on_every_command() {
     for cmd in [&[][..], &["run"], &["check"], &["decode"], &["send"]] {
-        let mut args = cmd.to_vec();
-        args.push("--help");
-        let out = run(&args, "");
-        assert_eq!(out.status.code(), Some(0), "{cmd:?}");
-        assert!(text(&out.stdout).contains("Usage:"), "{cmd:?}");
+        let out = cli().args(cmd).arg("--help").stdout();
+        assert!(out.contains("Usage:"), "{cmd:?}");
     }
 }
 
 #[test]
 fn missing_config_file_is_a_config_error() {
-    let out = run(&["--config", "/nonexistent/cvnotify.toml", "run"], "");
-    assert_eq!(out.status.code(), Some(78));
+    let out = cli()
+        .config("/nonexistent/cvnotify.toml")
+        .arg("run")
+        .assert_exit(78);
     assert!(text(&out.stderr).contains("does not exist"));
 }

@@ -9,12 +9,11 @@ use std::collections::{BTreeSet, HashSet};
 
 use std::time::Duration;
 
-/// Writes an executable hook script and returns its path.
 const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_event_is_handled_exactly_once_by_a_shell_hook() {
-    let w = World::new();
+    let w = World::new().await;
     let out = w.path("handled.txt");
     let script = hook(
         &w,
@@ -34,9 +33,15 @@ async fn each_event_is_handled_exactly_once_by_a_shell_hook() {
         })
         .collect();
     let ids = w.send_all(&bodies).await;
-    let cfg = w.write_config("c.toml", &w.config_text("", &shell_handler(&script, "")));
+    let cfg = w
+        .config()
+        .handler(shell_handler(&script, ""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    let status = d.wait_timeout(LIMIT).expect("run --once did not finish");
+    let status = d
+        .wait_timeout(LIMIT)
+        .await
+        .expect("run --once did not finish");
     assert!(status.success(), "exit {status:?}\n{}", d.logs());
 
     let handled = lines(&out);
@@ -63,7 +68,7 @@ async fn each_event_is_handled_exactly_once_by_a_shell_hook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_hook_is_retried_with_growing_delay_then_poisoned_verbatim() {
-    let w = World::new();
+    let w = World::new().await;
     let calls = w.path("calls.txt");
     let script = hook(
         &w,
@@ -77,10 +82,11 @@ async fn failing_hook_is_retried_with_growing_delay_then_poisoned_verbatim() {
     // out of the poison queue byte for byte.
     let body = "{\n\"version\": \"1.0\" ,\n\"type\": \"Training\",\n\"Content\":\n    {\n    \"projectId\": \"00000000-0000-0000-0000-000000000000\",\n    \"iterationId\": \"00000000-0000-0000-0000-000000000000\",\n    \"trainingStatus\": \"TrainingFailed\"\n    }\n}".to_owned();
     w.send_all(std::slice::from_ref(&body)).await;
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text("max_dequeue_count = 3", &shell_handler(&script, "")),
-    );
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 3")
+        .handler(shell_handler(&script, ""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     let poison = w.poison_queue();
     assert!(
@@ -89,7 +95,7 @@ async fn failing_hook_is_retried_with_growing_delay_then_poisoned_verbatim() {
         d.logs()
     );
     d.signal(Signal::SIGTERM);
-    let status = d.wait_timeout(LIMIT).expect("no exit after SIGTERM");
+    let status = d.wait_timeout(LIMIT).await.expect("no exit after SIGTERM");
     assert!(status.success(), "{status:?}");
 
     let calls: Vec<(u32, f64)> = lines(&calls)
@@ -120,7 +126,7 @@ async fn failing_hook_is_retried_with_growing_delay_then_poisoned_verbatim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_message_goes_to_poison_at_once_while_good_ones_are_handled() {
-    let w = World::new();
+    let w = World::new().await;
     let out = w.path("handled.txt");
     let script = hook(
         &w,
@@ -135,9 +141,16 @@ async fn malformed_message_goes_to_poison_at_once_while_good_ones_are_handled() 
             training("TrainingFailed"),
         ])
         .await;
-    let cfg = w.write_config("c.toml", &w.config_text("", &shell_handler(&script, "")));
+    let cfg = w
+        .config()
+        .handler(shell_handler(&script, ""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
     let handled: BTreeSet<String> = lines(&out).into_iter().collect();
     assert_eq!(handled, BTreeSet::from([ids[0].clone(), ids[2].clone()]));
     assert_eq!(World::peek_all(&w.poison_queue()).await, vec![bad]);
@@ -162,7 +175,7 @@ async fn malformed_message_goes_to_poison_at_once_while_good_ones_are_handled() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_a_message_whose_hook_outlives_the_shutdown_timeout() {
-    let w = World::new();
+    let w = World::new().await;
     let started = w.path("started");
     let done = w.path("done");
     let script = hook(
@@ -175,18 +188,18 @@ async fn sigterm_releases_a_message_whose_hook_outlives_the_shutdown_timeout() {
         ),
     );
     w.send_all(&[training("TrainingCompleted")]).await;
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text("", &shell_handler(&script, ""))
-            .replace("shutdown_timeout = \"10s\"", "shutdown_timeout = \"1s\""),
-    );
+    let cfg = w
+        .config()
+        .shutdown_timeout("1s")
+        .handler(shell_handler(&script, ""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     assert!(
         eventually(LIMIT, async || started.exists()).await,
         "{}",
         d.logs()
     );
-    std::thread::sleep(Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let hook_pid: i32 = std::fs::read_to_string(&started)
         .unwrap()
         .trim()
@@ -195,6 +208,7 @@ async fn sigterm_releases_a_message_whose_hook_outlives_the_shutdown_timeout() {
     d.signal(Signal::SIGTERM);
     let status = d
         .wait_timeout(Duration::from_secs(20))
+        .await
         .expect("no exit after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", d.logs());
     assert!(!done.exists(), "the hook should have been stopped");
@@ -219,7 +233,7 @@ async fn sigterm_releases_a_message_whose_hook_outlives_the_shutdown_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_short_hook_finish_and_deletes_its_message() {
-    let w = World::new();
+    let w = World::new().await;
     let started = w.path("started");
     let done = w.path("done");
     let script = hook(
@@ -232,7 +246,10 @@ async fn sigterm_lets_a_short_hook_finish_and_deletes_its_message() {
         ),
     );
     w.send_all(&[training("TrainingCompleted")]).await;
-    let cfg = w.write_config("c.toml", &w.config_text("", &shell_handler(&script, "")));
+    let cfg = w
+        .config()
+        .handler(shell_handler(&script, ""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     assert!(
         eventually(LIMIT, async || started.exists()).await,
@@ -242,6 +259,7 @@ async fn sigterm_lets_a_short_hook_finish_and_deletes_its_message() {
     d.signal(Signal::SIGTERM);
     let status = d
         .wait_timeout(Duration::from_secs(20))
+        .await
         .expect("no exit after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", d.logs());
     assert_eq!(lines(&done).len(), 1);
@@ -250,7 +268,7 @@ async fn sigterm_lets_a_short_hook_finish_and_deletes_its_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_running_past_half_the_visibility_timeout_is_not_delivered_twice() {
-    let w = World::new();
+    let w = World::new().await;
     let calls = w.path("calls.txt");
     let script = hook(
         &w,
@@ -263,10 +281,11 @@ async fn hook_running_past_half_the_visibility_timeout_is_not_delivered_twice() 
     w.send_all(&[training("TrainingCompleted")]).await;
     // 4 s visibility against 9 s of work: without renewal the second
     // consumer would receive the message after 4 s.
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text("visibility_timeout = \"4s\"", &shell_handler(&script, "")),
-    );
+    let cfg = w
+        .config()
+        .queue("visibility_timeout = \"4s\"")
+        .handler(shell_handler(&script, ""))
+        .write("c.toml");
     let mut a = Daemon::start(&cfg, &["run"], w.dir.path(), "a");
     let mut b = Daemon::start(&cfg, &["run"], w.dir.path(), "b");
     let q = w.main_queue();
@@ -278,11 +297,11 @@ async fn hook_running_past_half_the_visibility_timeout_is_not_delivered_twice() 
         a.logs(),
         b.logs()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_secs(2)).await;
     a.signal(Signal::SIGTERM);
     b.signal(Signal::SIGTERM);
-    assert!(a.wait_timeout(LIMIT).unwrap().success());
-    assert!(b.wait_timeout(LIMIT).unwrap().success());
+    assert!(a.wait_timeout(LIMIT).await.unwrap().success());
+    assert!(b.wait_timeout(LIMIT).await.unwrap().success());
     assert_eq!(lines(&calls).len(), 1, "delivered more than once");
     let logs = a.logs() + &b.logs();
     assert!(
@@ -311,7 +330,7 @@ async fn drains_with(w: &World, config: &str) {
         &format!("{config}\n{}", shell_handler(&script, "")),
     );
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "auth");
-    let status = d.wait_timeout(LIMIT).expect("did not finish");
+    let status = d.wait_timeout(LIMIT).await.expect("did not finish");
     assert!(status.success(), "{status:?}\n{}", d.logs());
     let handled: BTreeSet<String> = lines(&out).into_iter().collect();
     assert_eq!(handled, ids.into_iter().collect::<BTreeSet<_>>());
@@ -320,15 +339,15 @@ async fn drains_with(w: &World, config: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_key_with_development_storage() {
-    let w = World::new();
-    let cfg = w.config_text("", "");
+    let w = World::new().await;
+    let cfg = w.config().render();
     assert!(cfg.contains("UseDevelopmentStorage=true"));
     drains_with(&w, &cfg).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_key_with_an_explicit_connection_string() {
-    let w = World::new();
+    let w = World::new().await;
     let cfg = format!(
         "[queue]\nname = \"{}\"\nmax_poll_interval = \"500ms\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};QueueEndpoint={};\"\n[log]\nformat = \"json\"\n",
         w.queue,
@@ -339,7 +358,7 @@ async fn shared_key_with_an_explicit_connection_string() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sas_token() {
-    let w = World::new();
+    let w = World::new().await;
     let cfg = format!(
         "[queue]\nname = \"{}\"\nendpoint = \"{}\"\nmax_poll_interval = \"500ms\"\n[auth]\nmode = \"sas\"\nsas_token = \"{}\"\n[log]\nformat = \"json\"\n",
         w.queue,
@@ -351,21 +370,10 @@ async fn sas_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_with_a_good_key_and_names_the_failure_with_a_wrong_one() {
-    let w = World::new();
+    let w = World::new().await;
     w.send_all(&[]).await;
-    let good = w.write_config("good.toml", &w.config_text("", ""));
-    let out = std::process::Command::new(bin())
-        .args(["--config"])
-        .arg(&good)
-        .arg("check")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let good = w.config().write("good.toml");
+    let text = cli().config(&good).arg("check").stdout();
     for name in [
         "config", "token", "queue", "receive", "update", "delete", "poison",
     ] {
@@ -377,31 +385,22 @@ async fn check_passes_with_a_good_key_and_names_the_failure_with_a_wrong_one() {
     }
 
     let wrong_key = "AAAA".repeat(22);
-    let bad = w.write_config(
-        "bad.toml",
-        &w.config_text("", "").replace(
-            "UseDevelopmentStorage=true",
-            &format!(
-                "AccountName=devstoreaccount1;AccountKey={wrong_key};QueueEndpoint={}",
-                w.azurite.queue_endpoint()
-            ),
-        ),
-    );
-    let out = std::process::Command::new(bin())
-        .args(["--config"])
-        .arg(&bad)
-        .arg("check")
-        .output()
-        .unwrap();
+    let bad = w
+        .config()
+        .connection_string(&format!(
+            "AccountName=devstoreaccount1;AccountKey={wrong_key};QueueEndpoint={}",
+            w.azurite.queue_endpoint()
+        ))
+        .write("bad.toml");
+    let out = cli().config(&bad).arg("check").assert_exit(1);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FAIL"), "{text}");
     assert!(!text.contains(&wrong_key), "the key was printed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_go_only_to_the_handlers_whose_filter_matches() {
-    let w = World::new();
+    let w = World::new().await;
     let a = w.path("a.txt");
     let b = w.path("b.txt");
     let ha = hook(
@@ -429,14 +428,20 @@ async fn events_go_only_to_the_handlers_whose_filter_matches() {
         ct.to_owned(),
     ])
     .await;
-    let handlers = format!(
-        "{}{}",
-        shell_handler(&ha, "events = [\"training.failed\"]"),
-        shell_handler(&hb, "events = [\"export.*\", \"connection_test\"]")
-    );
-    let cfg = w.write_config("c.toml", &w.config_text("", &handlers));
+    let cfg = w
+        .config()
+        .handler(shell_handler(&ha, "events = [\"training.failed\"]"))
+        .handler(shell_handler(
+            &hb,
+            "events = [\"export.*\", \"connection_test\"]",
+        ))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
     assert_eq!(lines(&a), vec!["Training TrainingFailed"]);
     let mut got_b = lines(&b);
     got_b.sort();
@@ -447,7 +452,7 @@ async fn events_go_only_to_the_handlers_whose_filter_matches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_logs() {
-    let w = World::new();
+    let w = World::new().await;
     let seen = w.path("seen.txt");
     // The hook echoes the model URI to stdout, which the daemon logs.
     let script = hook(
@@ -476,7 +481,11 @@ async fn secrets_never_reach_the_logs() {
     );
     let cfg = w.write_config("c.toml", &cfg);
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
     // The hook got the real URI; the logs got neither signature.
     assert_eq!(lines(&seen), vec![model_uri]);
     let logs = d.logs();
@@ -503,7 +512,7 @@ async fn storage_outage_is_retried_with_backoff_and_recovers() {
     .unwrap();
     // Nothing listens on the port yet.
     let mut d = Daemon::start(&cfg, &["run"], dir.path(), "d");
-    std::thread::sleep(Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(
         d.child.try_wait().unwrap().is_none(),
         "the daemon exited:\n{}",
@@ -530,14 +539,8 @@ async fn storage_outage_is_retried_with_backoff_and_recovers() {
         "back-off not growing: {delays:?}"
     );
 
-    let azurite = Azurite::start_on(Service::Queue, None, Some(port));
-    let config =
-        cvnotify::config::Config::from_toml(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    let q = crate::common::connect(&config)
-        .unwrap()
-        .queue(queue)
-        .unwrap();
-    use cvnotify::queue::Queue;
+    let azurite = Azurite::builder(Service::Queue).port(port).start().await;
+    let q = queue_client(&std::fs::read_to_string(&cfg).unwrap(), queue);
     q.create_if_missing().await.unwrap();
     let id = q.send(&training("TrainingCompleted")).await.unwrap().id;
     assert!(
@@ -548,7 +551,7 @@ async fn storage_outage_is_retried_with_backoff_and_recovers() {
         d.logs()
     );
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     drop(azurite);
 }
 
@@ -564,9 +567,8 @@ fn a_credential_without_a_token_fails_start_up_naming_the_mode() {
         "[queue]\nname = \"q-x\"\nendpoint = \"https://127.0.0.1:9/devstoreaccount1\"\n[auth]\nmode = \"managed_identity\"\nstartup_timeout = \"3s\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
+    let out = cli()
+        .config(&cfg)
         .args(["run", "--once"])
         .env(
             "IDENTITY_ENDPOINT",
@@ -574,10 +576,8 @@ fn a_credential_without_a_token_fails_start_up_naming_the_mode() {
         )
         .env("IDENTITY_HEADER", "test")
         .env_remove("MSI_ENDPOINT")
-        .output()
-        .unwrap();
+        .assert_exit(69);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "{err}");
     assert!(
         err.contains("auth.mode = \"managed_identity\" could not get a token"),
         "{err}"
@@ -588,7 +588,7 @@ fn a_credential_without_a_token_fails_start_up_naming_the_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_hook_gets_the_event_on_stdin_and_in_its_environment() {
-    let w = World::new();
+    let w = World::new().await;
     let work = w.path("work");
     std::fs::create_dir(&work).unwrap();
     let script = hook(
@@ -605,10 +605,10 @@ async fn shell_hook_gets_the_event_on_stdin_and_in_its_environment() {
         "working_dir = \"{}\"\nenv = {{ EXTRA = \"x y $(z)\" }}",
         work.display()
     );
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text("", &shell_handler(&script, &extra)),
-    );
+    let cfg = w
+        .config()
+        .handler(shell_handler(&script, &extra))
+        .write("c.toml");
     // A secret-bearing override in the daemon's environment must not reach
     // the hook.
     let mut d = Daemon::start_with_env(
@@ -621,7 +621,11 @@ async fn shell_hook_gets_the_event_on_stdin_and_in_its_environment() {
             "UseDevelopmentStorage=true",
         )],
     );
-    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
 
     assert_eq!(
         std::fs::read_to_string(work.join("pwd.txt"))
@@ -653,7 +657,7 @@ async fn shell_hook_gets_the_event_on_stdin_and_in_its_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_hook_past_its_timeout_is_killed_and_counts_as_a_failure() {
-    let w = World::new();
+    let w = World::new().await;
     let pids = w.path("pids.txt");
     let script = hook(
         &w,
@@ -662,13 +666,11 @@ async fn shell_hook_past_its_timeout_is_killed_and_counts_as_a_failure() {
     );
     let body = training("TrainingCompleted");
     w.send_all(std::slice::from_ref(&body)).await;
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text(
-            "max_dequeue_count = 1",
-            &shell_handler(&script, "timeout = \"1s\""),
-        ),
-    );
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 1")
+        .handler(shell_handler(&script, "timeout = \"1s\""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     let poison = w.poison_queue();
     assert!(
@@ -677,7 +679,7 @@ async fn shell_hook_past_its_timeout_is_killed_and_counts_as_a_failure() {
         d.logs()
     );
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     assert!(
         d.logs().contains("timed out after 1s and was killed"),
         "{}",
@@ -693,7 +695,7 @@ async fn shell_hook_past_its_timeout_is_killed_and_counts_as_a_failure() {
 /// `.await`, so log lines of one message carried the spans of others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_output_lines_carry_only_their_own_message_span() {
-    let w = World::new();
+    let w = World::new().await;
     let script = hook(
         &w,
         "echo.sh",
@@ -701,9 +703,16 @@ async fn hook_output_lines_carry_only_their_own_message_span() {
     );
     let bodies: Vec<String> = (0..12).map(|_| training("TrainingCompleted")).collect();
     w.send_all(&bodies).await;
-    let cfg = w.write_config("c.toml", &w.config_text("", &shell_handler(&script, "")));
+    let cfg = w
+        .config()
+        .handler(shell_handler(&script, ""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
     let outputs: Vec<serde_json::Value> = d
         .records()
         .into_iter()

@@ -5,11 +5,6 @@ mod common;
 
 use azure_core::http::{ClientOptions, RequestContent};
 use common::*;
-use cvnotify::azure::SharedKeyPolicy;
-use cvnotify::config::Config;
-use cvnotify::config::HandlerConfig;
-use cvnotify::handler::{BuildContext, BuildHandler, Delivery};
-use cvnotify::secret::Secret;
 use sha2::Digest;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +22,7 @@ struct Blobs {
 
 impl Blobs {
     async fn start() -> Self {
-        let azurite = Azurite::start_service(Service::Blob, None);
+        let azurite = Azurite::builder(Service::Blob).start().await;
         let b = Blobs {
             azurite,
             container: "models".into(),
@@ -140,19 +135,23 @@ fn download_handler(w: &World, dir: &Path, hosts: &[String], extra: &str) -> Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exported_model_is_stored_under_the_service_naming_with_its_checksum() {
     let blobs = Blobs::start().await;
-    let w = World::new();
+    let w = World::new().await;
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
     let bytes = model_bytes(3 * 1024 * 1024 + 17);
     let name = format!("{p} - {i}.ONNX");
     blobs.upload(&name, bytes.clone()).await;
     w.send_all(&[export(p, i, &blobs.url(&name))]).await;
     let dir = w.path("models");
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text("", &download_handler(&w, &dir, &[blobs.host()], "")),
-    );
+    let cfg = w
+        .config()
+        .handler(download_handler(&w, &dir, &[blobs.host()], ""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
     assert_eq!(
         files(&dir),
         vec![name.clone(), format!("{name}.sha256")],
@@ -170,7 +169,7 @@ async fn an_exported_model_is_stored_under_the_service_naming_with_its_checksum(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sas_url_is_fetched_as_is() {
     let blobs = Blobs::start().await;
-    let w = World::new();
+    let w = World::new().await;
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
     let name = format!("{p} - {i}.zip");
     let bytes = model_bytes(100_000);
@@ -183,15 +182,17 @@ async fn a_sas_url_is_fetched_as_is() {
     w.send_all(&[export(p, i, &good), export(p2, i2, &bad)])
         .await;
     let dir = w.path("models");
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text(
-            "max_dequeue_count = 1",
-            &download_handler(&w, &dir, &[blobs.host()], ""),
-        ),
-    );
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 1")
+        .handler(download_handler(&w, &dir, &[blobs.host()], ""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
     assert_eq!(std::fs::read(dir.join(&name)).unwrap(), bytes);
     assert_eq!(files(&dir).len(), 2, "{:?}", files(&dir));
     assert_eq!(World::peek_all(&w.poison_queue()).await.len(), 1);
@@ -203,18 +204,16 @@ async fn a_sas_url_is_fetched_as_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_blob_is_retried_then_poisoned() {
     let blobs = Blobs::start().await;
-    let w = World::new();
+    let w = World::new().await;
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
     let body = export(p, i, &blobs.url(&format!("{p} - {i}.ONNX")));
     w.send_all(std::slice::from_ref(&body)).await;
     let dir = w.path("models");
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text(
-            "max_dequeue_count = 2",
-            &download_handler(&w, &dir, &[blobs.host()], ""),
-        ),
-    );
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 2")
+        .handler(download_handler(&w, &dir, &[blobs.host()], ""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     let poison = w.poison_queue();
     assert!(
@@ -223,7 +222,7 @@ async fn a_missing_blob_is_retried_then_poisoned() {
         d.logs()
     );
     d.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     assert_eq!(World::peek_all(&poison).await, vec![body]);
     let logs = d.logs();
     assert!(logs.matches("does not exist (404)").count() >= 2, "{logs}");
@@ -233,19 +232,23 @@ async fn a_missing_blob_is_retried_then_poisoned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_event_does_not_download_again() {
     let blobs = Blobs::start().await;
-    let w = World::new();
+    let w = World::new().await;
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
     let name = format!("{p} - {i}.ONNX");
     blobs.upload(&name, model_bytes(50_000)).await;
     let body = export(p, i, &blobs.url(&name));
     let dir = w.path("models");
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text("", &download_handler(&w, &dir, &[blobs.host()], "")),
-    );
+    let cfg = w
+        .config()
+        .handler(download_handler(&w, &dir, &[blobs.host()], ""))
+        .write("c.toml");
     w.send_all(std::slice::from_ref(&body)).await;
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "first");
-    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
     let before = std::fs::metadata(dir.join(&name))
         .unwrap()
         .modified()
@@ -254,7 +257,11 @@ async fn a_redelivered_event_does_not_download_again() {
     self::delete_blob(&blobs, &name).await;
     w.send_all(std::slice::from_ref(&body)).await;
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "second");
-    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
     assert!(
         d.logs().contains("The model is already downloaded"),
         "{}",
@@ -278,14 +285,14 @@ async fn delete_blob(blobs: &Blobs, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_last_removes_older_models_of_the_same_project() {
     let blobs = Blobs::start().await;
-    let w = World::new();
+    let w = World::new().await;
     let dir = w.path("models");
     let p = Uuid::new_v4();
     let other = Uuid::new_v4();
-    let text = w.config_text(
-        "",
-        &download_handler(&w, &dir, &[blobs.host()], "keep_last = 2"),
-    );
+    let text = w
+        .config()
+        .handler(download_handler(&w, &dir, &[blobs.host()], "keep_last = 2"))
+        .render();
     let config = Config::from_toml(&text).unwrap();
     let ctx = BuildContext {
         blobs: std::sync::Arc::new(crate::common::connect(&config).unwrap().blobs().unwrap()),
@@ -321,16 +328,10 @@ async fn keep_last_removes_older_models_of_the_same_project() {
 }
 
 fn delivery(body: &str) -> Delivery {
-    Delivery {
-        message_id: "m".into(),
-        dequeue_count: 1,
-        inserted_at: None,
-        received_at: time::OffsetDateTime::now_utc(),
-        notification: cvnotify::event::decode(body.as_bytes()).unwrap(),
-    }
+    delivery_of(body, "m", 1)
 }
 
-fn anonymous_handler(dir: &Path, hosts: &[&str]) -> Arc<dyn cvnotify::handler::Handler> {
+fn anonymous_handler(dir: &Path, hosts: &[&str]) -> Arc<dyn Handler> {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
     let text = format!(
         "[queue]\nname = \"q-x\"\naccount = \"a\"\n[[handlers]]\ntype = \"download\"\ndir = \"{}\"\nallowed_hosts = [{}]\n",

@@ -3,13 +3,9 @@
 //! identity protocols), a private CA, and the failure modes users hit.
 
 mod common;
-#[path = "common/tls.rs"]
-mod tls;
-#[path = "common/tokens.rs"]
-mod tokens;
 
 use common::*;
-use cvnotify::queue::Queue;
+use common::{tls, tokens};
 use nix::sys::signal::Signal;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -26,25 +22,20 @@ struct Bed {
 }
 
 impl Bed {
-    fn new() -> Self {
+    async fn new() -> Self {
         let pki = tls::Pki::new();
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
         pki.write_server(&cert, &key);
         pki.write_ca(&dir.path().join("ca.pem"));
-        let azurite = Azurite::start_with(
-            Service::Queue,
-            None,
-            None,
-            &[
-                "--oauth".into(),
-                "basic".into(),
-                "--cert".into(),
-                cert.display().to_string(),
-                "--key".into(),
-                key.display().to_string(),
-            ],
-        );
+        let azurite = Azurite::builder(Service::Queue)
+            .args(["--oauth", "basic"])
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .start()
+            .await;
         Bed {
             azurite,
             pki,
@@ -62,14 +53,13 @@ impl Bed {
     }
 
     /// A Shared Key client over HTTPS, to set up queues and send messages.
-    fn admin(&self, name: &str) -> cvnotify::azure::AzureQueue {
+    fn admin(&self, name: &str) -> AzureQueue {
         let text = format!(
             "[queue]\nname = \"{name}\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey={DEV_KEY};QueueEndpoint={}\"\n[tls]\nca_file = \"{}\"\n",
             self.endpoint(),
             self.ca().display()
         );
-        let c = cvnotify::config::Config::from_toml(&text).unwrap();
-        crate::common::connect(&c).unwrap().queue(name).unwrap()
+        queue_client(&text, name)
     }
 
     fn config(&self, auth: &str, rest: &str) -> PathBuf {
@@ -134,7 +124,7 @@ async fn flow(bed: &Bed, d: &Daemon, out: &Path, run: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_identity_over_https_with_token_refresh_and_client_id() {
-    let bed = Bed::new();
+    let bed = Bed::new().await;
     bed.admin(&bed.queue).create_if_missing().await.unwrap();
     let lifetime = Duration::from_secs(6);
     let tokens = tokens::TokenService::start(lifetime, None).await;
@@ -149,7 +139,11 @@ async fn managed_identity_over_https_with_token_refresh_and_client_id() {
     let run = lifetime * 2 + Duration::from_secs(3);
     let handled = flow(&bed, &d, &out, run).await;
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).unwrap().success(), "{}", d.logs());
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
     let reqs = tokens.snapshot();
     assert!(
         reqs.iter()
@@ -180,7 +174,7 @@ async fn managed_identity_over_https_with_token_refresh_and_client_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_identity_with_a_rotated_token_file() {
-    let bed = Bed::new();
+    let bed = Bed::new().await;
     bed.admin(&bed.queue).create_if_missing().await.unwrap();
     let lifetime = Duration::from_secs(4);
     let tokens = tokens::TokenService::start(lifetime, Some(&bed.pki)).await;
@@ -212,7 +206,7 @@ async fn workload_identity_with_a_rotated_token_file() {
     let rotated_at = std::time::SystemTime::now();
     let second = flow(&bed, &d, &out, Duration::from_secs(6)).await;
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     let reqs = tokens.snapshot();
     assert!(
         reqs.iter()
@@ -245,7 +239,7 @@ async fn workload_identity_with_a_rotated_token_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_tls_ca_file_the_errors_say_the_certificate_is_untrusted() {
-    let bed = Bed::new();
+    let bed = Bed::new().await;
     bed.admin(&bed.queue).create_if_missing().await.unwrap();
     // Workload identity: the token endpoint itself is behind the private CA.
     let tokens = tokens::TokenService::start(Duration::from_secs(60), Some(&bed.pki)).await;
@@ -253,18 +247,15 @@ async fn without_tls_ca_file_the_errors_say_the_certificate_is_untrusted() {
     std::fs::write(&token_file, "assertion").unwrap();
     let cfg = bed.config("mode = \"workload_identity\"\nstartup_timeout = \"2s\"", "");
     let authority = format!("https://127.0.0.1:{}", tokens.port);
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
+    let out = cli()
+        .config(&cfg)
         .args(["run", "--once"])
         .env("AZURE_AUTHORITY_HOST", &authority)
         .env("AZURE_TENANT_ID", tokens::TENANT)
         .env("AZURE_CLIENT_ID", "0a1b2c3d-0000-4000-8000-000000000001")
         .env("AZURE_FEDERATED_TOKEN_FILE", &token_file)
-        .output()
-        .unwrap();
+        .assert_exit(69);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "{err}");
     assert!(
         err.contains("certificate") && err.contains("tls.ca_file"),
         "{err}"
@@ -275,16 +266,13 @@ async fn without_tls_ca_file_the_errors_say_the_certificate_is_untrusted() {
     let mi = tokens::TokenService::start(Duration::from_secs(60), None).await;
     let cfg = bed.config("mode = \"managed_identity\"", "");
     let endpoint = format!("http://127.0.0.1:{}/msi/token", mi.port);
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
+    let out = cli()
+        .config(&cfg)
         .arg("check")
         .env("IDENTITY_ENDPOINT", &endpoint)
         .env("IDENTITY_HEADER", tokens::IDENTITY_HEADER)
-        .output()
-        .unwrap();
+        .assert_exit(1);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
     let queue_line = text.lines().find(|l| l.contains("queue")).unwrap();
     assert!(
         queue_line.starts_with("FAIL") && queue_line.contains("tls.ca_file"),
@@ -296,20 +284,12 @@ async fn without_tls_ca_file_the_errors_say_the_certificate_is_untrusted() {
         "mode = \"managed_identity\"",
         &format!("[tls]\nca_file = \"{}\"", bed.ca().display()),
     );
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
+    let text = cli()
+        .config(&cfg)
         .arg("check")
         .env("IDENTITY_ENDPOINT", &endpoint)
         .env("IDENTITY_HEADER", tokens::IDENTITY_HEADER)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .stdout();
     assert_eq!(
         text.lines().filter(|l| l.starts_with("ok")).count(),
         7,
@@ -319,7 +299,7 @@ async fn without_tls_ca_file_the_errors_say_the_certificate_is_untrusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_service_down_while_running_is_survived() {
-    let bed = Bed::new();
+    let bed = Bed::new().await;
     bed.admin(&bed.queue).create_if_missing().await.unwrap();
     let lifetime = Duration::from_secs(4);
     let tokens = tokens::TokenService::start(lifetime, None).await;
@@ -334,7 +314,7 @@ async fn token_service_down_while_running_is_survived() {
     tokens.down.store(true, std::sync::atomic::Ordering::SeqCst);
     let q = bed.admin(&bed.queue);
     let during = q.send(&training("TrainingFailed")).await.unwrap().id;
-    std::thread::sleep(lifetime + Duration::from_secs(3));
+    tokio::time::sleep(lifetime + Duration::from_secs(3)).await;
     assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
     let logs = d.logs();
     assert!(
@@ -350,7 +330,7 @@ async fn token_service_down_while_running_is_survived() {
         d.logs()
     );
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     let errors: Vec<String> = d
         .records()
         .iter()
@@ -364,7 +344,7 @@ async fn token_service_down_while_running_is_survived() {
 /// operation and the role, at the back-off rate, no crash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receive_denied_is_an_error_naming_the_role() {
-    let w = World::new();
+    let w = World::new().await;
     w.send_all(&[training("TrainingCompleted")]).await;
     let cfg = w.write_config(
         "c.toml",
@@ -376,10 +356,10 @@ async fn receive_denied_is_an_error_naming_the_role() {
         ),
     );
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    std::thread::sleep(Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     let errors: Vec<serde_json::Value> = d
         .records()
         .into_iter()
@@ -394,14 +374,8 @@ async fn receive_denied_is_an_error_naming_the_role() {
     // 1, 2, 4 s back-off: a handful in 8 s, not one per poll.
     assert!(errors.len() <= 5, "{} errors in 8 s", errors.len());
 
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = cli().config(&cfg).arg("check").assert_exit(1);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1));
     let receive = text.lines().find(|l| l.contains("receive")).unwrap();
     assert!(
         receive.starts_with("FAIL") && receive.contains("Message Processor"),
@@ -414,7 +388,7 @@ async fn receive_denied_is_an_error_naming_the_role() {
 /// visibility timeout instead of a retry delay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_denied_warns_once_and_keeps_working() {
-    let w = World::new();
+    let w = World::new().await;
     w.poison_queue().create_if_missing().await.unwrap();
     let calls = w.path("calls.txt");
     let script = w.path("h.sh");
@@ -440,7 +414,7 @@ async fn update_denied_warns_once_and_keeps_working() {
         d.logs()
     );
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     assert_eq!(lines(&calls), vec!["1", "2"]);
     let warns: Vec<serde_json::Value> = d
         .records()
@@ -460,12 +434,7 @@ async fn update_denied_warns_once_and_keeps_working() {
             .contains("Storage Queue Data Contributor")
     );
 
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = cli().config(&cfg).arg("check").output();
     let text = String::from_utf8_lossy(&out.stdout);
     let update = text.lines().find(|l| l.contains("update")).unwrap();
     assert!(

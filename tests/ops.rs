@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use nix::sys::signal::Signal;
-use std::path::Path;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -40,7 +39,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_messages_flow_and_fail() {
-    let w = World::new();
+    let w = World::new().await;
     let script = hook(
         &w,
         "h.sh",
@@ -54,16 +53,12 @@ async fn metrics_move_as_messages_flow_and_fail() {
         "not json".to_owned(),
     ])
     .await;
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text(
-            "max_dequeue_count = 1",
-            &format!(
-                "[http]\nlisten = \"127.0.0.1:0\"\n{}",
-                shell_handler(&script, "name = \"hook\"")
-            ),
-        ),
-    );
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 1")
+        .extra("[http]\nlisten = \"127.0.0.1:0\"\n")
+        .handler(shell_handler(&script, "name = \"hook\""))
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     let base = format!("http://{}", http_addr(&d).await);
     let poison = w.poison_queue();
@@ -148,7 +143,7 @@ async fn metrics_move_as_messages_flow_and_fail() {
     assert!(text.contains("cvnotify_build_info{version="), "{text}");
     assert!(text.contains("cvnotify_poll_interval_seconds"), "{text}");
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     // Label values come from config and fixed sets only.
     assert!(!text.contains(DEV_KEY), "the account key in a metric");
 }
@@ -184,18 +179,23 @@ async fn readyz_fails_while_storage_is_unreachable_and_storage_errors_count() {
         .await
     );
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_gets_ready_watchdog_and_stopping() {
-    let w = World::new();
+    let w = World::new().await;
     w.send_all(&[]).await;
     let sock_path = w.path("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let cfg = w.write_config("c.toml", &w.config_text("", ""));
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
+    // Waits up to 200 ms for a datagram.
+    let recv = async |buf: &mut [u8]| {
+        tokio::time::timeout(Duration::from_millis(200), sock.recv(buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    let cfg = w.config().write("c.toml");
     let mut d = Daemon::start_with_env(
         &cfg,
         &["run"],
@@ -210,18 +210,18 @@ async fn systemd_gets_ready_watchdog_and_stopping() {
     let mut buf = [0u8; 4096];
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(4) {
-        if let Ok(n) = sock.recv(&mut buf) {
+        if let Some(n) = recv(&mut buf).await {
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }
     d.signal(Signal::SIGTERM);
     let until = std::time::Instant::now();
     while until.elapsed() < Duration::from_secs(3) {
-        if let Ok(n) = sock.recv(&mut buf) {
+        if let Some(n) = recv(&mut buf).await {
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     assert!(
         got.first()
             .is_some_and(|m| m.lines().any(|l| l == "READY=1")),
@@ -239,24 +239,9 @@ async fn systemd_gets_ready_watchdog_and_stopping() {
     );
 }
 
-fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_list_and_replay() {
-    use cvnotify::queue::Queue;
-    let w = World::new();
+    let w = World::new().await;
     w.send_all(&[]).await;
     let poison = w.poison_queue();
     poison.create_if_missing().await.unwrap();
@@ -266,10 +251,9 @@ async fn poison_list_and_replay() {
     let ia = poison.send(&a).await.unwrap().id;
     poison.send(&b).await.unwrap();
     poison.send(&bad).await.unwrap();
-    let cfg = w.write_config("c.toml", &w.config_text("", ""));
+    let cfg = w.config().write("c.toml");
 
-    let (code, out, err) = cli(&cfg, &["poison", "list"]);
-    assert_eq!(code, 0, "{err}");
+    let out = cli().config(&cfg).args(["poison", "list"]).stdout();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(
@@ -281,23 +265,29 @@ async fn poison_list_and_replay() {
         "{out}"
     );
 
-    let (code, out, err) = cli(&cfg, &["poison", "replay", "--id", &ia]);
-    assert_eq!(code, 0, "{err}");
+    let out = cli()
+        .config(&cfg)
+        .args(["poison", "replay", "--id", &ia])
+        .stdout();
     assert!(out.starts_with(&format!("replayed {ia} as ")), "{out}");
     assert_eq!(World::peek_all(&w.main_queue()).await, vec![a.clone()]);
     assert_eq!(World::peek_all(&poison).await.len(), 2);
 
-    let (code, out, _) = cli(&cfg, &["poison", "replay", "--id", "no-such-id"]);
-    assert_eq!(code, 1);
-    assert!(out.is_empty());
+    let out = cli()
+        .config(&cfg)
+        .args(["poison", "replay", "--id", "no-such-id"])
+        .assert_exit(1);
+    assert!(out.stdout.is_empty());
     assert_eq!(
         World::peek_all(&poison).await.len(),
         2,
         "scanned messages were not released"
     );
 
-    let (code, out, err) = cli(&cfg, &["poison", "replay", "--all"]);
-    assert_eq!(code, 0, "{err}");
+    let out = cli()
+        .config(&cfg)
+        .args(["poison", "replay", "--all"])
+        .stdout();
     assert_eq!(out.lines().count(), 2);
     let mut main = World::peek_all(&w.main_queue()).await;
     main.sort();
@@ -306,14 +296,13 @@ async fn poison_list_and_replay() {
     assert_eq!(main, want, "bodies changed");
     assert!(World::peek_all(&poison).await.is_empty());
 
-    let (code, _, err) = cli(&cfg, &["poison", "replay"]);
-    assert_eq!(code, 2, "--all or --id is required: {err}");
+    // --all or --id is required.
+    cli().config(&cfg).args(["poison", "replay"]).assert_exit(2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_loses_nothing_when_the_copy_fails() {
-    use cvnotify::queue::Queue;
-    let w = World::new();
+    let w = World::new().await;
     w.send_all(&[]).await;
     let poison = w.poison_queue();
     poison.create_if_missing().await.unwrap();
@@ -330,8 +319,11 @@ async fn replay_loses_nothing_when_the_copy_fails() {
             account_sas("rup")
         ),
     );
-    let (code, out, err) = cli(&cfg, &["poison", "replay", "--all"]);
-    assert_eq!(code, 1, "{out}{err}");
+    let out = cli()
+        .config(&cfg)
+        .args(["poison", "replay", "--all"])
+        .assert_exit(1);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         err.matches("not copied, left in the poison queue").count(),
         3,
@@ -378,7 +370,7 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
     {
         panic!("unshare --pid does not work here; this test needs it (run as root)");
     }
-    let w = World::new();
+    let w = World::new().await;
     let done = w.path("done.txt");
     // Leaves a child in its process group (killed with the group, then a
     // zombie of PID 1) and one in a new session (outlives the hook).
@@ -396,11 +388,11 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
         training("TrainingCompleted"),
     ])
     .await;
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text("", &shell_handler(&script, ""))
-            .replace("shutdown_timeout = \"10s\"", "shutdown_timeout = \"5s\""),
-    );
+    let cfg = w
+        .config()
+        .shutdown_timeout("5s")
+        .handler(shell_handler(&script, ""))
+        .write("c.toml");
     let stdout = w.path("pid1.stdout");
     let mut unshare = std::process::Command::new("unshare")
         .args(["--fork", "--pid", "--mount-proc"])
@@ -437,7 +429,7 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
         "hooks did not run"
     );
     // The setsid'd sleep ends after 1 s; the reaper runs every second.
-    std::thread::sleep(Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let zombies: Vec<(i32, String)> = children(daemon_pid)
         .into_iter()
         .filter(|c| c.1 == "Z")
@@ -459,7 +451,7 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
             t.elapsed() < Duration::from_secs(15),
             "PID 1 did not exit after SIGTERM"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(
         status.code(),
@@ -478,14 +470,13 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
 /// colours, no timestamp of their own (journald adds one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journald_gets_plain_text_lines() {
-    let w = World::new();
+    let w = World::new().await;
     w.send_all(&[training("TrainingCompleted")]).await;
-    let cfg = w.write_config(
-        "c.toml",
-        &w.config_text("", "")
-            .replace("format = \"json\"", "format = \"auto\"")
-            .replace("level = \"debug\"", "level = \"info\""),
-    );
+    let cfg = w
+        .config()
+        .log_format("auto")
+        .log_level("info")
+        .write("c.toml");
     let mut d = Daemon::start_with_env(
         &cfg,
         &["run", "--once"],
@@ -493,7 +484,7 @@ async fn journald_gets_plain_text_lines() {
         "d",
         &[("JOURNAL_STREAM", "8:12345")],
     );
-    assert!(d.wait_timeout(LIMIT).unwrap().success());
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     let logs = d.logs();
     assert!(logs.contains("Custom Vision event"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "ANSI escape in journald output");

@@ -4,11 +4,9 @@
 //! counts for longer runs (CI runs with 1).
 
 mod common;
-#[path = "common/faults.rs"]
-mod faults;
 
+use common::faults;
 use common::*;
-use cvnotify::queue::Queue;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -23,7 +21,7 @@ fn soak() -> usize {
 }
 
 /// Sends `bodies` with up to 32 requests in flight.
-async fn send_many(q: &cvnotify::azure::AzureQueue, bodies: &[String]) -> Vec<String> {
+async fn send_many(q: &AzureQueue, bodies: &[String]) -> Vec<String> {
     let mut ids = Vec::with_capacity(bodies.len());
     for chunk in bodies.chunks(32) {
         let sent = futures_util::future::join_all(chunk.iter().map(|b| q.send(b))).await;
@@ -42,12 +40,12 @@ fn assert_no_secrets(text: &str, secrets: &[&str]) {
     }
 }
 
-/// `[queue]`/`[auth]` with an explicit account key (a secret to look for).
-fn keyed_config(w: &World, endpoint: &str, queue_extra: &str, rest: &str) -> String {
-    format!(
-        "shutdown_timeout = \"10s\"\n[queue]\nname = \"{}\"\nmin_poll_interval = \"50ms\"\nmax_poll_interval = \"500ms\"\nretry_base_delay = \"1s\"\n{queue_extra}\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};QueueEndpoint={endpoint}\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n{rest}",
-        w.queue
-    )
+/// The world's config with an explicit account key (a secret to look for)
+/// in a connection string that names the queue `endpoint`.
+fn keyed_config(w: &World, endpoint: &str) -> ConfigBuilder {
+    w.config().without_endpoint().connection_string(&format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};QueueEndpoint={endpoint}"
+    ))
 }
 
 const SAS_SIG: &str = "SasSignatureThatMustNotLeak0123%3D";
@@ -66,7 +64,7 @@ fn export_with_sas(i: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_safety_under_repeated_sigkill() {
     let n = 200 * soak();
-    let w = World::new();
+    let w = World::new().await;
     let started = w.path("started.txt");
     let done = w.path("done.txt");
     let script = hook(
@@ -90,15 +88,10 @@ async fn crash_safety_under_repeated_sigkill() {
         })
         .collect();
     let ids = send_many(&q, &bodies).await;
-    let cfg = w.write_config(
-        "c.toml",
-        &keyed_config(
-            &w,
-            &w.azurite.queue_endpoint(),
-            "visibility_timeout = \"3s\"\nmax_concurrency = 16",
-            &shell_handler(&script, ""),
-        ),
-    );
+    let cfg = keyed_config(&w, &w.azurite.queue_endpoint())
+        .queue("visibility_timeout = \"3s\"\nmax_concurrency = 16")
+        .handler(shell_handler(&script, ""))
+        .write("c.toml");
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -109,10 +102,11 @@ async fn crash_safety_under_repeated_sigkill() {
     let mut logs = String::new();
     for k in 0..3 {
         let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), &format!("run{k}"));
-        std::thread::sleep(Duration::from_millis(fastrand::u64(800..2500)));
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(800..2500))).await;
         d.signal(Signal::SIGKILL);
         kills.push(now());
         d.wait_timeout(Duration::from_secs(10))
+            .await
             .expect("SIGKILL did not stop it");
         logs += &d.logs();
     }
@@ -128,9 +122,14 @@ async fn crash_safety_under_repeated_sigkill() {
     })
     .await;
     // Let in-flight deletes land, then stop.
-    std::thread::sleep(Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    assert!(
+        d.wait_timeout(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .success()
+    );
     logs += &d.logs();
     assert!(finished, "not everything was handled");
     assert_eq!(World::length(&q).await, 0, "queue not empty");
@@ -188,14 +187,15 @@ async fn crash_safety_under_repeated_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_outage_of_twenty_seconds() {
     let data = tempfile::tempdir().unwrap();
-    let mut azurite = Azurite::start_on(Service::Queue, Some(data.path()), None);
+    let mut azurite = Azurite::builder(Service::Queue)
+        .location(data.path())
+        .start()
+        .await;
     let port = azurite.port;
-    let w = World::new();
+    let w = World::new().await;
     let endpoint = format!("http://127.0.0.1:{port}/devstoreaccount1");
-    let conf = keyed_config(&w, &endpoint, "request_timeout = \"3s\"", "");
-    let connector =
-        crate::common::connect(&cvnotify::config::Config::from_toml(&conf).unwrap()).unwrap();
-    let q = connector.queue(&w.queue).unwrap();
+    let conf = keyed_config(&w, &endpoint).queue("request_timeout = \"3s\"");
+    let q = queue_client(&conf.render(), &w.queue);
     q.create_if_missing().await.unwrap();
     // On-disk Azurite can answer QueueNotFound to requests that race the
     // creation; wait until the queue answers, and send one at a time.
@@ -219,7 +219,7 @@ async fn storage_outage_of_twenty_seconds() {
         "ok.sh",
         &format!("echo \"$CVNOTIFY_MESSAGE_ID\" >> {}", done.display()),
     );
-    let cfg = w.write_config("c.toml", &format!("{conf}\n{}", shell_handler(&script, "")));
+    let cfg = conf.handler(shell_handler(&script, "")).write("c.toml");
     let before = send_seq(20, "TrainingCompleted").await;
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     assert!(
@@ -228,9 +228,9 @@ async fn storage_outage_of_twenty_seconds() {
         d.logs()
     );
 
-    azurite.stop();
+    azurite.stop().await;
     let outage_start = d.records().len();
-    std::thread::sleep(Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(20)).await;
     assert!(
         d.child.try_wait().unwrap().is_none(),
         "the daemon exited during the outage"
@@ -257,7 +257,11 @@ async fn storage_outage_of_twenty_seconds() {
         "back-off not growing: {delays:?}"
     );
 
-    let _azurite = Azurite::start_on(Service::Queue, Some(data.path()), Some(port));
+    let _azurite = Azurite::builder(Service::Queue)
+        .location(data.path())
+        .port(port)
+        .start()
+        .await;
     assert!(
         eventually(Duration::from_secs(10), async || q
             .approximate_length()
@@ -272,7 +276,12 @@ async fn storage_outage_of_twenty_seconds() {
     })
     .await;
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    assert!(
+        d.wait_timeout(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .success()
+    );
     assert!(all_done, "not all handled after the outage\n{}", d.logs());
     println!(
         "storage outage: sent 40, handled {}, duplicated {}, poisoned 0, lost 0, receive attempts during 20 s outage {} (delays {delays:?} ms)",
@@ -288,7 +297,7 @@ async fn storage_outage_of_twenty_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_storage_faults_lose_nothing() {
     let n = 1000 * soak();
-    let w = World::new();
+    let w = World::new().await;
     let proxy = faults::FaultProxy::start(
         w.azurite.port,
         faults::Faults {
@@ -303,15 +312,10 @@ async fn injected_storage_faults_lose_nothing() {
     let q = w.main_queue();
     q.create_if_missing().await.unwrap();
     w.poison_queue().create_if_missing().await.unwrap();
-    let cfg = w.write_config(
-        "c.toml",
-        &keyed_config(
-            &w,
-            &proxy.endpoint(),
-            "request_timeout = \"2s\"\nvisibility_timeout = \"10s\"\nbatch_size = 32",
-            "[[handlers]]\ntype = \"log\"\n",
-        ),
-    );
+    let cfg = keyed_config(&w, &proxy.endpoint())
+        .queue("request_timeout = \"2s\"\nvisibility_timeout = \"10s\"\nbatch_size = 32")
+        .handler("[[handlers]]\ntype = \"log\"\n")
+        .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     let mut ids = Vec::new();
     // Keep the queue shallow: Azurite slows down as it grows.
@@ -352,12 +356,12 @@ async fn injected_storage_faults_lose_nothing() {
         server_busy: 1000,
         ..Default::default()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let before = proxy
         .counts
         .requests
         .load(std::sync::atomic::Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let during_busy = proxy
         .counts
         .requests
@@ -366,7 +370,12 @@ async fn injected_storage_faults_lose_nothing() {
     proxy.set(faults::Faults::default());
 
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    assert!(
+        d.wait_timeout(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .success()
+    );
     let logs = d.logs();
     assert!(ok, "not all handled");
     assert!(!logs.contains("panicked"), "panic in the daemon");
@@ -402,18 +411,12 @@ async fn injected_storage_faults_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn competing_consumers_handle_each_message_once() {
     let n = 2000 * soak();
-    let w = World::new();
+    let w = World::new().await;
     let q = w.main_queue();
     q.create_if_missing().await.unwrap();
-    let cfg = w.write_config(
-        "c.toml",
-        &keyed_config(
-            &w,
-            &w.azurite.queue_endpoint(),
-            "",
-            "[[handlers]]\ntype = \"log\"\n",
-        ),
-    );
+    let cfg = keyed_config(&w, &w.azurite.queue_endpoint())
+        .handler("[[handlers]]\ntype = \"log\"\n")
+        .write("c.toml");
     let mut daemons: Vec<Daemon> = (0..3)
         .map(|i| Daemon::start(&cfg, &["run"], w.dir.path(), &format!("c{i}")))
         .collect();
@@ -448,7 +451,12 @@ async fn competing_consumers_handle_each_message_once() {
         d.signal(Signal::SIGTERM);
     }
     for d in &mut daemons {
-        assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+        assert!(
+            d.wait_timeout(Duration::from_secs(30))
+                .await
+                .unwrap()
+                .success()
+        );
     }
     let all = seen(&daemons);
     let per_daemon: Vec<usize> = daemons
@@ -475,7 +483,7 @@ async fn competing_consumers_handle_each_message_once() {
 /// directories changes, and metacharacters reach the hook as inert data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_messages_end_where_they_should() {
-    let w = World::new();
+    let w = World::new().await;
     let canary = w.path("pwned");
     let inbox = w.path("inbox");
     let models = w.path("models");
@@ -710,15 +718,10 @@ async fn hostile_messages_end_where_they_should() {
         models.display(),
         receiver.uri()
     );
-    let cfg = w.write_config(
-        "c.toml",
-        &keyed_config(
-            &w,
-            &w.azurite.queue_endpoint(),
-            "max_dequeue_count = 2",
-            &handlers,
-        ),
-    );
+    let cfg = keyed_config(&w, &w.azurite.queue_endpoint())
+        .queue("max_dequeue_count = 2")
+        .handler(&handlers)
+        .write("c.toml");
     let before: Vec<String> = dir_tree(w.dir.path());
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     let expected_poison = sent.iter().filter(|s| s.3.is_none()).count();
@@ -730,7 +733,12 @@ async fn hostile_messages_end_where_they_should() {
     .await;
     assert!(d.child.try_wait().unwrap().is_none(), "the daemon stopped");
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    assert!(
+        d.wait_timeout(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .success()
+    );
     assert!(done, "not all cases settled\n{}", d.logs());
 
     let poisoned: Vec<String> = poison
@@ -843,14 +851,17 @@ fn dir_tree(root: &Path) -> Vec<String> {
 /// 7. `check` output carries no secret either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_output_carries_no_secrets() {
-    let w = World::new();
+    let w = World::new().await;
     w.send_all(&[]).await;
     // The SAS below may not create queues; the poison queue exists.
     w.poison_queue().create_if_missing().await.unwrap();
     let sas = account_sas("raup");
     let sig = sas.split("sig=").nth(1).unwrap().to_owned();
     for (name, text) in [
-        ("key", keyed_config(&w, &w.azurite.queue_endpoint(), "", "")),
+        (
+            "key",
+            keyed_config(&w, &w.azurite.queue_endpoint()).render(),
+        ),
         (
             "sas",
             format!(
@@ -871,12 +882,7 @@ async fn check_output_carries_no_secrets() {
     ] {
         let cfg = w.write_config(&format!("{name}.toml"), &text);
         let t = Instant::now();
-        let out = std::process::Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
-            .arg("check")
-            .output()
-            .unwrap();
+        let out = cli().config(&cfg).arg("check").output();
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

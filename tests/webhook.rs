@@ -4,10 +4,8 @@
 mod common;
 
 use base64::Engine as _;
+use common::tls;
 use common::*;
-use cvnotify::config::Config;
-use cvnotify::config::HandlerConfig;
-use cvnotify::handler::{BuildHandler, Delivery};
 use hmac::Mac;
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
@@ -16,7 +14,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn handler(url: &str, extra: &str) -> std::sync::Arc<dyn cvnotify::handler::Handler> {
+fn handler(url: &str, extra: &str) -> std::sync::Arc<dyn Handler> {
     let text = format!(
         "[queue]\nname = \"q-x\"\naccount = \"a\"\n[[handlers]]\ntype = \"webhook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\nretry_initial_delay = \"50ms\"\n{extra}\n"
     );
@@ -29,13 +27,7 @@ fn handler(url: &str, extra: &str) -> std::sync::Arc<dyn cvnotify::handler::Hand
 
 fn delivery(id: &str) -> Delivery {
     let body = r#"{"version":"1.0","type":"Export","Content":{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportCompleted","modelUri":"https://a.blob.core.windows.net/m/p.onnx?sig=s"}}"#;
-    Delivery {
-        message_id: id.into(),
-        dequeue_count: 2,
-        inserted_at: None,
-        received_at: time::OffsetDateTime::now_utc(),
-        notification: cvnotify::event::decode(body.as_bytes()).unwrap(),
-    }
+    delivery_of(body, id, 2)
 }
 
 /// A loopback receiver that answers every POST with `template`.
@@ -270,14 +262,18 @@ async fn a_refused_connection_is_retried_and_reported_without_the_url_path() {
 /// HTTP_PROXY is used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_redeliveries_keep_the_webhook_id_and_end_in_the_poison_queue() {
-    let w = World::new();
+    let w = World::new().await;
     let server = answering(ResponseTemplate::new(500)).await;
     let id = w.send_all(&[training("TrainingFailed")]).await.remove(0);
     let handlers = format!(
         "[[handlers]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nsecret_env = \"HOOK_SECRET\"\nmax_attempts = 2\nretry_initial_delay = \"10ms\"\n",
         server.uri()
     );
-    let cfg = w.write_config("c.toml", &w.config_text("max_dequeue_count = 2", &handlers));
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 2")
+        .handler(&handlers)
+        .write("c.toml");
     let mut d = Daemon::start_with_env(
         &cfg,
         &["run"],
@@ -295,7 +291,12 @@ async fn queue_redeliveries_keep_the_webhook_id_and_end_in_the_poison_queue() {
         d.logs()
     );
     d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    assert!(
+        d.wait_timeout(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .success()
+    );
     let reqs = server.received_requests().await.unwrap();
     assert_eq!(reqs.len(), 4, "2 deliveries x 2 attempts");
     assert!(
@@ -312,12 +313,12 @@ async fn queue_redeliveries_keep_the_webhook_id_and_end_in_the_poison_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_delivers_through_http_proxy() {
-    let w = World::new();
+    let w = World::new().await;
     // The proxy is a loopback server; the target host is never resolved.
     let proxy = answering(ResponseTemplate::new(200)).await;
     w.send_all(&[training("TrainingCompleted")]).await;
     let handlers = "[[handlers]]\ntype = \"webhook\"\nurl = \"http://receiver.invalid/hook\"\n";
-    let cfg = w.write_config("c.toml", &w.config_text("", handlers));
+    let cfg = w.config().handler(handlers).write("c.toml");
     let mut d = Daemon::start_with_env(
         &cfg,
         &["run", "--once"],
@@ -329,7 +330,10 @@ async fn the_daemon_delivers_through_http_proxy() {
         ],
     );
     assert!(
-        d.wait_timeout(Duration::from_secs(60)).unwrap().success(),
+        d.wait_timeout(Duration::from_secs(60))
+            .await
+            .unwrap()
+            .success(),
         "{}",
         d.logs()
     );
@@ -338,9 +342,6 @@ async fn the_daemon_delivers_through_http_proxy() {
     assert_eq!(reqs[0].url.host_str(), Some("receiver.invalid"));
     assert_eq!(World::length(&w.main_queue()).await, 0);
 }
-
-#[path = "common/tls.rs"]
-mod tls;
 
 #[tokio::test]
 async fn a_private_ca_is_trusted_only_through_ca_file() {
@@ -379,7 +380,7 @@ async fn the_global_tls_ca_file_applies_to_webhooks() {
         ca.display()
     );
     let config = Config::from_toml(&text).unwrap();
-    let ctx = cvnotify::handler::BuildContext {
+    let ctx = BuildContext {
         ca_file: config.tls.ca_file.clone(),
         ..crate::common::anonymous_ctx()
     };

@@ -82,7 +82,7 @@ impl Drop for FaultProxy {
 
 /// Reads one request, keeping its raw bytes (head and body) to forward.
 async fn read_request(conn: &mut TcpStream) -> Option<Vec<u8>> {
-    let (head, body) = crate::common::read_http_request(conn).await?;
+    let (head, body) = super::read_http_request(conn).await?;
     let mut raw = head.into_bytes();
     raw.extend_from_slice(b"\r\n\r\n");
     raw.extend_from_slice(&body);

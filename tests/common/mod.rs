@@ -2,21 +2,39 @@
 //! a client for the same queues through the library's Azure implementation.
 //!
 //! Azurite comes from the pinned npm package (`npm ci`); it is started on a
-//! free loopback port, waited for, and stopped by its own pid on drop.
+//! free loopback port, waited for, and stopped by its own pid (gracefully by
+//! [`Azurite::stop`], killed on drop).
+//!
+//! - [`cli`] runs the binary to completion ([`TestCommand`]); [`Daemon`]
+//!   keeps it running with its output in files.
+//! - [`World::config`] renders a config ([`ConfigBuilder`]).
+//! - [`Azurite::builder`] starts Azurite with options.
+//! - `tls`, `tokens` and `faults` are loopback servers for some tests.
 #![allow(dead_code)]
 
-use cvnotify::azure::{AzureQueue, Connector};
-use cvnotify::config::Config;
-use cvnotify::queue::Queue;
+pub mod faults;
+pub mod tls;
+pub mod tokens;
+
+// What the tests take from the library, named here only (each test binary
+// uses part of it).
+#[allow(unused_imports)]
+pub use cvnotify::{
+    azure::{AzureQueue, Connector, SharedKeyPolicy},
+    config::{Config, DEV_KEY, HandlerConfig},
+    handler::{BuildContext, BuildHandler, Delivery, Handler},
+    queue::{Queue, QueueError},
+    secret::Secret,
+};
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ffi::{OsStr, OsString};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-
-pub const DEV_KEY: &str = cvnotify::config::DEV_KEY;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -45,31 +63,46 @@ pub struct Azurite {
     pub dir: TempDir,
 }
 
-impl Azurite {
-    pub fn start() -> Self {
-        Self::start_service(Service::Queue, None)
+/// How to start Azurite: [`Azurite::builder`].
+pub struct AzuriteBuilder {
+    service: Service,
+    location: Option<PathBuf>,
+    port: Option<u16>,
+    args: Vec<OsString>,
+}
+
+impl AzuriteBuilder {
+    /// On-disk persistence in `path` (for restarts); in memory without.
+    pub fn location(mut self, path: impl Into<PathBuf>) -> Self {
+        self.location = Some(path.into());
+        self
     }
 
-    /// Starts `service`; with `location`, on-disk persistence there (for
-    /// restarts), else in memory.
-    pub fn start_service(service: Service, location: Option<&Path>) -> Self {
-        Self::start_on(service, location, None)
+    /// Listen on `port` (else on a free one Azurite picks).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
     }
 
-    /// As [`Azurite::start_service`], on `port` if given (else a free one).
-    pub fn start_on(service: Service, location: Option<&Path>, port: Option<u16>) -> Self {
-        Self::start_with(service, location, port, &[])
+    /// An extra argument (`--oauth basic`, `--cert`, `--key` for HTTPS).
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
     }
 
-    /// As [`Azurite::start_on`], with extra arguments (`--oauth basic`,
-    /// `--cert`, `--key` for HTTPS).
-    pub fn start_with(
-        service: Service,
-        location: Option<&Path>,
-        port: Option<u16>,
-        extra: &[String],
-    ) -> Self {
-        let (bin, host_flag, port_flag) = match service {
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Starts it and waits until it accepts connections (three attempts).
+    pub async fn start(self) -> Azurite {
+        let (bin, host_flag, port_flag) = match self.service {
             Service::Queue => ("azurite-queue", "--queueHost", "--queuePort"),
             Service::Blob => ("azurite-blob", "--blobHost", "--blobPort"),
         };
@@ -83,14 +116,14 @@ impl Azurite {
         for attempt in 0..3 {
             // Port 0 lets Azurite pick a free port and report it: choosing
             // one here and passing it on would race with parallel tests.
-            let requested = port.unwrap_or(0);
+            let requested = self.port.unwrap_or(0);
             let mut cmd = Command::new(&exe);
             cmd.args([host_flag, "127.0.0.1", port_flag, &requested.to_string()])
                 .args(["--skipApiVersionCheck", "--silent", "--loose"])
-                .args(extra)
+                .args(&self.args)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null());
-            match location {
+            match &self.location {
                 Some(l) => cmd.arg("--location").arg(l),
                 // Azurite still writes its extent metadata to the working
                 // directory, so run it in the temp dir.
@@ -98,7 +131,9 @@ impl Azurite {
             };
             let mut child = cmd.spawn().expect("starting azurite");
             let stdout = child.stdout.take().unwrap();
-            let (tx, rx) = std::sync::mpsc::channel();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            // Reads Azurite's output for as long as it runs (so that it never
+            // blocks on a full pipe), reporting the port it listens on.
             std::thread::spawn(move || {
                 use std::io::BufRead;
                 for line in std::io::BufReader::new(stdout)
@@ -117,17 +152,34 @@ impl Azurite {
                     }
                 }
             });
-            if let Ok(Some(port)) = rx.recv_timeout(Duration::from_secs(30))
-                && wait_for_port(port, &mut child, Duration::from_secs(10))
+            if let Ok(Some(Some(port))) =
+                tokio::time::timeout(Duration::from_secs(30), rx.recv()).await
+                && wait_for_port(port, &mut child, Duration::from_secs(10)).await
             {
                 return Azurite { child, port, dir };
             }
             let _ = child.kill();
             let _ = child.wait();
             eprintln!("azurite did not come up (attempt {attempt})");
-            std::thread::sleep(Duration::from_millis(500));
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         panic!("azurite did not start");
+    }
+}
+
+impl Azurite {
+    /// The queue service, in memory, on a free port.
+    pub async fn start() -> Self {
+        Self::builder(Service::Queue).start().await
+    }
+
+    pub fn builder(service: Service) -> AzuriteBuilder {
+        AzuriteBuilder {
+            service,
+            location: None,
+            port: None,
+            args: Vec::new(),
+        }
     }
 
     pub fn queue_endpoint(&self) -> String {
@@ -140,7 +192,7 @@ impl Azurite {
 
     /// Stops it (SIGTERM to its pid, so on-disk data is flushed; SIGKILL
     /// after 5 s) and waits for it.
-    pub fn stop(&mut self) {
+    pub async fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
             let start = Instant::now();
@@ -148,7 +200,7 @@ impl Azurite {
                 if let Ok(Some(_)) = self.child.try_wait() {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         let _ = self.child.kill();
@@ -157,24 +209,43 @@ impl Azurite {
 }
 
 impl Drop for Azurite {
+    /// Kills it unless [`Azurite::stop`] already stopped it (a drop cannot
+    /// wait for a graceful exit without blocking the test's runtime).
     fn drop(&mut self) {
-        self.stop();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
-fn wait_for_port(port: u16, child: &mut Child, limit: Duration) -> bool {
+async fn wait_for_port(port: u16, child: &mut Child, limit: Duration) -> bool {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let start = Instant::now();
     while start.elapsed() < limit {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if let Ok(Ok(_)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// A client for queue `name`, built from config `text` as the daemon builds
+/// its own.
+pub fn queue_client(text: &str, name: &str) -> AzureQueue {
+    crate::common::connect(&Config::from_toml(text).unwrap())
+        .unwrap()
+        .queue(name)
+        .unwrap()
 }
 
 /// A test's world: Azurite, a temp dir, a queue name, and a config.
@@ -185,8 +256,8 @@ pub struct World {
 }
 
 impl World {
-    pub fn new() -> Self {
-        let azurite = Azurite::start();
+    pub async fn new() -> Self {
+        let azurite = Azurite::start().await;
         World {
             azurite,
             dir: tempfile::tempdir().unwrap(),
@@ -198,30 +269,20 @@ impl World {
         self.dir.path().join(name)
     }
 
-    /// `[queue]` + `[auth]` for this world with Shared Key, plus `extra`
-    /// (more `[queue]` keys first, then other tables).
-    pub fn config_text(&self, queue_extra: &str, rest: &str) -> String {
-        format!(
-            r#"
-shutdown_timeout = "10s"
-[queue]
-name = "{queue}"
-endpoint = "{endpoint}"
-min_poll_interval = "50ms"
-max_poll_interval = "500ms"
-retry_base_delay = "1s"
-{queue_extra}
-[auth]
-mode = "connection_string"
-connection_string = "UseDevelopmentStorage=true"
-[log]
-format = "json"
-level = "debug"
-{rest}
-"#,
-            queue = self.queue,
-            endpoint = self.azurite.queue_endpoint(),
-        )
+    /// A config for this world: its queue on its Azurite with Shared Key
+    /// (development storage), fast polling, JSON debug logs, no handlers.
+    pub fn config(&self) -> ConfigBuilder {
+        ConfigBuilder {
+            dir: self.dir.path().to_owned(),
+            queue: self.queue.clone(),
+            endpoint: Some(self.azurite.queue_endpoint()),
+            shutdown_timeout: "10s".into(),
+            queue_extra: Vec::new(),
+            connection_string: "UseDevelopmentStorage=true".into(),
+            log_format: "json".into(),
+            log_level: "debug".into(),
+            rest: String::new(),
+        }
     }
 
     /// Writes a config file and returns its path.
@@ -231,19 +292,12 @@ level = "debug"
         p
     }
 
-    fn connector(&self) -> Connector {
-        let text = self.config_text("", "");
-        crate::common::connect(&Config::from_toml(&text).unwrap()).unwrap()
-    }
-
     pub fn main_queue(&self) -> AzureQueue {
-        self.connector().queue(&self.queue).unwrap()
+        queue_client(&self.config().render(), &self.queue)
     }
 
     pub fn poison_queue(&self) -> AzureQueue {
-        self.connector()
-            .queue(&format!("{}-poison", self.queue))
-            .unwrap()
+        queue_client(&self.config().render(), &format!("{}-poison", self.queue))
     }
 
     /// Creates the main queue and sends `bodies`, returning their ids.
@@ -262,7 +316,7 @@ level = "debug"
     pub async fn peek_all(q: &AzureQueue) -> Vec<String> {
         match q.peek(32).await {
             Ok(m) => m.into_iter().map(|m| m.body).collect(),
-            Err(cvnotify::queue::QueueError::QueueNotFound { .. }) => Vec::new(),
+            Err(QueueError::QueueNotFound { .. }) => Vec::new(),
             Err(e) => panic!("peek failed: {e}"),
         }
     }
@@ -270,9 +324,114 @@ level = "debug"
     pub async fn length(q: &AzureQueue) -> u64 {
         match q.approximate_length().await {
             Ok(n) => n,
-            Err(cvnotify::queue::QueueError::QueueNotFound { .. }) => 0,
+            Err(QueueError::QueueNotFound { .. }) => 0,
             Err(e) => panic!("properties failed: {e}"),
         }
+    }
+}
+
+/// A config file under construction ([`World::config`]): each method
+/// changes one thing, [`ConfigBuilder::render`] gives the TOML and
+/// [`ConfigBuilder::write`] writes it into the world's directory.
+#[derive(Clone)]
+pub struct ConfigBuilder {
+    dir: PathBuf,
+    queue: String,
+    endpoint: Option<String>,
+    shutdown_timeout: String,
+    queue_extra: Vec<String>,
+    connection_string: String,
+    log_format: String,
+    log_level: String,
+    rest: String,
+}
+
+impl ConfigBuilder {
+    /// `shutdown_timeout` (default `10s`).
+    pub fn shutdown_timeout(mut self, t: &str) -> Self {
+        self.shutdown_timeout = t.into();
+        self
+    }
+
+    /// More `[queue]` keys (`max_dequeue_count = 2`).
+    pub fn queue(mut self, keys: &str) -> Self {
+        self.queue_extra.push(keys.into());
+        self
+    }
+
+    /// No `queue.endpoint`: the connection string names it.
+    pub fn without_endpoint(mut self) -> Self {
+        self.endpoint = None;
+        self
+    }
+
+    /// `auth.connection_string` (default `UseDevelopmentStorage=true`).
+    pub fn connection_string(mut self, s: &str) -> Self {
+        self.connection_string = s.into();
+        self
+    }
+
+    /// `log.format` (default `json`).
+    pub fn log_format(mut self, f: &str) -> Self {
+        self.log_format = f.into();
+        self
+    }
+
+    /// `log.level` (default `debug`).
+    pub fn log_level(mut self, l: &str) -> Self {
+        self.log_level = l.into();
+        self
+    }
+
+    /// A `[[handlers]]` table ([`shell_handler`]); handlers keep their order.
+    pub fn handler(self, table: impl AsRef<str>) -> Self {
+        self.extra(table)
+    }
+
+    /// Other tables (`[http]`, `[tls]`), after those above, in call order
+    /// with the handlers.
+    pub fn extra(mut self, text: impl AsRef<str>) -> Self {
+        self.rest.push_str(text.as_ref());
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let endpoint = match &self.endpoint {
+            Some(e) => format!("endpoint = \"{e}\"\n"),
+            None => String::new(),
+        };
+        format!(
+            r#"
+shutdown_timeout = "{shutdown_timeout}"
+[queue]
+name = "{queue}"
+{endpoint}min_poll_interval = "50ms"
+max_poll_interval = "500ms"
+retry_base_delay = "1s"
+{queue_extra}
+[auth]
+mode = "connection_string"
+connection_string = "{connection_string}"
+[log]
+format = "{log_format}"
+level = "{log_level}"
+{rest}
+"#,
+            shutdown_timeout = self.shutdown_timeout,
+            queue = self.queue,
+            queue_extra = self.queue_extra.join("\n"),
+            connection_string = self.connection_string,
+            log_format = self.log_format,
+            log_level = self.log_level,
+            rest = self.rest,
+        )
+    }
+
+    /// Writes the config as `name` in the world's directory; its path.
+    pub fn write(&self, name: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, self.render()).unwrap();
+        p
     }
 }
 
@@ -285,8 +444,146 @@ pub fn training(status: &str) -> String {
     )
 }
 
+/// `body` as a handler gets it: decoded, with this message id and count.
+pub fn delivery_of(body: &str, message_id: &str, dequeue_count: u32) -> Delivery {
+    Delivery {
+        message_id: message_id.into(),
+        dequeue_count,
+        inserted_at: None,
+        received_at: time::OffsetDateTime::now_utc(),
+        notification: cvnotify::event::decode(body.as_bytes()).unwrap(),
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cvnotify")
+}
+
+/// `cvnotify` (without `CVNOTIFY_CONFIG` from the test's environment), to
+/// run to completion: `cli().config(&cfg).arg("check").stdout()`.
+pub fn cli() -> TestCommand {
+    let mut cmd = Command::new(bin());
+    cmd.env_remove("CVNOTIFY_CONFIG");
+    TestCommand { cmd, stdin: None }
+}
+
+/// A command line of the binary under test, with assertions on how it ends
+/// that show everything it printed when they fail.
+pub struct TestCommand {
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+}
+
+impl TestCommand {
+    /// `--config path`.
+    pub fn config(&mut self, path: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.arg("--config").arg(path);
+        self
+    }
+
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.env_remove(key);
+        self
+    }
+
+    /// Feeds `bytes` to its stdin (else stdin is empty).
+    pub fn stdin_bytes(&mut self, bytes: impl Into<Vec<u8>>) -> &mut Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Runs it to completion: its exit status, stdout and stderr, whatever
+    /// they are.
+    pub fn output(&mut self) -> Output {
+        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let Some(bytes) = self.stdin.clone() else {
+            return self
+                .cmd
+                .stdin(Stdio::null())
+                .output()
+                .expect("running cvnotify");
+        };
+        let mut child = self
+            .cmd
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("starting cvnotify");
+        let mut stdin = child.stdin.take().unwrap();
+        // Written from a thread, so that a large input cannot deadlock against
+        // output the child cannot get rid of. It may exit without reading it
+        // all: a broken pipe is no error.
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            match stdin.write_all(&bytes) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+                _ => Ok(()),
+            }
+        });
+        let out = child.wait_with_output().expect("running cvnotify");
+        writer.join().unwrap().expect("writing cvnotify's stdin");
+        out
+    }
+
+    /// Runs it, asserts that it succeeded, and returns its stdout.
+    #[track_caller]
+    pub fn stdout(&mut self) -> String {
+        let out = self.output();
+        if !out.status.success() {
+            self.fail("expected success", &out);
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs it and asserts that it exited with `code`.
+    #[track_caller]
+    pub fn assert_exit(&mut self, code: i32) -> Output {
+        let out = self.output();
+        if out.status.code() != Some(code) {
+            self.fail(&format!("expected exit code {code}"), &out);
+        }
+        out
+    }
+
+    /// Starts it for a long run: stdin empty, stdout and stderr to `stdout`
+    /// and `stderr` ([`Daemon`]).
+    pub fn spawn(&mut self, stdout: &Path, stderr: &Path) -> Child {
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(stdout).unwrap())
+            .stderr(std::fs::File::create(stderr).unwrap())
+            .spawn()
+            .expect("starting cvnotify")
+    }
+
+    #[track_caller]
+    fn fail(&self, expected: &str, out: &Output) -> ! {
+        panic!(
+            "\n\n==========\n{expected}\n\ncommand: {:?}\n\nstatus: {}\n\nstdout:\n{}\n\nstderr:\n{}\n==========\n",
+            self.cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
 }
 
 /// A running `cvnotify` process with its output captured to files.
@@ -310,17 +607,12 @@ impl Daemon {
     ) -> Self {
         let stdout = out_dir.join(format!("{tag}.stdout"));
         let stderr = out_dir.join(format!("{tag}.stderr"));
-        let child = Command::new(bin())
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("starting cvnotify");
+        let mut cmd = cli();
+        cmd.config(config).args(args).env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn(&stdout, &stderr);
         Daemon {
             child,
             stdout,
@@ -333,13 +625,13 @@ impl Daemon {
     }
 
     /// Waits for exit up to `limit`; None if still running.
-    pub fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub async fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Some(status);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         None
     }

@@ -77,7 +77,7 @@ pub async fn https_server(pki: &Pki) -> (u16, Arc<std::sync::atomic::AtomicUsize
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                if crate::common::read_http_request(&mut tls).await.is_none() {
+                if super::read_http_request(&mut tls).await.is_none() {
                     return;
                 }
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -129,7 +129,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     reqs: &Mutex<Vec<TokenRequest>>,
     lifetime: Duration,
 ) {
-    let Some((head, body)) = crate::common::read_http_request(&mut s).await else {
+    let Some((head, body)) = super::read_http_request(&mut s).await else {
         return;
     };
     let body = String::from_utf8_lossy(&body).into_owned();
