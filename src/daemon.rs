@@ -47,6 +47,7 @@ pub async fn run(
     let ctx = BuildContext {
         blobs: Arc::new(connector.blobs()?),
         ca_file: config.tls.ca_file.clone(),
+        secret_env: config.secret_env_names(),
     };
     let router = Router::build(&config.effective_handlers(), &ctx)?;
     connector

@@ -404,6 +404,24 @@ fn optional_uri(c: &Map<String, Value>, name: &str) -> Result<Option<String>, De
             ));
         }
     };
+    // The URL parser would silently drop tabs and newlines and trim control
+    // characters, so a string that reached hooks and webhooks as is could
+    // differ from the URL validated here: refuse them, and forward the
+    // parsed, normalized form.
+    let s = s.trim_matches(' ');
+    if let Some(c) = s.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(field_err(
+            format!("Content.{name}"),
+            format!(
+                "not a URL: it contains {}",
+                if c.is_whitespace() && !c.is_control() {
+                    "white space".to_owned()
+                } else {
+                    format!("the control character U+{:04X}", c as u32)
+                }
+            ),
+        ));
+    }
     let url = url::Url::parse(s)
         .map_err(|e| field_err(format!("Content.{name}"), format!("not a URL ({e})")))?;
     // A model lives in blob storage; anything but http(s) (file://, ftp://, data:)
@@ -414,7 +432,7 @@ fn optional_uri(c: &Map<String, Value>, name: &str) -> Result<Option<String>, De
             format!("scheme `{}` is not allowed; expected https", url.scheme()),
         ));
     }
-    Ok(Some(s.clone()))
+    Ok(Some(url.to_string()))
 }
 
 impl fmt::Display for Event {
@@ -763,6 +781,33 @@ mod tests {
             r#"{{"type":"Export","Content":{{"projectId":"{P}","iterationId":"{I}","exportStatus":"ExportCompleted","modelUri":"no scheme"}}}}"#
         );
         assert!(err(&body).starts_with("`Content.modelUri`: not a URL"));
+    }
+
+    /// Regression (issue 11, finding 7): the URL parser drops a newline and
+    /// tabs, so this decoded and the raw string, shell syntax included,
+    /// reached CVNOTIFY_MODEL_URI, hook stdin and webhook bodies.
+    #[test]
+    fn model_uri_with_control_characters_or_inner_space_is_refused() {
+        for raw in [
+            "  https://a.blob.core.windows.net/c/m.onnx\n$(touch x) `id`\t",
+            "https://a.blob.core.windows.net/c/m.onnx\t",
+            "https://a.blob.core.windows.net/c/m .onnx",
+            "https://a.blob.core.windows.net/c/m.onnx\r",
+        ] {
+            let body = serde_json::json!({"type":"Export","Content":{"projectId":P,"iterationId":I,"exportStatus":"ExportCompleted","modelUri":raw}}).to_string();
+            let e = err(&body);
+            assert!(e.starts_with("`Content.modelUri`: not a URL: it contains"), "{raw:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_forwarded_model_uri_is_the_validated_normalized_one() {
+        let body = serde_json::json!({"type":"Export","Content":{"projectId":P,"iterationId":I,"exportStatus":"ExportCompleted","modelUri":"  HTTPS://A.blob.core.windows.net/c/p%20-%20i.ONNX?sv=1&sig=a%2Bb  "}}).to_string();
+        let n = decode(body.as_bytes()).unwrap();
+        assert_eq!(
+            n.event.model_uri(),
+            Some("https://a.blob.core.windows.net/c/p%20-%20i.ONNX?sv=1&sig=a%2Bb")
+        );
     }
 
     #[test]

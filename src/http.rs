@@ -120,15 +120,42 @@ impl HttpState {
     }
 }
 
-/// Serves until `stop` is cancelled.
+/// Connections served at once; more wait in the kernel's accept backlog,
+/// costing the daemon no file descriptor (hooks need those).
+const MAX_CONNECTIONS: usize = 32;
+/// A client must send a whole request head within this long, and an idle
+/// keep-alive connection is closed after it: half-open and idle
+/// connections cannot pile up.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer, whatever it does.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Largest request head read (hyper's minimum is 8 KiB); larger gets 431.
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+/// Serves until `stop` is cancelled. Bounded: at most [`MAX_CONNECTIONS`]
+/// connections, each closed when its request head is not complete within
+/// [`HEADER_READ_TIMEOUT`], when idle that long, and after
+/// [`CONNECTION_LIFETIME`] in any case. It serves no secret and has no
+/// authentication: health and counters only.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut accept_errors = 0u64;
     loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        };
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "Accepting an HTTP connection failed");
+                    // Out of file descriptors, most likely: back off, and
+                    // say so once in a while rather than 10 times a second.
+                    accept_errors += 1;
+                    if accept_errors.is_power_of_two() {
+                        tracing::warn!(error = %e, count = accept_errors, "Accepting an HTTP connection failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -142,12 +169,19 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: Cancellat
                 async move { Ok::<_, Infallible>(state.route(req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_BYTES)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             tokio::pin!(conn);
+            let lifetime = tokio::time::sleep(CONNECTION_LIFETIME);
+            tokio::pin!(lifetime);
             tokio::select! {
                 _ = conn.as_mut() => {}
+                _ = &mut lifetime => {}
                 _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
             }
+            drop(permit);
         });
     }
 }

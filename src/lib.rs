@@ -43,6 +43,7 @@ pub mod blob;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod exit;

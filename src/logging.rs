@@ -1,8 +1,31 @@
 //! Log output: JSON or text, level from config or `RUST_LOG`.
+//!
+//! Field values can carry text from a message or a hook; JSON escapes
+//! control characters itself, and the text format escapes them here, so no
+//! escape sequence or carriage return reaches a terminal or forges a line.
 
 use crate::config::{LogConfig, LogFormat};
+use crate::secret::escape_control;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::MakeExt as _;
+use tracing_subscriber::fmt::format::{Writer, debug_fn};
+
+/// The text format's fields, control characters escaped.
+fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    debug_fn(
+        |w: &mut Writer<'_>, field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+            let text = format!("{value:?}");
+            let text = escape_control(&text);
+            if field.name() == "message" {
+                write!(w, "{text}")
+            } else {
+                write!(w, "{}={text}", field.name())
+            }
+        },
+    )
+    .delimited(" ")
+}
 
 /// The Azure SDK logs every failed try at INFO; the daemon reports storage
 /// problems itself (with back-off and redaction), so the SDK is kept to WARN
@@ -59,15 +82,18 @@ pub fn init(config: &LogConfig, target: Target) {
             .with_writer(std::io::stderr)
             .try_init(),
         (false, _) if journald => builder
+            .fmt_fields(text_fields())
             .with_ansi(false)
             .without_time()
             .with_writer(std::io::stderr)
             .try_init(),
         (false, Target::Stdout) => builder
+            .fmt_fields(text_fields())
             .with_ansi(terminal)
             .with_writer(std::io::stdout)
             .try_init(),
         (false, Target::Stderr) => builder
+            .fmt_fields(text_fields())
             .with_ansi(terminal)
             .with_writer(std::io::stderr)
             .try_init(),

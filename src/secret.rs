@@ -54,13 +54,17 @@ pub fn redact_url(uri: &str) -> String {
     }
 }
 
-/// Replaces the value of every `sig=`, `AccountKey=` and `SharedAccessSignature=`
-/// found in free text (case-insensitive) with `REDACTED`.
+/// Replaces secrets found in free text with `REDACTED`: the values of
+/// `sig=`, `AccountKey=` and `SharedAccessSignature=` (case-insensitive), the
+/// token after `Bearer `, the key after `whsec_`, and anything shaped like a
+/// JSON Web Token (`eyJ...` with three dot-separated parts).
 pub fn redact_text(text: &str) -> String {
-    const KEYS: [(&str, &[char]); 3] = [
+    const KEYS: [(&str, &[char]); 5] = [
         ("sig=", &['&', ' ', '"', '\'', ')', '>', '\n', ';', ',']),
         ("accountkey=", &[';', ' ', '"', '\'', '\n']),
         ("sharedaccesssignature=", &[';', ' ', '"', '\'', '\n']),
+        ("bearer ", &[' ', '"', '\'', '\n', ',', ';']),
+        ("whsec_", &[' ', '"', '\'', '\n', ',', ';', '&']),
     ];
     let mut out = text.to_owned();
     for (key, ends) in KEYS {
@@ -72,14 +76,62 @@ pub fn redact_text(text: &str) -> String {
             };
             let start = pos + key.len();
             let end = out[start..]
-                .find(|c: char| ends.contains(&c))
+                .find(|c: char| ends.contains(&c) || c.is_control())
                 .map(|e| e + start)
                 .unwrap_or(out.len());
-            out.replace_range(start..end, "REDACTED");
-            from = start + "REDACTED".len();
+            if end > start && &out[start..end] != "REDACTED" {
+                out.replace_range(start..end, "REDACTED");
+            }
+            from = start + "REDACTED".len().min(out.len() - start);
         }
     }
+    redact_jwts(&out)
+}
+
+/// Replaces every `eyJ<b64url>.<b64url>.<b64url>` (a JWT's header always
+/// starts with `{"`, which is `eyJ` in base64url).
+fn redact_jwts(text: &str) -> String {
+    let is_b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("eyJ") {
+        out.push_str(&rest[..pos]);
+        let candidate = &rest[pos..];
+        let len = candidate
+            .find(|c: char| !(is_b64(c) || c == '.'))
+            .unwrap_or(candidate.len());
+        let token = &candidate[..len];
+        let parts: Vec<&str> = token.split('.').collect();
+        if parts.len() >= 3 && parts.iter().take(3).all(|p| !p.is_empty()) {
+            out.push_str("REDACTED");
+            rest = &candidate[len..];
+        } else {
+            out.push_str("eyJ");
+            rest = &candidate[3..];
+        }
+    }
+    out.push_str(rest);
     out
+}
+
+/// Escapes control characters (escape sequences, carriage returns, NUL...)
+/// so that text from a message or a hook cannot drive a terminal or forge
+/// log lines: `\u{1b}`, `\r`, `\n`, `\t`.
+pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -109,5 +161,27 @@ mod tests {
         assert_eq!(t, "AccountName=a;AccountKey=REDACTED;QueueEndpoint=x");
         let t = redact_text("sig=a sig=b");
         assert_eq!(t, "sig=REDACTED sig=REDACTED");
+    }
+
+    #[test]
+    fn tokens_and_webhook_secrets_are_replaced() {
+        let t = redact_text("Authorization: Bearer abc.def-ghi, next");
+        assert_eq!(t, "Authorization: Bearer REDACTED, next");
+        let t = redact_text("HOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        assert_eq!(t, "HOOK_SECRET=whsec_REDACTED");
+        let t = redact_text("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl done");
+        assert_eq!(t, "token REDACTED done");
+        // Not a JWT: left alone.
+        assert_eq!(redact_text("eyJust words."), "eyJust words.");
+        assert_eq!(redact_text("plain text"), "plain text");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_control("ok"), "ok");
+        assert_eq!(
+            escape_control("a\u{1b}]0;pwned\u{7}b\r\nc\0"),
+            "a\\u{1b}]0;pwned\\u{7}b\\r\\nc\\u{0}"
+        );
     }
 }

@@ -248,9 +248,9 @@ async fn poison_list_and_replay() {
     let a = training("TrainingFailed");
     let b = training("TrainingCompleted");
     let bad = "{broken".to_owned();
-    let ia = poison.send(&a).await.unwrap().id;
-    poison.send(&b).await.unwrap();
-    poison.send(&bad).await.unwrap();
+    let ia = poison.send(&a, Expiry::ServiceDefault).await.unwrap().id;
+    poison.send(&b, Expiry::ServiceDefault).await.unwrap();
+    poison.send(&bad, Expiry::ServiceDefault).await.unwrap();
     let cfg = w.config().write("c.toml");
 
     let out = cli().config(&cfg).args(["poison", "list"]).stdout();
@@ -307,7 +307,7 @@ async fn replay_loses_nothing_when_the_copy_fails() {
     let poison = w.poison_queue();
     poison.create_if_missing().await.unwrap();
     for _ in 0..3 {
-        poison.send(&training("TrainingFailed")).await.unwrap();
+        poison.send(&training("TrainingFailed"), Expiry::ServiceDefault).await.unwrap();
     }
     // May read and process, but not add messages: every copy fails.
     let cfg = w.write_config(

@@ -24,7 +24,7 @@ fn soak() -> usize {
 async fn send_many(q: &AzureQueue, bodies: &[String]) -> Vec<String> {
     let mut ids = Vec::with_capacity(bodies.len());
     for chunk in bodies.chunks(32) {
-        let sent = futures_util::future::join_all(chunk.iter().map(|b| q.send(b))).await;
+        let sent = futures_util::future::join_all(chunk.iter().map(|b| q.send(b, Expiry::ServiceDefault))).await;
         ids.extend(sent.into_iter().map(|r| r.unwrap().id));
     }
     ids
@@ -209,7 +209,7 @@ async fn storage_outage_of_twenty_seconds() {
     let send_seq = async |n: usize, status: &str| {
         let mut ids = Vec::new();
         for _ in 0..n {
-            ids.push(q.send(&training(status)).await.unwrap().id);
+            ids.push(q.send(&training(status), Expiry::ServiceDefault).await.unwrap().id);
         }
         ids
     };
@@ -699,7 +699,7 @@ async fn hostile_messages_end_where_they_should() {
     q.create_if_missing().await.unwrap();
     let mut sent: Vec<(String, &str, String, Option<String>)> = Vec::new();
     for (name, body, expect) in cases.drain(..) {
-        match q.send(&body).await {
+        match q.send(&body, Expiry::ServiceDefault).await {
             Ok(m) => sent.push((m.id, name, body, expect)),
             Err(e) => panic!("could not send case {name:?}: {e}"),
         }

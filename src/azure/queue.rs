@@ -5,13 +5,16 @@
 //! queue protocol.
 
 use crate::error::{error_chain, with_trust_hint};
-use crate::queue::{Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage};
+use crate::queue::{
+    Expiry, Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage,
+};
 use async_trait::async_trait;
 use azure_core::error::ErrorKind;
 use azure_core::http::headers::HeaderName;
 use azure_storage_queue::QueueClient;
 use azure_storage_queue::models::{
-    QueueClientPeekMessagesOptions, QueueClientReceiveMessagesOptions, QueueMessage,
+    QueueClientPeekMessagesOptions, QueueClientReceiveMessagesOptions,
+    QueueClientSendMessageOptions, QueueClientUpdateMessageOptions, QueueMessage,
 };
 use std::time::Duration;
 
@@ -165,15 +168,50 @@ impl Queue for AzureQueue {
             })
     }
 
-    async fn send(&self, body: &str) -> Result<SentMessage, QueueError> {
+    async fn update_body(
+        &self,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+        body: &str,
+    ) -> Result<String, QueueError> {
+        let op = Operation::Update;
+        let message = QueueMessage {
+            message_text: Some(body.to_owned()),
+        };
+        let options = QueueClientUpdateMessageOptions {
+            queue_message: Some(message.try_into().map_err(|e| self.classify(op, e))?),
+            ..Default::default()
+        };
+        let rsp = self
+            .client
+            .update_message(id, pop_receipt, secs(visibility), Some(options))
+            .await
+            .map_err(|e| self.classify(op, e))?;
+        rsp.headers()
+            .get_optional_string(&POP_RECEIPT)
+            .ok_or_else(|| QueueError::Other {
+                op,
+                message: "the response has no x-ms-popreceipt header".into(),
+            })
+    }
+
+    async fn send(&self, body: &str, expiry: Expiry) -> Result<SentMessage, QueueError> {
         let op = Operation::Send;
         let message = QueueMessage {
             message_text: Some(body.to_owned()),
         };
         let content = message.try_into().map_err(|e| self.classify(op, e))?;
+        let options = QueueClientSendMessageOptions {
+            message_time_to_live: match expiry {
+                Expiry::ServiceDefault => None,
+                Expiry::Never => Some(-1),
+            },
+            ..Default::default()
+        };
         let rsp = self
             .client
-            .send_message(content, None)
+            .send_message(content, Some(options))
             .await
             .map_err(|e| self.classify(op, e))?;
         let sent = rsp
@@ -216,6 +254,7 @@ impl Queue for AzureQueue {
                     dequeue_count: m.dequeue_count.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
                     body: m.message_text.unwrap_or_default(),
                     inserted_at: m.insertion_time,
+                    expires_at: m.expiration_time,
                 })
             })
             .collect())

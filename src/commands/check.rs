@@ -11,7 +11,7 @@
 use crate::azure::Connector;
 use crate::config::Config;
 use crate::error::error_chain;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Expiry, Queue, QueueError};
 use std::fmt;
 use std::time::Duration;
 
@@ -177,7 +177,9 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
             Err(QueueError::Forbidden { .. }) => false,
             Err(e) => return Err(e),
         };
-        let sent = poison.send("cvnotify check probe").await?;
+        let sent = poison
+            .send("cvnotify check probe", Expiry::ServiceDefault)
+            .await?;
         poison.delete(&sent.id, &sent.pop_receipt).await?;
         Ok::<_, QueueError>(created)
     }

@@ -1,15 +1,20 @@
 //! `cvnotify poison list` and `cvnotify poison replay`.
 //!
-//! Replay moves a message back to the main queue by sending a copy first and
-//! deleting the original only once the copy exists, so a failure of either
+//! `list` shows why each message was poisoned: the reason the envelope
+//! carries (`poison_format = "envelope"`), or the decode error. Replay moves
+//! the original body, byte for byte, back to the main queue (never to
+//! expire) by sending a copy first and deleting the original only once the
+//! copy exists, so a failure of either
 //! call never loses it (at worst it is in both queues). While looking for the
 //! requested messages, receive keeps the others hidden; they are made
 //! visible again before the command ends.
 
 use crate::azure::{AzureQueue, Connector};
 use crate::config::Config;
+use crate::envelope::Envelope;
 use crate::event::decode;
-use crate::queue::{Queue, QueueError, ReceivedMessage};
+use crate::queue::{Expiry, Queue, QueueError, ReceivedMessage};
+use crate::secret::{escape_control, redact_text};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -35,11 +40,24 @@ pub fn describe(
                 .ok()
         })
         .unwrap_or_else(|| "-".into());
-    let what = match decode(body.as_bytes()) {
+    let envelope = Envelope::open(body);
+    let original = envelope.as_ref().map_or(body, |e| e.body.as_str());
+    let what = match decode(original.as_bytes()) {
         Ok(n) => n.event.to_string(),
         Err(e) => format!("undecodable: {e}"),
     };
-    format!("{id}  {when}  deliveries={dequeue_count}  {what}")
+    let mut line = format!("{id}  {when}  deliveries={dequeue_count}  {what}");
+    if let Some(e) = &envelope {
+        if let Some(reason) = &e.reason {
+            line.push_str(&format!("  reason: {reason}"));
+        }
+        if let Some(handler) = &e.handler {
+            line.push_str(&format!("  handler: {handler}"));
+        }
+    }
+    // Everything here may come from a message: no escape sequence may
+    // reach the operator's terminal.
+    escape_control(&redact_text(&line)).into_owned()
 }
 
 /// Lists up to `max` (1-32) messages of the poison queue without touching them.
@@ -112,7 +130,10 @@ pub async fn replay(
                 continue;
             }
             found.insert(m.id.clone());
-            match main.send(&m.body).await {
+            // The original body, byte for byte, whatever the poison format;
+            // an operator decides when it is handled, so it never expires.
+            let body = Envelope::original(&m.body);
+            match main.send(&body, Expiry::Never).await {
                 Ok(sent) => match poison.delete(&m.id, &m.pop_receipt).await {
                     Ok(()) => report.replayed.push((m.id.clone(), sent.id)),
                     Err(e) => report.failed.push((
@@ -158,7 +179,7 @@ mod tests {
         let poison = MemoryQueue::new("q-poison");
         let mut ids = Vec::new();
         for i in 0..40 {
-            ids.push(poison.send(&format!("{GOOD} {i}")).await.unwrap().id);
+            ids.push(poison.send(&format!("{GOOD} {i}"), Expiry::ServiceDefault).await.unwrap().id);
         }
         let wanted = ids[35].clone();
         let report = replay(&main, &poison, &Selection::Ids([wanted.clone()].into()))
@@ -176,7 +197,7 @@ mod tests {
     async fn missing_ids_are_reported() {
         let main = MemoryQueue::new("q");
         let poison = MemoryQueue::new("q-poison");
-        poison.send(GOOD).await.unwrap();
+        poison.send(GOOD, Expiry::ServiceDefault).await.unwrap();
         let report = replay(&main, &poison, &Selection::Ids(["nope".to_owned()].into()))
             .await
             .unwrap();

@@ -3,7 +3,7 @@
 
 use crate::azure::Connector;
 use crate::config::Config;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Expiry, Queue, QueueError};
 use base64::Engine as _;
 use serde_json::json;
 use uuid::Uuid;
@@ -44,11 +44,11 @@ pub enum SendError {
 pub async fn send(config: &Config, body: &str) -> anyhow::Result<String> {
     let queue =
         Connector::new(&config.queue, &config.auth, &config.tls)?.queue(config.queue_name())?;
-    let sent = match queue.send(body).await {
+    let sent = match queue.send(body, Expiry::ServiceDefault).await {
         Err(QueueError::QueueNotFound { .. }) => {
             queue.create_if_missing().await?;
             eprintln!("Created queue `{}`", queue.name());
-            queue.send(body).await?
+            queue.send(body, Expiry::ServiceDefault).await?
         }
         other => other?,
     };

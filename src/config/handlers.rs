@@ -15,6 +15,7 @@ use crate::secret::Secret;
 use base64::Engine as _;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
@@ -170,7 +171,7 @@ impl HandlerTable for LogHandlerConfig {
 }
 
 /// `type = "shell"`: runs a program for each event.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShellConfig {
     /// Name used in logs; default `shell#<index>`.
@@ -190,10 +191,38 @@ pub struct ShellConfig {
     /// Extra environment variables.
     #[serde(default)]
     pub env: StringMap,
-    /// Whether the program inherits the daemon's environment (minus the
-    /// `CVNOTIFY__*` configuration overrides, which may hold secrets).
+    /// Whether the program inherits the daemon's environment, minus every
+    /// variable that may hold a secret: the `CVNOTIFY_*` ones (configuration
+    /// overrides), every handler's `secret_env`, and the credential
+    /// variables of managed and workload identity (`IDENTITY_HEADER`,
+    /// `MSI_SECRET`, `AZURE_CLIENT_SECRET`,
+    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`).
     #[serde(default = "yes")]
     pub inherit_env: bool,
+    /// Exit codes that mean retrying cannot help (bad input, a model the
+    /// hook rejects): the message goes to the poison queue at once, with the
+    /// reason. Any other non-zero code is retried. Empty (the default): all
+    /// are retried.
+    #[serde(default)]
+    pub permanent_exit_codes: Vec<i32>,
+}
+
+/// Shows the shape, not the values: `env` values and arguments may hold
+/// tokens.
+impl fmt::Debug for ShellConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShellConfig")
+            .field("name", &self.name)
+            .field("events", &self.events)
+            .field("program", &self.command.first())
+            .field("args", &self.command.len().saturating_sub(1))
+            .field("timeout", &self.timeout)
+            .field("working_dir", &self.working_dir)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("inherit_env", &self.inherit_env)
+            .field("permanent_exit_codes", &self.permanent_exit_codes)
+            .finish()
+    }
 }
 
 fn default_shell_timeout() -> Duration {
@@ -233,11 +262,19 @@ impl HandlerTable for ShellConfig {
                 );
             }
         }
+        for code in &self.permanent_exit_codes {
+            if !(1..=255).contains(code) {
+                issues.push(
+                    format!("{path}.permanent_exit_codes"),
+                    format!("{code} is not an exit code of a failure; allowed: 1 to 255"),
+                );
+            }
+        }
     }
 }
 
 /// `type = "webhook"`: POSTs each event as signed JSON.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Name used in logs; default `webhook#<index>`.
@@ -279,6 +316,42 @@ pub struct WebhookConfig {
     /// roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Answers that retrying cannot fix: the message goes to the poison
+    /// queue at once, with the status as the reason. Other 4xx (and 3xx)
+    /// fail the delivery and are retried through the queue; 408, 429 and 5xx
+    /// are retried in process first. `[]` turns this off.
+    #[serde(default = "default_permanent_statuses")]
+    pub permanent_statuses: Vec<u16>,
+}
+
+fn default_permanent_statuses() -> Vec<u16> {
+    vec![400, 401, 403, 404, 410, 422]
+}
+
+/// Shows where, not what: the URL's query and path may carry tokens, and
+/// header values credentials.
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut url = self.url.clone();
+        url.set_path("/...");
+        url.set_query(None);
+        url.set_fragment(None);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("events", &self.events)
+            .field("url", &url.as_str())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("secret", &self.secret)
+            .field("secret_env", &self.secret_env)
+            .field("secret_file", &self.secret_file)
+            .field("max_attempts", &self.max_attempts)
+            .field("ca_file", &self.ca_file)
+            .field("permanent_statuses", &self.permanent_statuses)
+            .finish_non_exhaustive()
+    }
 }
 
 fn default_webhook_timeout() -> Duration {
@@ -366,6 +439,14 @@ impl HandlerTable for WebhookConfig {
                 format!("{path}.retry_max_delay"),
                 "must not be less than retry_initial_delay",
             );
+        }
+        for status in &self.permanent_statuses {
+            if !(300..=599).contains(status) || matches!(status, 408 | 429) {
+                issues.push(
+                    format!("{path}.permanent_statuses"),
+                    format!("{status} cannot be a permanent failure; allowed: 300 to 599 except 408 and 429"),
+                );
+            }
         }
         for k in self.headers.keys() {
             let lower = k.to_ascii_lowercase();
@@ -457,6 +538,33 @@ mod tests {
         assert!(!e.to_string().contains("not base64!"), "{e}");
         assert_eq!(webhook_key("whsec_"), Err(WebhookSecretError::Empty));
         assert!(webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+    }
+
+    /// Regression (issue 11, finding 9): `Debug` would have printed URL
+    /// tokens, header values and hook `env` values.
+    #[test]
+    fn debug_of_handler_configs_hides_values() {
+        let c = crate::config::Config::from_toml(
+            r#"
+            [queue]
+            name = "q-x"
+            account = "a"
+            [[handlers]]
+            type = "webhook"
+            url = "https://user:pw@hooks.example/T0KEN/path?code=QUERYSECRET"
+            headers = { Authorization = "Bearer HEADERSECRET" }
+            [[handlers]]
+            type = "shell"
+            command = ["/bin/hook", "--token=ARGSECRET"]
+            env = { API_KEY = "ENVSECRET" }
+            "#,
+        )
+        .unwrap();
+        let dbg = format!("{:?}", c.handlers);
+        for secret in ["T0KEN", "QUERYSECRET", "HEADERSECRET", "ARGSECRET", "ENVSECRET", "pw@"] {
+            assert!(!dbg.contains(secret), "{secret} in {dbg}");
+        }
+        assert!(dbg.contains("hooks.example") && dbg.contains("Authorization") && dbg.contains("API_KEY"), "{dbg}");
     }
 
     #[test]

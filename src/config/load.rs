@@ -6,7 +6,51 @@
 use super::handlers::HandlerConfig;
 use super::issues::{ConfigError, Issues, deserialize_collecting};
 use super::schema::{Config, ENV_PREFIX, FileConfig};
+use crate::secret::redact_text;
 use std::path::Path;
+
+/// A file the TOML parser rejects: its message quotes the offending source
+/// line, which may be the line holding a secret.
+fn unreadable(e: config::ConfigError) -> ConfigError {
+    ConfigError::one(
+        "",
+        format!(
+            "cannot read the configuration: {}",
+            redact_snippet(&e.to_string())
+        ),
+    )
+}
+
+/// Key names whose values are secrets (matched as parts of a key name).
+const SECRET_KEY_PARTS: [&str; 6] = ["secret", "key", "token", "password", "connection_string", "sas"];
+
+/// Removes secret values from a parser message that quotes source lines:
+/// the value of any `name = ...` whose name looks like a secret's, and any
+/// text that looks like a credential (`AccountKey=`, `sig=`, `whsec_`, a
+/// bearer token: see [`redact_text`]).
+fn redact_snippet(text: &str) -> String {
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let Some((name, _)) = line.split_once('=') else {
+                return line.to_owned();
+            };
+            // "5 | connection_string = ..." in a snippet: the key is the
+            // last word before `=`.
+            let key = name
+                .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
+                .find(|w| !w.is_empty())
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if SECRET_KEY_PARTS.iter().any(|p| key.contains(p)) {
+                format!("{name}= REDACTED")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    redact_text(&lines.join("\n"))
+}
 
 impl Config {
     /// Loads `path` (if any) and the `CVNOTIFY__*` environment, then validates.
@@ -48,10 +92,10 @@ impl Config {
         );
         let built = builder
             .build()
-            .map_err(|e| ConfigError::one("", format!("cannot read the configuration: {e}")))?;
+            .map_err(unreadable)?;
         let root = built
             .try_deserialize::<config::Map<String, config::Value>>()
-            .map_err(|e| ConfigError::one("", format!("cannot read the configuration: {e}")))?;
+            .map_err(unreadable)?;
         Self::from_table(root)
     }
 
@@ -60,11 +104,11 @@ impl Config {
         let built = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
-            .map_err(|e| ConfigError::one("", format!("cannot read the configuration: {e}")))?;
+            .map_err(unreadable)?;
         Self::from_table(
             built
                 .try_deserialize::<config::Map<String, config::Value>>()
-                .map_err(|e| ConfigError::one("", format!("cannot read the configuration: {e}")))?,
+                .map_err(unreadable)?,
         )
     }
 
@@ -223,6 +267,24 @@ mod tests {
                 .starts_with("queue.batchsize: unknown key"),
             "{e}"
         );
+    }
+
+    /// Regression (issue 11, finding 4): the parser's message quoted the
+    /// line, `AccountKey=...` in clear, and `check --config-only` (the
+    /// systemd unit's ExecStartPre) printed it to the journal.
+    #[test]
+    fn parse_errors_do_not_show_secret_values() {
+        let key = "c2VjcmV0a2V5bWF0ZXJpYWwxMjM0NTY3ODkw";
+        for text in [
+            format!("[queue]\nname = \"q-x\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=https;AccountName=a;AccountKey={key}\n"),
+            format!("[auth]\nsas_token = \"sv=2022&sig={key}\n"),
+            format!("[[handlers]]\ntype = \"webhook\"\nsecret = \"whsec_{key}\n"),
+            format!("[auth]\nmode = \"sas\"\nsas_token = \"sv=2022&sig={key}\" x\n"),
+        ] {
+            let e = Config::from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains("cannot read the configuration"), "{e}");
+            assert!(!e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub use handlers::{
 };
 pub use issues::{ConfigError, ConfigIssue, Issues};
 pub use schema::{
-    AuthConfig, AuthMode, Cloud, Config, ENV_PREFIX, HttpConfig, LogConfig, LogFormat, QueueConfig,
+    AuthConfig, AuthMode, Cloud, Config, ENV_PREFIX, HttpConfig, LogConfig, LogFormat, PoisonFormat,
+    QueueConfig,
     TlsConfig,
 };

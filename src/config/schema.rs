@@ -80,8 +80,22 @@ pub struct QueueConfig {
     /// The interval empty receives back off to.
     #[serde(with = "humantime_serde")]
     pub max_poll_interval: Duration,
-    /// Deliveries before a failing message is moved to the poison queue.
+    /// Failed deliveries before a message is moved to the poison queue.
+    /// Deliveries that end without an outcome (a shutdown, a restart, a
+    /// crash) do not count.
     pub max_dequeue_count: u32,
+    /// Deliveries that ended without an outcome (the daemon stopped or
+    /// crashed while handling the message) before the message is moved to
+    /// the poison queue anyway: a message that crashes the daemon every
+    /// time must not keep it down. Keep it above the number of restarts a
+    /// slow message may see (rolling deployments).
+    pub max_deliveries_without_outcome: u32,
+    /// What the poison queue gets: `verbatim` (the original body, byte for
+    /// byte) or `envelope` (a JSON document holding the original body, the
+    /// reason, the handler, the dequeue count, first and last delivery
+    /// times and the original message id). `poison replay` restores the
+    /// original body from either.
+    pub poison_format: PoisonFormat,
     /// Delay before a failed message is visible again, doubled per delivery.
     #[serde(with = "humantime_serde")]
     pub retry_base_delay: Duration,
@@ -107,6 +121,8 @@ impl Default for QueueConfig {
             min_poll_interval: Duration::from_millis(100),
             max_poll_interval: Duration::from_secs(10),
             max_dequeue_count: 5,
+            max_deliveries_without_outcome: 10,
+            poison_format: PoisonFormat::Verbatim,
             retry_base_delay: Duration::from_secs(10),
             retry_max_delay: Duration::from_secs(600),
             request_timeout: Duration::from_secs(30),
@@ -150,6 +166,15 @@ string_enum!(AuthMode {
     ConnectionString => "connection_string",
 });
 string_enum!(LogFormat { Auto => "auto", Json => "json", Text => "text" });
+string_enum!(PoisonFormat { Verbatim => "verbatim", Envelope => "envelope" });
+
+/// `queue.poison_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoisonFormat {
+    #[default]
+    Verbatim,
+    Envelope,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Cloud {
@@ -294,6 +319,18 @@ impl Config {
             .poison_queue
             .clone()
             .unwrap_or_else(|| format!("{}-poison", self.queue_name()))
+    }
+
+    /// Environment variables handlers read secrets from (`secret_env`):
+    /// hooks must not inherit them.
+    pub fn secret_env_names(&self) -> Vec<String> {
+        self.handlers
+            .iter()
+            .filter_map(|h| match h {
+                HandlerConfig::Webhook(w) => w.secret_env.clone(),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Handlers in effect: the configured ones, or one `log` handler.

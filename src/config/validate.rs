@@ -80,6 +80,9 @@ fn validate_queue(q: &QueueConfig, issues: &mut Issues) {
     if q.max_dequeue_count == 0 {
         issues.push("queue.max_dequeue_count", "must be at least 1");
     }
+    if q.max_deliveries_without_outcome == 0 {
+        issues.push("queue.max_deliveries_without_outcome", "must be at least 1");
+    }
     if q.retry_base_delay > q.retry_max_delay {
         issues.push(
             "queue.retry_max_delay",

@@ -33,7 +33,7 @@ impl BuildHandler for HandlerConfig {
     fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Handler>, BoxError> {
         Ok(match self {
             HandlerConfig::Log(_) => Arc::new(LogHandler),
-            HandlerConfig::Shell(c) => Arc::new(ShellHandler::new(c)?),
+            HandlerConfig::Shell(c) => Arc::new(ShellHandler::new(c, &ctx.secret_env)?),
             HandlerConfig::Webhook(c) => Arc::new(WebhookHandler::new(c, ctx.ca_file.as_deref())?),
             HandlerConfig::Download(c) => Arc::new(DownloadHandler::new(c, ctx.blobs.clone())?),
         })

@@ -8,14 +8,14 @@
 
 use super::types::{Delivery, Handler, HandlerError};
 use crate::config::ShellConfig;
-use crate::secret::redact_text;
+use crate::secret::{escape_control, redact_text};
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 /// Longest stdout/stderr line logged; the rest is cut.
@@ -49,19 +49,39 @@ pub enum ShellError {
     Signal { program: String, signal: i32 },
 }
 
+/// Variables that hold the daemon's own credentials: managed identity
+/// (App Service, Container Apps, Arc: `IDENTITY_HEADER`, `MSI_SECRET`) and
+/// service principals (`AZURE_CLIENT_SECRET`,
+/// `AZURE_CLIENT_CERTIFICATE_PASSWORD`). Hooks never inherit them.
+pub const CREDENTIAL_VARIABLES: [&str; 4] = [
+    "IDENTITY_HEADER",
+    "MSI_SECRET",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+];
+
 pub struct ShellHandler {
     config: ShellConfig,
+    /// Inherited variables removed from the hook's environment.
+    withheld: Vec<String>,
 }
 
 impl ShellHandler {
-    pub fn new(config: &ShellConfig) -> Result<Self, ShellError> {
+    /// `secret_env`: the variables other handlers read secrets from.
+    pub fn new(config: &ShellConfig, secret_env: &[String]) -> Result<Self, ShellError> {
         if let Some(dir) = &config.working_dir
             && !dir.is_dir()
         {
             return Err(ShellError::NotADirectory(dir.clone()));
         }
+        let withheld = CREDENTIAL_VARIABLES
+            .iter()
+            .map(|v| v.to_string())
+            .chain(secret_env.iter().cloned())
+            .collect();
         Ok(Self {
             config: config.clone(),
+            withheld,
         })
     }
 
@@ -79,6 +99,9 @@ impl ShellHandler {
                 if k.to_string_lossy().starts_with("CVNOTIFY_") {
                     cmd.env_remove(k);
                 }
+            }
+            for k in &self.withheld {
+                cmd.env_remove(k);
             }
         } else {
             cmd.env_clear();
@@ -131,8 +154,13 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Logs what a hook prints, line by line, in bounded memory: it reads
+/// chunks, keeps at most [`MAX_LINE`] bytes of the current line and
+/// discards the rest of an over-long line as it arrives (a hook printing
+/// 100 MB without a newline costs one buffer, not 100 MB). Text is
+/// redacted and its control characters escaped before it is logged.
 fn log_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    reader: R,
+    mut reader: R,
     stream: &'static str,
 ) -> tokio::task::JoinHandle<()> {
     // `instrument`, not `span.enter()`: a guard held across `.await` would
@@ -140,23 +168,70 @@ fn log_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     // other messages' log lines would carry it.
     let span = tracing::Span::current();
     let task = async move {
-        let mut lines = BufReader::new(reader).split(b'\n');
-        while let Ok(Some(line)) = lines.next_segment().await {
-            let mut text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]).into_owned();
-            if line.len() > MAX_LINE {
-                text.push_str("...");
+        let mut chunk = vec![0u8; 8192];
+        let mut line = LineBuffer::default();
+        loop {
+            let n = match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut pieces = chunk[..n].split(|b| *b == b'\n').peekable();
+            while let Some(piece) = pieces.next() {
+                line.push(piece);
+                if pieces.peek().is_some() {
+                    line.emit(stream);
+                }
             }
-            let text = redact_text(text.trim_end());
-            tracing::info!(stream, output = %text, "Hook output");
+        }
+        if !line.is_empty() {
+            line.emit(stream);
         }
     };
     tokio::spawn(tracing::Instrument::instrument(task, span))
 }
 
+/// The current output line, at most [`MAX_LINE`] bytes of it.
+#[derive(Default)]
+struct LineBuffer {
+    bytes: Vec<u8>,
+    /// More bytes than fit arrived and were discarded.
+    cut: bool,
+}
+
+impl LineBuffer {
+    fn push(&mut self, piece: &[u8]) {
+        let room = MAX_LINE - self.bytes.len();
+        if piece.len() > room {
+            self.cut = true;
+        }
+        self.bytes.extend_from_slice(&piece[..piece.len().min(room)]);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && !self.cut
+    }
+
+    fn emit(&mut self, stream: &'static str) {
+        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
+        if self.cut {
+            text.push_str("...");
+        }
+        let text = redact_text(text.trim_end());
+        tracing::info!(stream, output = %escape_control(&text), "Hook output");
+        self.bytes.clear();
+        self.cut = false;
+    }
+}
+
 #[async_trait]
 impl Handler for ShellHandler {
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
-        self.run(d).await.map_err(HandlerError::new)
+        self.run(d).await.map_err(|e| match e {
+            ShellError::Exit { code, .. } if self.config.permanent_exit_codes.contains(&code) => {
+                HandlerError::permanent(e)
+            }
+            e => HandlerError::new(e),
+        })
     }
 }
 

@@ -49,7 +49,8 @@ impl Delivery {
     }
 }
 
-/// Why a handler failed; the message is retried (and in the end poisoned).
+/// Why a handler failed: the message is retried (and in the end poisoned),
+/// or, for a permanent failure, poisoned at once.
 ///
 /// Each handler has its own error enum; this erases the type at the
 /// boundary the worker sees. `Display` is the whole cause chain, redacted,
@@ -57,13 +58,29 @@ impl Delivery {
 #[derive(Debug)]
 pub struct HandlerError {
     source: BoxError,
+    /// Retrying cannot help (a webhook's 410, a hook's listed exit code).
+    permanent: bool,
 }
 
 impl HandlerError {
+    /// A failure that a later delivery may not meet.
     pub fn new(source: impl Into<BoxError>) -> Self {
         Self {
             source: source.into(),
+            permanent: false,
         }
+    }
+
+    /// A failure retrying cannot fix: the message is poisoned at once.
+    pub fn permanent(source: impl Into<BoxError>) -> Self {
+        Self {
+            source: source.into(),
+            permanent: true,
+        }
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
     }
 }
 
@@ -93,4 +110,7 @@ pub struct BuildContext {
     pub blobs: Arc<dyn BlobSource>,
     /// `tls.ca_file`, for handlers without a `ca_file` of their own.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Environment variables that hold the daemon's secrets (every
+    /// handler's `secret_env`): hooks never inherit them.
+    pub secret_env: Vec<String>,
 }

@@ -77,12 +77,15 @@ pub enum AttemptError {
 /// Why a delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    /// An answer retrying cannot change (other 4xx, 3xx).
+    /// An answer retrying in process cannot change (other 4xx, 3xx); with
+    /// `permanent`, one listed in `permanent_statuses`, which the queue
+    /// does not retry either.
     #[error("{target} answered {status}{hint}; not retried")]
     Rejected {
         target: String,
         status: reqwest::StatusCode,
         hint: &'static str,
+        permanent: bool,
     },
     #[error("{last}; gave up after {attempts} attempts")]
     GaveUp { last: AttemptError, attempts: u32 },
@@ -221,7 +224,12 @@ enum Attempt {
 #[async_trait]
 impl Handler for WebhookHandler {
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
-        self.deliver(d).await.map_err(HandlerError::new)
+        self.deliver(d).await.map_err(|e| match e {
+            WebhookError::Rejected {
+                permanent: true, ..
+            } => HandlerError::permanent(e),
+            e => HandlerError::new(e),
+        })
     }
 }
 
@@ -249,6 +257,13 @@ impl WebhookHandler {
                 let status = rsp.status();
                 if status.is_success() {
                     Attempt::Delivered
+                } else if self.config.permanent_statuses.contains(&status.as_u16()) {
+                    Attempt::Fatal(WebhookError::Rejected {
+                        target,
+                        status,
+                        hint: " (listed in permanent_statuses)",
+                        permanent: true,
+                    })
                 } else if matches!(status.as_u16(), 408 | 429) || status.is_server_error() {
                     Attempt::Retry {
                         after: retry_after(rsp.headers()),
@@ -264,6 +279,7 @@ impl WebhookHandler {
                         target,
                         status,
                         hint,
+                        permanent: false,
                     })
                 }
             }

@@ -2,7 +2,9 @@
 //! unit tests of the poll loop (with `tokio::time::pause`). Integration tests
 //! use Azurite; this is never a stand-in for it there.
 
-use super::types::{Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage};
+use super::types::{
+    Expiry, Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage,
+};
 use async_trait::async_trait;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,7 @@ struct Stored {
     dequeue_count: u32,
     visible_at: Instant,
     pop_receipt: Option<String>,
+    expiry: Expiry,
 }
 
 /// A queue held in memory.
@@ -143,7 +146,22 @@ impl Queue for MemoryQueue {
         Ok(receipt)
     }
 
-    async fn send(&self, body: &str) -> Result<SentMessage, QueueError> {
+    async fn update_body(
+        &self,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+        body: &str,
+    ) -> Result<String, QueueError> {
+        let receipt = self.update_visibility(id, pop_receipt, visibility).await?;
+        let mut messages = self.messages.lock().unwrap();
+        if let Some(m) = messages.iter_mut().find(|m| m.id == id) {
+            m.body = body.to_owned();
+        }
+        Ok(receipt)
+    }
+
+    async fn send(&self, body: &str, expiry: Expiry) -> Result<SentMessage, QueueError> {
         let id = self.next_id("m");
         let receipt = self.next_id("r");
         self.messages.lock().unwrap().push(Stored {
@@ -152,6 +170,7 @@ impl Queue for MemoryQueue {
             dequeue_count: 0,
             visible_at: Instant::now(),
             pop_receipt: Some(receipt.clone()),
+            expiry,
         });
         Ok(SentMessage {
             id,
@@ -177,6 +196,10 @@ impl Queue for MemoryQueue {
                 dequeue_count: m.dequeue_count,
                 body: m.body.clone(),
                 inserted_at: None,
+                expires_at: match m.expiry {
+                    Expiry::Never => Some(time::macros::datetime!(9999-12-31 23:59:59 UTC)),
+                    Expiry::ServiceDefault => None,
+                },
             })
             .collect())
     }

@@ -8,4 +8,6 @@
 pub mod memory;
 mod types;
 
-pub use types::{Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage};
+pub use types::{
+    Expiry, Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage,
+};

@@ -35,6 +35,18 @@ pub struct PeekedMessage {
     pub dequeue_count: u32,
     pub body: String,
     pub inserted_at: Option<time::OffsetDateTime>,
+    /// When the service deletes it (year 9999 for "never").
+    pub expires_at: Option<time::OffsetDateTime>,
+}
+
+/// How long a sent message lives in its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// The service's default: 7 days. What Custom Vision's own messages get.
+    ServiceDefault,
+    /// Never expires (time-to-live -1): poisoned and replayed messages wait
+    /// for an operator however long that takes.
+    Never,
 }
 
 /// The queue operations cvnotify performs.
@@ -62,8 +74,18 @@ pub trait Queue: Send + Sync + 'static {
         visibility: Duration,
     ) -> Result<String, QueueError>;
 
-    /// Enqueues `body` verbatim.
-    async fn send(&self, body: &str) -> Result<SentMessage, QueueError>;
+    /// As [`Queue::update_visibility`], also replacing the message's text
+    /// with `body` (cvnotify's retry envelope).
+    async fn update_body(
+        &self,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+        body: &str,
+    ) -> Result<String, QueueError>;
+
+    /// Enqueues `body` verbatim, living as long as `expiry` says.
+    async fn send(&self, body: &str, expiry: Expiry) -> Result<SentMessage, QueueError>;
 
     /// Creates the queue unless it exists.
     async fn create_if_missing(&self) -> Result<(), QueueError>;

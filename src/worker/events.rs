@@ -21,15 +21,19 @@ pub(super) enum PoisonReason {
     DecodeError,
     /// It failed on its `max_dequeue_count`-th delivery.
     MaxDequeueCount,
-    /// Delivered more often than allowed without a clean failure.
+    /// Delivered more often than allowed without an outcome (the daemon
+    /// stopped or crashed while handling it).
     DequeueCountExceeded,
+    /// A handler said retrying cannot help.
+    PermanentFailure,
 }
 
 impl PoisonReason {
-    const ALL: [PoisonReason; 3] = [
+    const ALL: [PoisonReason; 4] = [
         PoisonReason::DecodeError,
         PoisonReason::MaxDequeueCount,
         PoisonReason::DequeueCountExceeded,
+        PoisonReason::PermanentFailure,
     ];
 
     fn label(self) -> &'static str {
@@ -37,6 +41,7 @@ impl PoisonReason {
             PoisonReason::DecodeError => "decode_error",
             PoisonReason::MaxDequeueCount => "max_dequeue_count",
             PoisonReason::DequeueCountExceeded => "dequeue_count_exceeded",
+            PoisonReason::PermanentFailure => "permanent_failure",
         }
     }
 }
@@ -293,6 +298,32 @@ impl RenewFailed<'_> {
             count_storage_error(m, self.error);
             warn!(error = %self.error, kind = self.error.kind(), "Extending the message's visibility failed; will retry");
         }
+    }
+}
+
+/// The failure count could not be written into the message (too large
+/// once wrapped); its failures are bounded by
+/// `max_deliveries_without_outcome` instead.
+pub(super) struct FailureNotRecorded<'a> {
+    pub error: &'a QueueError,
+}
+
+impl FailureNotRecorded<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        count_storage_error(m, self.error);
+        warn!(error = %self.error, "Could not record the failure in the message; it will be retried until max_deliveries_without_outcome");
+    }
+}
+
+/// The envelope did not fit the poison queue; the original body was sent.
+pub(super) struct PoisonEnvelopeTooLarge<'a> {
+    pub error: &'a QueueError,
+}
+
+impl PoisonEnvelopeTooLarge<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        count_storage_error(m, self.error);
+        warn!(error = %self.error, "The poison envelope was refused; sending the original body verbatim");
     }
 }
 

@@ -4,10 +4,13 @@
 //! Runs inside the message's span (message id, dequeue count, event type,
 //! project id); every log line of the message and its handlers carries it.
 //! What happens to the message afterwards is [`super::settle`]'s decision.
+//! A body that is cvnotify's retry envelope is unwrapped first: handlers,
+//! the decoder and the poison queue see the original body.
 
 use super::events::{HandlerFinished, NoRoute, PoisonReason, RenewFailed, Renewed};
-use super::settle::Outcome;
+use super::settle::{Failure, Outcome, Tracked};
 use super::shared::Shared;
+use crate::envelope::Envelope;
 use crate::event::decode;
 use crate::handler::{Delivery, Route};
 use crate::queue::{QueueError, ReceivedMessage};
@@ -40,28 +43,42 @@ impl Shared {
         span: tracing::Span,
     ) {
         let s = &self.settings;
-        if m.dequeue_count > s.max_dequeue_count {
-            // Delivered more often than allowed without ever failing
-            // cleanly: the daemon likely crashed while handling it.
+        let tracked = self.track(&m);
+        // Deliveries before this one that ended neither handled nor failed:
+        // the daemon stopped (or crashed) while handling the message.
+        let without_outcome = m
+            .dequeue_count
+            .saturating_sub(1)
+            .saturating_sub(tracked.failures);
+        if without_outcome >= s.max_deliveries_without_outcome {
             let detail = format!(
-                "delivered {} times, more than max_dequeue_count ({}); it may crash the daemon",
-                m.dequeue_count, s.max_dequeue_count
+                "delivered {} times, {without_outcome} of them ending without an outcome (max_deliveries_without_outcome is {}); it may crash the daemon",
+                m.dequeue_count, s.max_deliveries_without_outcome
             );
             self.poison(
                 &m,
+                &tracked,
                 &m.pop_receipt,
                 PoisonReason::DequeueCountExceeded,
                 &detail,
+                None,
             )
             .await;
             return;
         }
-        let notification = match decode(m.body.as_bytes()) {
+        let notification = match decode(tracked.body.as_bytes()) {
             Ok(n) => n,
             Err(e) => {
                 let detail = format!("cannot be decoded: {e}");
-                self.poison(&m, &m.pop_receipt, PoisonReason::DecodeError, &detail)
-                    .await;
+                self.poison(
+                    &m,
+                    &tracked,
+                    &m.pop_receipt,
+                    PoisonReason::DecodeError,
+                    &detail,
+                    None,
+                )
+                .await;
                 return;
             }
         };
@@ -86,7 +103,32 @@ impl Shared {
         };
         let started = Instant::now();
         let (outcome, receipt) = self.run_handlers(&m, &routes, &delivery, abort).await;
-        self.settle(&m, &receipt, outcome, started.elapsed()).await;
+        self.settle(&m, &tracked, &receipt, outcome, started.elapsed())
+            .await;
+    }
+
+    /// The original body and the failures recorded in the message.
+    fn track(&self, m: &ReceivedMessage) -> Tracked {
+        let now = OffsetDateTime::now_utc();
+        match Envelope::open(&m.body) {
+            Some(e) => Tracked {
+                body: e.body,
+                failures: e.failures,
+                first_delivery: e.first_delivery.unwrap_or(now),
+            },
+            None => Tracked {
+                body: m.body.clone(),
+                // Without Update Message nothing can be recorded: every
+                // earlier delivery counts as a failure, as the dequeue
+                // count says.
+                failures: if self.update_is_denied() {
+                    m.dequeue_count.saturating_sub(1)
+                } else {
+                    0
+                },
+                first_delivery: now,
+            },
+        }
     }
 
     /// Runs every routed handler at once, extending the message's visibility
@@ -117,17 +159,25 @@ impl Shared {
         let outcome = loop {
             tokio::select! {
                 results = &mut work => {
-                    let mut failures = Vec::new();
+                    let mut reasons = Vec::new();
+                    let mut handlers = Vec::new();
+                    let mut permanent = false;
                     for (name, r, took) in &results {
                         HandlerFinished { handler: name, took: *took, ok: r.is_ok() }.emit(&self.metrics);
                         if let Err(e) = r {
-                            failures.push(format!("handler `{name}` failed: {e}"));
+                            reasons.push(format!("handler `{name}` failed: {e}"));
+                            handlers.push(*name);
+                            permanent |= e.is_permanent();
                         }
                     }
-                    break if failures.is_empty() {
+                    break if reasons.is_empty() {
                         Outcome::Handled
                     } else {
-                        Outcome::Failed(failures.join("; "))
+                        Outcome::Failed(Failure {
+                            reason: reasons.join("; "),
+                            handlers: handlers.join(", "),
+                            permanent,
+                        })
                     };
                 }
                 _ = sleep_until(next_renewal), if !lost && !self.update_is_denied() => {

@@ -257,6 +257,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Expiry;
     use crate::filter::EventFilter;
     use crate::handler::{Delivery, Handler, HandlerError, Route};
     use crate::queue::memory::MemoryQueue;
@@ -298,6 +299,8 @@ mod tests {
             min_poll_interval: Duration::from_millis(100),
             max_poll_interval: Duration::from_secs(10),
             max_dequeue_count: 3,
+            max_deliveries_without_outcome: 10,
+            poison_format: crate::config::PoisonFormat::Verbatim,
             retry_base_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
@@ -332,7 +335,7 @@ mod tests {
         let q = Arc::new(MemoryQueue::new("q"));
         let p = Arc::new(MemoryQueue::new("q-poison"));
         for _ in 0..10 {
-            q.send(TRAINING).await.unwrap();
+            q.send(TRAINING, Expiry::ServiceDefault).await.unwrap();
         }
         let probe = probe(0, Duration::from_millis(10));
         let summary = worker(&q, &p, &probe, settings())
@@ -349,7 +352,7 @@ mod tests {
         let q = Arc::new(MemoryQueue::new("q"));
         let p = Arc::new(MemoryQueue::new("q-poison"));
         for _ in 0..10 {
-            q.send(TRAINING).await.unwrap();
+            q.send(TRAINING, Expiry::ServiceDefault).await.unwrap();
         }
         let probe = probe(0, Duration::from_secs(1));
         let w = worker(&q, &p, &probe, settings());
@@ -365,7 +368,7 @@ mod tests {
     async fn failures_are_retried_with_growing_delay_then_poisoned() {
         let q = Arc::new(MemoryQueue::new("q"));
         let p = Arc::new(MemoryQueue::new("q-poison"));
-        q.send(TRAINING).await.unwrap();
+        q.send(TRAINING, Expiry::ServiceDefault).await.unwrap();
         let probe = probe(usize::MAX, Duration::ZERO);
         let mut s = settings();
         s.once = false;
@@ -386,9 +389,9 @@ mod tests {
     async fn undecodable_message_is_poisoned_at_once() {
         let q = Arc::new(MemoryQueue::new("q"));
         let p = Arc::new(MemoryQueue::new("q-poison"));
-        q.send(TRAINING).await.unwrap();
-        q.send("not json").await.unwrap();
-        q.send(TRAINING).await.unwrap();
+        q.send(TRAINING, Expiry::ServiceDefault).await.unwrap();
+        q.send("not json", Expiry::ServiceDefault).await.unwrap();
+        q.send(TRAINING, Expiry::ServiceDefault).await.unwrap();
         let probe = probe(0, Duration::ZERO);
         let summary = worker(&q, &p, &probe, settings())
             .run(std::future::pending())
@@ -403,7 +406,7 @@ mod tests {
     async fn long_handler_keeps_the_message_invisible() {
         let q = Arc::new(MemoryQueue::new("q"));
         let p = Arc::new(MemoryQueue::new("q-poison"));
-        q.send(TRAINING).await.unwrap();
+        q.send(TRAINING, Expiry::ServiceDefault).await.unwrap();
         // 100 s of work against a 30 s visibility timeout.
         let probe = probe(0, Duration::from_secs(100));
         let w = worker(&q, &p, &probe, settings());
@@ -424,7 +427,7 @@ mod tests {
     async fn shutdown_releases_unfinished_messages() {
         let q = Arc::new(MemoryQueue::new("q"));
         let p = Arc::new(MemoryQueue::new("q-poison"));
-        q.send(TRAINING).await.unwrap();
+        q.send(TRAINING, Expiry::ServiceDefault).await.unwrap();
         let probe = probe(0, Duration::from_secs(3600));
         let mut s = settings();
         s.once = false;

@@ -1,7 +1,7 @@
 //! [`Settings`]: the loop's tuning, taken from `[queue]` and
 //! `shutdown_timeout`, and the retry-delay rule.
 
-use crate::config::QueueConfig;
+use crate::config::{PoisonFormat, QueueConfig};
 use std::time::Duration;
 
 /// Tuning of the loop (from `[queue]` and `shutdown_timeout`).
@@ -13,6 +13,8 @@ pub struct Settings {
     pub min_poll_interval: Duration,
     pub max_poll_interval: Duration,
     pub max_dequeue_count: u32,
+    pub max_deliveries_without_outcome: u32,
+    pub poison_format: PoisonFormat,
     pub retry_base_delay: Duration,
     pub retry_max_delay: Duration,
     pub shutdown_timeout: Duration,
@@ -29,6 +31,8 @@ impl Settings {
             min_poll_interval: q.min_poll_interval,
             max_poll_interval: q.max_poll_interval,
             max_dequeue_count: q.max_dequeue_count,
+            max_deliveries_without_outcome: q.max_deliveries_without_outcome,
+            poison_format: q.poison_format,
             retry_base_delay: q.retry_base_delay,
             retry_max_delay: q.retry_max_delay,
             shutdown_timeout,
@@ -37,9 +41,9 @@ impl Settings {
     }
 
     /// How long a failed message stays hidden before its next delivery:
-    /// `retry_base_delay * 2^(dequeue_count - 1)`, capped, whole seconds.
-    pub fn retry_delay(&self, dequeue_count: u32) -> Duration {
-        let factor = 2u32.saturating_pow(dequeue_count.saturating_sub(1).min(30));
+    /// `retry_base_delay * 2^(failures - 1)`, capped, whole seconds.
+    pub fn retry_delay(&self, failures: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(30));
         let d = self
             .retry_base_delay
             .saturating_mul(factor)

@@ -3,33 +3,65 @@
 //!
 //! - Handled: deleted (a message already gone is not an error: someone else
 //!   owns it now).
-//! - Failed before `max_dequeue_count`: hidden for the retry delay.
-//! - Failed on the last allowed delivery: poisoned.
-//! - Aborted at shutdown: made visible again at once.
+//! - Failed before `max_dequeue_count` failures: the failure count is
+//!   written into the message (cvnotify's envelope around the original
+//!   body) and it is hidden for the retry delay. Counting failures in the
+//!   message, rather than taking the queue's dequeue count, is what keeps
+//!   shutdowns and restarts from counting as failures.
+//! - Failed for the `max_dequeue_count`-th time, or permanently: poisoned.
+//! - Aborted at shutdown: made visible again at once, unchanged.
 //!
-//! The poison queue gets a verbatim copy first; the original is deleted only
-//! once the copy exists, so a message is never lost between the two.
+//! The poison queue gets its copy first (never expiring); the original is
+//! deleted only once the copy exists, so a message is never lost between
+//! the two.
 
 use super::events::{
-    DeleteFailed, Deleted, MessageFailed, MessageHandled, PoisonCreateDenied, PoisonFailed,
-    PoisonReason, Poisoned, ReleaseFailed, Released, RetryDelayFailed,
+    Deleted, DeleteFailed, FailureNotRecorded, MessageFailed, MessageHandled, PoisonCreateDenied,
+    PoisonEnvelopeTooLarge, PoisonFailed, PoisonReason, Poisoned, ReleaseFailed, Released,
+    RetryDelayFailed,
 };
 use super::shared::Shared;
-use crate::queue::{QueueError, ReceivedMessage};
+use crate::config::PoisonFormat;
+use crate::envelope::Envelope;
+use crate::queue::{Expiry, QueueError, ReceivedMessage};
 use crate::retry::Backoff;
+use crate::secret::redact_text;
 use std::time::Duration;
+use time::OffsetDateTime;
 use tokio::time::sleep;
 use tracing::debug;
+
+/// What cvnotify knows about a message beyond the queue's view of it.
+pub(super) struct Tracked {
+    /// The original body (unwrapped from cvnotify's envelope).
+    pub body: String,
+    /// Deliveries whose handlers failed, before this one.
+    pub failures: u32,
+    /// When cvnotify first saw it.
+    pub first_delivery: OffsetDateTime,
+}
+
+/// Why the handlers of one delivery failed.
+pub(super) struct Failure {
+    pub reason: String,
+    /// The failing handlers' names.
+    pub handlers: String,
+    /// At least one said retrying cannot help.
+    pub permanent: bool,
+}
 
 /// What became of one message's handlers.
 pub(super) enum Outcome {
     Handled,
-    Failed(String),
+    Failed(Failure),
     Aborted,
 }
 
 /// Attempts at deleting a handled message before leaving it to reappear.
 const DELETE_ATTEMPTS: u32 = 3;
+
+/// The longest failure reason kept in the message between deliveries.
+const MAX_RECORDED_REASON: usize = 1024;
 
 impl Shared {
     /// Applies `outcome` to message `m`, whose current pop receipt is
@@ -37,53 +69,101 @@ impl Shared {
     pub(super) async fn settle(
         &self,
         m: &ReceivedMessage,
+        tracked: &Tracked,
         receipt: &str,
         outcome: Outcome,
         took: Duration,
     ) {
         let s = &self.settings;
-        match outcome {
+        let failure = match outcome {
             Outcome::Handled => {
                 self.delete(&m.id, receipt).await;
                 MessageHandled { took }.emit(&self.metrics);
+                return;
             }
-            Outcome::Aborted => self.release(&m.id, receipt).await,
-            Outcome::Failed(reason) if m.dequeue_count >= s.max_dequeue_count => {
-                MessageFailed {
-                    reason: &reason,
-                    retry_in: None,
-                    took,
-                }
-                .emit(&self.metrics);
-                let reason = format!(
-                    "failed on delivery {} of max_dequeue_count {}: {reason}",
-                    m.dequeue_count, s.max_dequeue_count
-                );
-                self.poison(m, receipt, PoisonReason::MaxDequeueCount, &reason)
-                    .await;
+            Outcome::Aborted => return self.release(&m.id, receipt).await,
+            Outcome::Failed(f) => f,
+        };
+        let failures = tracked.failures + 1;
+        if failure.permanent || failures >= s.max_dequeue_count {
+            MessageFailed {
+                reason: &failure.reason,
+                retry_in: None,
+                took,
             }
-            Outcome::Failed(reason) => {
-                let delay = s.retry_delay(m.dequeue_count);
-                MessageFailed {
-                    reason: &reason,
-                    retry_in: Some(delay),
-                    took,
-                }
-                .emit(&self.metrics);
-                if self.update_is_denied() {
-                    debug!(
-                        "Update Message is denied; the message reappears after its visibility timeout"
-                    );
-                } else if let Err(error) = self.queue.update_visibility(&m.id, receipt, delay).await
-                {
-                    if let QueueError::Forbidden { .. } = error {
-                        self.update_forbidden(&error);
-                    } else {
-                        RetryDelayFailed { error: &error }.emit(&self.metrics);
-                    }
+            .emit(&self.metrics);
+            let (reason, detail) = if failure.permanent {
+                (
+                    PoisonReason::PermanentFailure,
+                    format!("permanent failure: {}", failure.reason),
+                )
+            } else {
+                let restarts = m.dequeue_count.saturating_sub(failures);
+                let restarts = if restarts > 0 {
+                    format!(" (delivered {} times, {restarts} ending without an outcome)", m.dequeue_count)
+                } else {
+                    String::new()
+                };
+                (
+                    PoisonReason::MaxDequeueCount,
+                    format!(
+                        "failed on delivery {failures} of max_dequeue_count {}{restarts}: {}",
+                        s.max_dequeue_count, failure.reason
+                    ),
+                )
+            };
+            let failed = Tracked {
+                body: tracked.body.clone(),
+                failures,
+                first_delivery: tracked.first_delivery,
+            };
+            self.poison(m, &failed, receipt, reason, &detail, Some(&failure.handlers))
+                .await;
+            return;
+        }
+        let delay = s.retry_delay(failures);
+        MessageFailed {
+            reason: &failure.reason,
+            retry_in: Some(delay),
+            took,
+        }
+        .emit(&self.metrics);
+        if self.update_is_denied() {
+            debug!("Update Message is denied; the message reappears after its visibility timeout");
+            return;
+        }
+        let mut envelope = self.envelope(m, tracked, failures);
+        envelope.reason = Some(truncate(redact_text(&failure.reason), MAX_RECORDED_REASON));
+        envelope.handler = Some(failure.handlers);
+        match self
+            .queue
+            .update_body(&m.id, receipt, delay, &envelope.to_text())
+            .await
+        {
+            Ok(_) => {}
+            Err(error @ QueueError::Forbidden { .. }) => self.update_forbidden(&error),
+            Err(error) if error.is_message_gone() || error.is_transient() => {
+                RetryDelayFailed { error: &error }.emit(&self.metrics)
+            }
+            // Most likely too large once wrapped: keep the delay at least.
+            Err(error) => {
+                FailureNotRecorded { error: &error }.emit(&self.metrics);
+                if let Err(error) = self.queue.update_visibility(&m.id, receipt, delay).await {
+                    RetryDelayFailed { error: &error }.emit(&self.metrics);
                 }
             }
         }
+    }
+
+    /// cvnotify's envelope of `m` after `failures` failures.
+    fn envelope(&self, m: &ReceivedMessage, tracked: &Tracked, failures: u32) -> Envelope {
+        let mut e = Envelope::new(&tracked.body);
+        e.failures = failures;
+        e.dequeue_count = m.dequeue_count;
+        e.first_delivery = Some(tracked.first_delivery);
+        e.last_delivery = Some(OffsetDateTime::now_utc());
+        e.message_id = Some(m.id.clone());
+        e
     }
 
     /// Deletes a message, retrying transient errors a few times.
@@ -129,14 +209,18 @@ impl Shared {
         }
     }
 
-    /// Copies the message verbatim to the poison queue, then deletes it. If
-    /// the copy fails the original stays (and is retried later).
+    /// Copies the message to the poison queue (its original body, or the
+    /// envelope with `poison_format = "envelope"`), never to expire, then
+    /// deletes it. If the copy fails the original stays (and is retried
+    /// later).
     pub(super) async fn poison(
         &self,
         m: &ReceivedMessage,
+        tracked: &Tracked,
         receipt: &str,
         reason: PoisonReason,
         detail: &str,
+        handler: Option<&str>,
     ) {
         let ready = self
             .poison_ready
@@ -157,7 +241,7 @@ impl Shared {
             })
             .await;
         let sent = match ready {
-            Ok(()) => self.poison.send(&m.body).await.map(|_| ()),
+            Ok(()) => self.send_poison(m, tracked, detail, handler).await,
             Err(e) => Err(e.clone()),
         };
         match sent {
@@ -182,4 +266,44 @@ impl Shared {
             }
         }
     }
+
+    async fn send_poison(
+        &self,
+        m: &ReceivedMessage,
+        tracked: &Tracked,
+        detail: &str,
+        handler: Option<&str>,
+    ) -> Result<(), QueueError> {
+        if self.settings.poison_format == PoisonFormat::Envelope {
+            let mut envelope = self.envelope(m, tracked, tracked.failures);
+            envelope.reason = Some(redact_text(detail));
+            envelope.handler = handler.map(str::to_owned);
+            match self.poison.send(&envelope.to_text(), Expiry::Never).await {
+                Ok(_) => return Ok(()),
+                // Too large once wrapped (the limit is 64 KiB): the body
+                // matters more than the reason, which is in the log too.
+                Err(error @ QueueError::Other { .. }) => {
+                    PoisonEnvelopeTooLarge { error: &error }.emit(&self.metrics)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.poison
+            .send(&tracked.body, Expiry::Never)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }

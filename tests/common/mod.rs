@@ -23,7 +23,7 @@ pub use cvnotify::{
     azure::{AzureQueue, Connector, SharedKeyPolicy},
     config::{Config, DEV_KEY, HandlerConfig},
     handler::{BuildContext, BuildHandler, Delivery, Handler},
-    queue::{Queue, QueueError},
+    queue::{Expiry, Queue, QueueError},
     secret::Secret,
 };
 
@@ -306,7 +306,7 @@ impl World {
         q.create_if_missing().await.unwrap();
         let mut ids = Vec::new();
         for b in bodies {
-            ids.push(q.send(b).await.unwrap().id);
+            ids.push(q.send(b, Expiry::ServiceDefault).await.unwrap().id);
         }
         ids
     }
@@ -807,5 +807,6 @@ pub fn anonymous_ctx() -> cvnotify::handler::BuildContext {
     cvnotify::handler::BuildContext {
         blobs: std::sync::Arc::new(cvnotify::azure::AzureBlobs::anonymous()),
         ca_file: None,
+        secret_env: Vec::new(),
     }
 }
