@@ -109,7 +109,10 @@ mod tests {
     fn plain_bodies_are_not_envelopes() {
         assert_eq!(Envelope::open(r#"{"version":"1.0"}"#), None);
         assert_eq!(Envelope::open("cvnotify_envelope"), None);
-        assert_eq!(Envelope::open(r#"{"cvnotify_envelope":2,"body":"x"}"#), None);
+        assert_eq!(
+            Envelope::open(r#"{"cvnotify_envelope":2,"body":"x"}"#),
+            None
+        );
         assert_eq!(Envelope::original("plain"), "plain");
     }
 }

@@ -796,7 +796,10 @@ mod tests {
         ] {
             let body = serde_json::json!({"type":"Export","Content":{"projectId":P,"iterationId":I,"exportStatus":"ExportCompleted","modelUri":raw}}).to_string();
             let e = err(&body);
-            assert!(e.starts_with("`Content.modelUri`: not a URL: it contains"), "{raw:?}: {e}");
+            assert!(
+                e.starts_with("`Content.modelUri`: not a URL: it contains"),
+                "{raw:?}: {e}"
+            );
         }
     }
 

@@ -542,7 +542,11 @@ async fn storage_outage_is_retried_with_backoff_and_recovers() {
     let azurite = Azurite::builder(Service::Queue).port(port).start().await;
     let q = queue_client(&std::fs::read_to_string(&cfg).unwrap(), queue);
     q.create_if_missing().await.unwrap();
-    let id = q.send(&training("TrainingCompleted"), Expiry::ServiceDefault).await.unwrap().id;
+    let id = q
+        .send(&training("TrainingCompleted"), Expiry::ServiceDefault)
+        .await
+        .unwrap()
+        .id;
     assert!(
         eventually(Duration::from_secs(40), async || lines(&out)
             == vec![id.clone()])

@@ -107,7 +107,12 @@ async fn flow(bed: &Bed, d: &Daemon, out: &Path, run: Duration) -> usize {
     let mut ids = HashSet::new();
     let start = Instant::now();
     while start.elapsed() < run {
-        ids.insert(q.send(&training("TrainingCompleted"), Expiry::ServiceDefault).await.unwrap().id);
+        ids.insert(
+            q.send(&training("TrainingCompleted"), Expiry::ServiceDefault)
+                .await
+                .unwrap()
+                .id,
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let ok = eventually(LIMIT, async || {
@@ -313,7 +318,11 @@ async fn token_service_down_while_running_is_survived() {
     // Down for longer than a token lifetime: the token expires meanwhile.
     tokens.down.store(true, std::sync::atomic::Ordering::SeqCst);
     let q = bed.admin(&bed.queue);
-    let during = q.send(&training("TrainingFailed"), Expiry::ServiceDefault).await.unwrap().id;
+    let during = q
+        .send(&training("TrainingFailed"), Expiry::ServiceDefault)
+        .await
+        .unwrap()
+        .id;
     tokio::time::sleep(lifetime + Duration::from_secs(3)).await;
     assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
     let logs = d.logs();

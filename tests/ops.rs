@@ -307,7 +307,10 @@ async fn replay_loses_nothing_when_the_copy_fails() {
     let poison = w.poison_queue();
     poison.create_if_missing().await.unwrap();
     for _ in 0..3 {
-        poison.send(&training("TrainingFailed"), Expiry::ServiceDefault).await.unwrap();
+        poison
+            .send(&training("TrainingFailed"), Expiry::ServiceDefault)
+            .await
+            .unwrap();
     }
     // May read and process, but not add messages: every copy fails.
     let cfg = w.write_config(

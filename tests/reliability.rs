@@ -24,7 +24,9 @@ fn soak() -> usize {
 async fn send_many(q: &AzureQueue, bodies: &[String]) -> Vec<String> {
     let mut ids = Vec::with_capacity(bodies.len());
     for chunk in bodies.chunks(32) {
-        let sent = futures_util::future::join_all(chunk.iter().map(|b| q.send(b, Expiry::ServiceDefault))).await;
+        let sent =
+            futures_util::future::join_all(chunk.iter().map(|b| q.send(b, Expiry::ServiceDefault)))
+                .await;
         ids.extend(sent.into_iter().map(|r| r.unwrap().id));
     }
     ids
@@ -209,7 +211,12 @@ async fn storage_outage_of_twenty_seconds() {
     let send_seq = async |n: usize, status: &str| {
         let mut ids = Vec::new();
         for _ in 0..n {
-            ids.push(q.send(&training(status), Expiry::ServiceDefault).await.unwrap().id);
+            ids.push(
+                q.send(&training(status), Expiry::ServiceDefault)
+                    .await
+                    .unwrap()
+                    .id,
+            );
         }
         ids
     };

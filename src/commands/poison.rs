@@ -179,7 +179,13 @@ mod tests {
         let poison = MemoryQueue::new("q-poison");
         let mut ids = Vec::new();
         for i in 0..40 {
-            ids.push(poison.send(&format!("{GOOD} {i}"), Expiry::ServiceDefault).await.unwrap().id);
+            ids.push(
+                poison
+                    .send(&format!("{GOOD} {i}"), Expiry::ServiceDefault)
+                    .await
+                    .unwrap()
+                    .id,
+            );
         }
         let wanted = ids[35].clone();
         let report = replay(&main, &poison, &Selection::Ids([wanted.clone()].into()))

@@ -561,10 +561,22 @@ mod tests {
         )
         .unwrap();
         let dbg = format!("{:?}", c.handlers);
-        for secret in ["T0KEN", "QUERYSECRET", "HEADERSECRET", "ARGSECRET", "ENVSECRET", "pw@"] {
+        for secret in [
+            "T0KEN",
+            "QUERYSECRET",
+            "HEADERSECRET",
+            "ARGSECRET",
+            "ENVSECRET",
+            "pw@",
+        ] {
             assert!(!dbg.contains(secret), "{secret} in {dbg}");
         }
-        assert!(dbg.contains("hooks.example") && dbg.contains("Authorization") && dbg.contains("API_KEY"), "{dbg}");
+        assert!(
+            dbg.contains("hooks.example")
+                && dbg.contains("Authorization")
+                && dbg.contains("API_KEY"),
+            "{dbg}"
+        );
     }
 
     #[test]

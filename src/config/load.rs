@@ -22,7 +22,14 @@ fn unreadable(e: config::ConfigError) -> ConfigError {
 }
 
 /// Key names whose values are secrets (matched as parts of a key name).
-const SECRET_KEY_PARTS: [&str; 6] = ["secret", "key", "token", "password", "connection_string", "sas"];
+const SECRET_KEY_PARTS: [&str; 6] = [
+    "secret",
+    "key",
+    "token",
+    "password",
+    "connection_string",
+    "sas",
+];
 
 /// Removes secret values from a parser message that quotes source lines:
 /// the value of any `name = ...` whose name looks like a secret's, and any
@@ -90,9 +97,7 @@ impl Config {
                 .separator("__")
                 .source(Some(env)),
         );
-        let built = builder
-            .build()
-            .map_err(unreadable)?;
+        let built = builder.build().map_err(unreadable)?;
         let root = built
             .try_deserialize::<config::Map<String, config::Value>>()
             .map_err(unreadable)?;
@@ -276,7 +281,9 @@ mod tests {
     fn parse_errors_do_not_show_secret_values() {
         let key = "c2VjcmV0a2V5bWF0ZXJpYWwxMjM0NTY3ODkw";
         for text in [
-            format!("[queue]\nname = \"q-x\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=https;AccountName=a;AccountKey={key}\n"),
+            format!(
+                "[queue]\nname = \"q-x\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=https;AccountName=a;AccountKey={key}\n"
+            ),
             format!("[auth]\nsas_token = \"sv=2022&sig={key}\n"),
             format!("[[handlers]]\ntype = \"webhook\"\nsecret = \"whsec_{key}\n"),
             format!("[auth]\nmode = \"sas\"\nsas_token = \"sv=2022&sig={key}\" x\n"),

@@ -26,7 +26,6 @@ pub use handlers::{
 };
 pub use issues::{ConfigError, ConfigIssue, Issues};
 pub use schema::{
-    AuthConfig, AuthMode, Cloud, Config, ENV_PREFIX, HttpConfig, LogConfig, LogFormat, PoisonFormat,
-    QueueConfig,
-    TlsConfig,
+    AuthConfig, AuthMode, Cloud, Config, ENV_PREFIX, HttpConfig, LogConfig, LogFormat,
+    PoisonFormat, QueueConfig, TlsConfig,
 };

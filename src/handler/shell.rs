@@ -204,7 +204,8 @@ impl LineBuffer {
         if piece.len() > room {
             self.cut = true;
         }
-        self.bytes.extend_from_slice(&piece[..piece.len().min(room)]);
+        self.bytes
+            .extend_from_slice(&piece[..piece.len().min(room)]);
     }
 
     fn is_empty(&self) -> bool {

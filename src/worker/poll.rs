@@ -257,9 +257,9 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::Expiry;
     use crate::filter::EventFilter;
     use crate::handler::{Delivery, Handler, HandlerError, Route};
+    use crate::queue::Expiry;
     use crate::queue::memory::MemoryQueue;
     use async_trait::async_trait;
     use std::sync::Mutex;

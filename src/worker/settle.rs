@@ -16,7 +16,7 @@
 //! the two.
 
 use super::events::{
-    Deleted, DeleteFailed, FailureNotRecorded, MessageFailed, MessageHandled, PoisonCreateDenied,
+    DeleteFailed, Deleted, FailureNotRecorded, MessageFailed, MessageHandled, PoisonCreateDenied,
     PoisonEnvelopeTooLarge, PoisonFailed, PoisonReason, Poisoned, ReleaseFailed, Released,
     RetryDelayFailed,
 };
@@ -100,7 +100,10 @@ impl Shared {
             } else {
                 let restarts = m.dequeue_count.saturating_sub(failures);
                 let restarts = if restarts > 0 {
-                    format!(" (delivered {} times, {restarts} ending without an outcome)", m.dequeue_count)
+                    format!(
+                        " (delivered {} times, {restarts} ending without an outcome)",
+                        m.dequeue_count
+                    )
                 } else {
                     String::new()
                 };
@@ -117,8 +120,15 @@ impl Shared {
                 failures,
                 first_delivery: tracked.first_delivery,
             };
-            self.poison(m, &failed, receipt, reason, &detail, Some(&failure.handlers))
-                .await;
+            self.poison(
+                m,
+                &failed,
+                receipt,
+                reason,
+                &detail,
+                Some(&failure.handlers),
+            )
+            .await;
             return;
         }
         let delay = s.retry_delay(failures);
