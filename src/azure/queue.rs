@@ -102,6 +102,44 @@ impl AzureQueue {
     }
 }
 
+impl AzureQueue {
+    /// Update Message: new visibility, and new text when `body` is given;
+    /// returns the new pop receipt.
+    async fn update(
+        &self,
+        id: &str,
+        pop_receipt: &str,
+        visibility: Duration,
+        body: Option<&str>,
+    ) -> Result<String, QueueError> {
+        let op = Operation::Update;
+        let options = match body {
+            Some(text) => Some(QueueClientUpdateMessageOptions {
+                queue_message: Some(
+                    QueueMessage {
+                        message_text: Some(text.to_owned()),
+                    }
+                    .try_into()
+                    .map_err(|e| self.classify(op, e))?,
+                ),
+                ..Default::default()
+            }),
+            None => None,
+        };
+        let rsp = self
+            .client
+            .update_message(id, pop_receipt, secs(visibility), options)
+            .await
+            .map_err(|e| self.classify(op, e))?;
+        rsp.headers()
+            .get_optional_string(&POP_RECEIPT)
+            .ok_or_else(|| QueueError::Other {
+                op,
+                message: "the response has no x-ms-popreceipt header".into(),
+            })
+    }
+}
+
 #[async_trait]
 impl Queue for AzureQueue {
     fn name(&self) -> &str {
@@ -154,18 +192,7 @@ impl Queue for AzureQueue {
         pop_receipt: &str,
         visibility: Duration,
     ) -> Result<String, QueueError> {
-        let op = Operation::Update;
-        let rsp = self
-            .client
-            .update_message(id, pop_receipt, secs(visibility), None)
-            .await
-            .map_err(|e| self.classify(op, e))?;
-        rsp.headers()
-            .get_optional_string(&POP_RECEIPT)
-            .ok_or_else(|| QueueError::Other {
-                op,
-                message: "the response has no x-ms-popreceipt header".into(),
-            })
+        self.update(id, pop_receipt, visibility, None).await
     }
 
     async fn update_body(
@@ -175,25 +202,7 @@ impl Queue for AzureQueue {
         visibility: Duration,
         body: &str,
     ) -> Result<String, QueueError> {
-        let op = Operation::Update;
-        let message = QueueMessage {
-            message_text: Some(body.to_owned()),
-        };
-        let options = QueueClientUpdateMessageOptions {
-            queue_message: Some(message.try_into().map_err(|e| self.classify(op, e))?),
-            ..Default::default()
-        };
-        let rsp = self
-            .client
-            .update_message(id, pop_receipt, secs(visibility), Some(options))
-            .await
-            .map_err(|e| self.classify(op, e))?;
-        rsp.headers()
-            .get_optional_string(&POP_RECEIPT)
-            .ok_or_else(|| QueueError::Other {
-                op,
-                message: "the response has no x-ms-popreceipt header".into(),
-            })
+        self.update(id, pop_receipt, visibility, Some(body)).await
     }
 
     async fn send(&self, body: &str, expiry: Expiry) -> Result<SentMessage, QueueError> {
