@@ -1,0 +1,240 @@
+//! The alerting rules in a real Prometheus: Debian's `prometheus` binary
+//! (installed by `scripts/check-deploy`) scrapes a real daemon on Azurite
+//! every second and evaluates `deploy/prometheus/alerts.yaml`, loaded
+//! unchanged (the poison alert has no `for`, so nothing needs shortening),
+//! every second.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A Prometheus server on a loopback port, with its data in a temp dir and
+/// its output in files; stopped by its own pid.
+struct Prometheus {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl Prometheus {
+    /// The first line of `prometheus --version`; panics, saying how to
+    /// install it, when there is no Prometheus on PATH (never a silent
+    /// skip: CI installs it through scripts/check-deploy).
+    fn version() -> String {
+        match Command::new("prometheus").arg("--version").output() {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            other => panic!(
+                "cannot run `prometheus --version` ({other:?}): this test needs the Prometheus \
+                 server on PATH. scripts/check-deploy installs it (Debian's package: \
+                 apt-get install prometheus); scripts/test runs check-deploy first."
+            ),
+        }
+    }
+
+    /// Scrapes `target` (`host:port`) every second and evaluates the
+    /// project's alert rules every second.
+    fn start(dir: &Path, target: &str) -> Self {
+        let rules = repo_root().join("deploy/prometheus/alerts.yaml");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - {rules:?}\n\
+                 scrape_configs:\n  - job_name: cvnotify\n    static_configs:\n      - targets: [{target:?}]\n",
+            ),
+        )
+        .unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let log = dir.join("prometheus.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Prometheus {
+            child,
+            base: format!("http://{listen}"),
+            log,
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `data` of a successful API answer; None while the server is not up.
+    async fn api(&self, path: &str) -> Option<Value> {
+        let rsp = reqwest::get(format!("{}{path}", self.base)).await.ok()?;
+        let body: Value = serde_json::from_str(&rsp.text().await.ok()?).ok()?;
+        (body["status"] == "success").then(|| body["data"].clone())
+    }
+
+    /// The alerting rules Prometheus loaded (`/api/v1/rules`).
+    async fn rules(&self) -> Vec<Value> {
+        let Some(data) = self.api("/api/v1/rules?type=alert").await else {
+            return Vec::new();
+        };
+        data["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// Active (pending or firing) alerts named `name`.
+    async fn alerts(&self, name: &str) -> Vec<Value> {
+        let Some(data) = self.api("/api/v1/alerts").await else {
+            return Vec::new();
+        };
+        data["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["labels"]["alertname"] == name)
+            .cloned()
+            .collect()
+    }
+
+    /// The value of the one series `query` selects, as Prometheus has it.
+    async fn value(&self, query: &str) -> Option<String> {
+        let q: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
+        let data = self.api(&format!("/api/v1/query?query={q}")).await?;
+        data["result"][0]["value"][1].as_str().map(str::to_owned)
+    }
+
+    async fn stop(&mut self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let start = Instant::now();
+        while start.elapsed() < LIMIT {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "prometheus: {status}\n{}", self.logs());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("prometheus did not stop on SIGTERM\n{}", self.logs());
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_fires_the_poison_alert_after_a_poisoned_message() {
+    eprintln!("{}", Prometheus::version());
+    let w = World::new().await;
+    let script = hook(&w, "fail.sh", "exit 1");
+    w.main_queue().create_if_missing().await.unwrap();
+    let port = free_port();
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 1")
+        .extra(format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .handler(shell_handler(&script, "name = \"fail\""))
+        .write("c.toml");
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    assert!(
+        eventually(LIMIT, async || reqwest::get(&ready)
+            .await
+            .is_ok_and(|r| r.status() == 200))
+        .await,
+        "{}",
+        d.logs()
+    );
+
+    let mut p = Prometheus::start(w.dir.path(), &format!("127.0.0.1:{port}"));
+    // Before any poisoning: the poison queue's length was scraped (0), and
+    // every rule of alerts.yaml loaded and evaluates without error; the
+    // poison alert is inactive.
+    let poison_length = r#"cvnotify_queue_length{job="cvnotify", queue="poison"}"#;
+    assert!(
+        eventually(LIMIT, async || {
+            let rules = p.rules().await;
+            p.value(poison_length).await.as_deref() == Some("0")
+                && rules.len() == 4
+                && rules.iter().all(|r| r["health"] == "ok")
+                && rules
+                    .iter()
+                    .any(|r| r["name"] == "CvnotifyPoisonQueueNotEmpty" && r["state"] == "inactive")
+        })
+        .await,
+        "rules: {:#}\n{}\n{}",
+        Value::Array(p.rules().await),
+        p.logs(),
+        d.logs()
+    );
+    assert!(p.alerts("CvnotifyPoisonQueueNotEmpty").await.is_empty());
+
+    // One message; its only handler fails, and max_dequeue_count = 1.
+    w.send_all(&[training("TrainingCompleted")]).await;
+    let poison = w.poison_queue();
+    assert!(
+        eventually(LIMIT, async || World::peek_all(&poison).await.len() == 1).await,
+        "{}",
+        d.logs()
+    );
+    let poisoned = Instant::now();
+
+    // The daemon reads queue lengths at most every 30 s, so this takes up
+    // to 30 s plus a scrape and an evaluation.
+    let mut firing = Vec::new();
+    assert!(
+        eventually(LIMIT, async || {
+            firing = p.alerts("CvnotifyPoisonQueueNotEmpty").await;
+            firing.iter().any(|a| a["state"] == "firing")
+        })
+        .await,
+        "no firing poison alert within {LIMIT:?}: {firing:?}\n{}\n{}",
+        p.logs(),
+        d.logs()
+    );
+    eprintln!(
+        "CvnotifyPoisonQueueNotEmpty fired {:.1} s after the message reached the poison queue",
+        poisoned.elapsed().as_secs_f64()
+    );
+    let alert = &firing[0];
+    assert_eq!(alert["labels"]["job"], "cvnotify", "{alert}");
+    assert_eq!(alert["labels"]["queue"], "poison", "{alert}");
+    assert_eq!(alert["labels"]["severity"], "warning", "{alert}");
+    assert_eq!(
+        alert["annotations"]["summary"], "cvnotify's poison queue holds 1 message(s) (cvnotify)",
+        "{alert}"
+    );
+
+    d.signal(Signal::SIGTERM);
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
+    p.stop().await;
+}
