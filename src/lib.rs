@@ -56,5 +56,6 @@ pub mod queue;
 pub mod reaper;
 pub mod retry;
 pub mod secret;
+pub mod telemetry;
 pub mod tls;
 pub mod worker;

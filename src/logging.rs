@@ -30,8 +30,7 @@ fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'st
 /// The Azure SDK logs every failed try at INFO; the daemon reports storage
 /// problems itself (with back-off and redaction), so the SDK is kept to WARN
 /// unless `RUST_LOG` asks for more.
-const QUIET_SDK: &str =
-    "azure_core=warn,azure_identity=warn,azure_storage_queue=warn,typespec_client_core=warn";
+const QUIET_SDK: &str = "azure_core=warn,azure_identity=warn,azure_storage_queue=warn,typespec_client_core=warn,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn,opentelemetry_http=warn";
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +41,13 @@ pub enum Target {
     Stderr,
 }
 
-/// Installs the global subscriber. Safe to call once per process.
-pub fn init(config: &LogConfig, target: Target) {
+/// Installs the global subscriber: log lines to `target`, and spans to
+/// OpenTelemetry through `tracer` when traces are on. Safe to call once per
+/// process.
+pub fn init(config: &LogConfig, target: Target, tracer: Option<crate::telemetry::Tracer>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
@@ -63,40 +67,46 @@ pub fn init(config: &LogConfig, target: Target) {
         LogFormat::Text => false,
         LogFormat::Auto => !terminal && !journald,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let result = match (json, target) {
-        (true, Target::Stdout) => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .with_writer(std::io::stdout)
-            .try_init(),
-        (true, Target::Stderr) => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .with_writer(std::io::stderr)
-            .try_init(),
-        (false, _) if journald => builder
-            .fmt_fields(text_fields())
-            .with_ansi(false)
-            .without_time()
-            .with_writer(std::io::stderr)
-            .try_init(),
-        (false, Target::Stdout) => builder
-            .fmt_fields(text_fields())
-            .with_ansi(terminal)
-            .with_writer(std::io::stdout)
-            .try_init(),
-        (false, Target::Stderr) => builder
-            .fmt_fields(text_fields())
-            .with_ansi(terminal)
-            .with_writer(std::io::stderr)
-            .try_init(),
+    let writer = move || -> Box<dyn std::io::Write> {
+        match target {
+            Target::Stdout if !journald || json => Box::new(std::io::stdout()),
+            _ => Box::new(std::io::stderr()),
+        }
     };
-    let _ = result;
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    let lines: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> =
+        if json {
+            fmt.json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .with_writer(writer)
+                .with_filter(filter)
+                .boxed()
+        } else if journald {
+            fmt.fmt_fields(text_fields())
+                .with_ansi(false)
+                .without_time()
+                .with_writer(writer)
+                .with_filter(filter)
+                .boxed()
+        } else {
+            fmt.fmt_fields(text_fields())
+                .with_ansi(terminal)
+                .with_writer(writer)
+                .with_filter(filter)
+                .boxed()
+        };
+    // Traces do not depend on the log level: cvnotify's own INFO spans (a
+    // message, its handlers, its storage calls) are always exported.
+    let traces = tracer.map(|t| {
+        tracing_opentelemetry::layer().with_tracer(t).with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("cvnotify", tracing::Level::INFO),
+        )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(lines)
+        .with(traces)
+        .try_init();
 }

@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Decode { file } => decode(file),
-        Command::Run { once } => with_config(cli.config, Target::Stdout, |c| run(c, once)),
+        Command::Run { once } => with_traced_config(cli.config, |c| run(c, once)),
         Command::Check { config_only } => with_config(cli.config, Target::Stderr, |c| {
             println!("ok    config     valid");
             if config_only { exit::OK } else { check(c) }
@@ -134,11 +134,34 @@ fn main() -> ExitCode {
 fn with_config(path: Option<PathBuf>, target: Target, f: impl FnOnce(&Config) -> i32) -> i32 {
     match Config::load(path.as_deref()) {
         Ok(config) => {
-            logging::init(&config.log, target);
+            logging::init(&config.log, target, None);
             f(&config)
         }
         Err(e) => config_error(&e),
     }
+}
+
+/// As [`with_config`] for the daemon: traces too, when configured, flushed
+/// before the process exits.
+fn with_traced_config(path: Option<PathBuf>, f: impl FnOnce(&Config) -> i32) -> i32 {
+    let config = match Config::load(path.as_deref()) {
+        Ok(config) => config,
+        Err(e) => return config_error(&e),
+    };
+    let (tracer, telemetry) = match cvnotify::telemetry::init(&config.telemetry) {
+        Ok(Some((tracer, telemetry))) => (Some(tracer), Some(telemetry)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("error: {}", report(&e.into()));
+            return exit::CONFIG;
+        }
+    };
+    logging::init(&config.log, Target::Stdout, tracer);
+    let code = f(&config);
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    code
 }
 
 fn config_error(e: &ConfigError) -> i32 {

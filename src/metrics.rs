@@ -78,6 +78,20 @@ pub struct Metrics {
     started: AtomicBool,
 }
 
+/// Spans the trace exporter dropped because its queue was full (the
+/// collector slow or down). Process-wide: the exporter is set up before the
+/// daemon's [`Metrics`], and every `Metrics` registers this one counter.
+pub fn spans_dropped() -> &'static Counter {
+    static DROPPED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+    &DROPPED
+}
+
+/// Spans handed to the collector (exported or refused by it).
+pub fn spans_exported() -> &'static Counter {
+    static EXPORTED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+    &EXPORTED
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -182,6 +196,16 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "cvnotify version", build);
+        registry.register(
+            "spans_dropped",
+            "Trace spans dropped because the export queue was full",
+            spans_dropped().clone(),
+        );
+        registry.register(
+            "spans_exported",
+            "Trace spans sent to the OTLP collector",
+            spans_exported().clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -105,6 +105,7 @@ impl AzureQueue {
 impl AzureQueue {
     /// Update Message: new visibility, and new text when `body` is given;
     /// returns the new pop receipt.
+    #[tracing::instrument(name = "queue.update", level = "info", skip_all, fields(otel.kind = "client", queue = %self.name))]
     async fn update(
         &self,
         id: &str,
@@ -178,6 +179,7 @@ impl Queue for AzureQueue {
             .collect())
     }
 
+    #[tracing::instrument(name = "queue.delete", level = "info", skip_all, fields(otel.kind = "client", queue = %self.name))]
     async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError> {
         self.client
             .delete_message(id, pop_receipt, None)
@@ -205,6 +207,7 @@ impl Queue for AzureQueue {
         self.update(id, pop_receipt, visibility, Some(body)).await
     }
 
+    #[tracing::instrument(name = "queue.send", level = "info", skip_all, fields(otel.kind = "client", queue = %self.name))]
     async fn send(&self, body: &str, expiry: Expiry) -> Result<SentMessage, QueueError> {
         let op = Operation::Send;
         let message = QueueMessage {

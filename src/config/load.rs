@@ -135,6 +135,7 @@ impl Config {
             log: file.log,
             http: file.http,
             tls: file.tls,
+            telemetry: file.telemetry,
             shutdown_timeout: file.shutdown_timeout,
             handlers,
         };

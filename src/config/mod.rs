@@ -27,5 +27,5 @@ pub use handlers::{
 pub use issues::{ConfigError, ConfigIssue, Issues};
 pub use schema::{
     AuthConfig, AuthMode, Cloud, Config, ENV_PREFIX, HttpConfig, LogConfig, LogFormat,
-    PoisonFormat, QueueConfig, TlsConfig,
+    PoisonFormat, QueueConfig, TelemetryConfig, TlsConfig,
 };

@@ -22,6 +22,7 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub tls: TlsConfig,
+    pub telemetry: TelemetryConfig,
     /// How long in-flight handlers may run after SIGTERM/SIGINT before their
     /// messages are released back to the queue.
     pub shutdown_timeout: Duration,
@@ -44,6 +45,8 @@ pub(super) struct FileConfig {
     pub(super) http: HttpConfig,
     #[serde(default)]
     pub(super) tls: TlsConfig,
+    #[serde(default)]
+    pub(super) telemetry: TelemetryConfig,
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub(super) shutdown_timeout: Duration,
     #[serde(default)]
@@ -259,6 +262,35 @@ impl AuthMode {
             self,
             AuthMode::ManagedIdentity | AuthMode::WorkloadIdentity | AuthMode::AzureCli
         )
+    }
+}
+
+/// OpenTelemetry traces, exported over OTLP/HTTP (protobuf). Off unless an
+/// endpoint is set here or in `OTEL_EXPORTER_OTLP_ENDPOINT` /
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (and `OTEL_SDK_DISABLED` is not
+/// `true`). `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are honoured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318`
+    /// (`/v1/traces` is appended, as for `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<Url>,
+    /// Finished spans waiting for export; when the collector is slow or
+    /// down, more are dropped (and counted in
+    /// `cvnotify_spans_dropped_total`) rather than slowing message handling.
+    pub max_queue_size: usize,
+    /// Timeout of one export request.
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            max_queue_size: 2048,
+            export_timeout: Duration::from_secs(10),
+        }
     }
 }
 

@@ -13,6 +13,18 @@ impl Config {
     pub(super) fn validate(&self, issues: &mut Issues) {
         validate_queue(&self.queue, issues);
         validate_auth(&self.auth, &self.queue, issues);
+        let t = &self.telemetry;
+        if let Some(ep) = &t.otlp_endpoint
+            && !matches!(ep.scheme(), "http" | "https")
+        {
+            issues.push("telemetry.otlp_endpoint", "must be an http or https URL");
+        }
+        if !(1..=1_000_000).contains(&t.max_queue_size) {
+            issues.push("telemetry.max_queue_size", "allowed: 1 to 1000000");
+        }
+        if t.export_timeout.is_zero() {
+            issues.push("telemetry.export_timeout", "must be greater than 0");
+        }
         if self.shutdown_timeout.is_zero() {
             issues.push("shutdown_timeout", "must be greater than 0");
         }

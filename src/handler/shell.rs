@@ -121,7 +121,13 @@ impl ShellHandler {
             .env("CVNOTIFY_STATUS", v(e.status().unwrap_or_default()))
             .env("CVNOTIFY_MODEL_URI", v(e.model_uri().unwrap_or_default()))
             .env("CVNOTIFY_MESSAGE_ID", &d.message_id)
-            .env("CVNOTIFY_DEQUEUE_COUNT", d.dequeue_count.to_string());
+            .env("CVNOTIFY_DEQUEUE_COUNT", d.dequeue_count.to_string())
+            // W3C trace context of the handler span (empty with traces off),
+            // the variable OpenTelemetry SDKs read.
+            .env(
+                "TRACEPARENT",
+                crate::telemetry::traceparent(&tracing::Span::current()).unwrap_or_default(),
+            );
         cmd
     }
 }

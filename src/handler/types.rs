@@ -22,6 +22,8 @@ pub struct Delivery {
     pub inserted_at: Option<OffsetDateTime>,
     pub received_at: OffsetDateTime,
     pub notification: Notification,
+    /// The message's trace, when traces are on.
+    pub trace_id: Option<String>,
 }
 
 impl Delivery {
@@ -44,6 +46,7 @@ impl Delivery {
             "message_id": self.message_id,
             "dequeue_count": self.dequeue_count,
             "received_at": rfc3339(self.received_at),
+            "trace_id": self.trace_id,
             "raw": self.notification.raw,
         })
     }

@@ -245,6 +245,11 @@ impl WebhookHandler {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("webhook-id", &d.message_id)
             .header("webhook-timestamp", timestamp.to_string());
+        // The handler span's trace context, so the receiver's spans join
+        // the message's trace.
+        if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(signer) = &self.signer {
             request = request.header(
                 "webhook-signature",

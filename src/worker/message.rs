@@ -24,13 +24,32 @@ impl Shared {
     /// Handles one received message to the end, unless `abort` fires first
     /// (shutdown timeout), in which case it is released.
     pub(super) async fn process(self: Arc<Self>, m: ReceivedMessage, abort: CancellationToken) {
+        let queue = self.queue.name();
+        // The message's span: its fields are the log lines' context and,
+        // with traces on, the OpenTelemetry span's attributes (messaging
+        // semantic conventions for a consumer's "process" span).
         let span = info_span!(
             "message",
             message_id = %m.id,
             dequeue_count = m.dequeue_count,
             event_type = tracing::field::Empty,
             project_id = tracing::field::Empty,
+            iteration_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            "otel.name" = %format_args!("process {queue}"),
+            "otel.kind" = "consumer",
+            "messaging.system" = "azure_storage_queues",
+            "messaging.destination.name" = queue,
+            "messaging.operation.type" = "process",
+            "messaging.operation.name" = "process",
+            "messaging.message.id" = %m.id,
         );
+        if let Some((trace_id, span_id)) = crate::telemetry::ids(&span) {
+            span.record("trace_id", trace_id);
+            span.record("span_id", span_id);
+        }
         self.process_in_span(m, abort, span.clone())
             .instrument(span)
             .await
@@ -87,9 +106,13 @@ impl Shared {
         if let Some(p) = event.project_id() {
             span.record("project_id", tracing::field::display(p));
         }
+        if let Some(i) = event.iteration_id() {
+            span.record("iteration_id", tracing::field::display(i));
+        }
         let router = self.router.clone();
         let routes = router.route(&notification);
         if routes.is_empty() {
+            span.record("outcome", "handled");
             NoRoute.emit(&self.metrics);
             self.delete(&m.id, &m.pop_receipt).await;
             return;
@@ -100,6 +123,7 @@ impl Shared {
             inserted_at: m.inserted_at,
             received_at: OffsetDateTime::now_utc(),
             notification,
+            trace_id: crate::telemetry::ids(&span).map(|(t, _)| t),
         };
         let started = Instant::now();
         let (outcome, receipt) = self.run_handlers(&m, &routes, &delivery, abort).await;
@@ -148,7 +172,11 @@ impl Shared {
                 let res = r.handler.handle(delivery).await;
                 (r.name.as_str(), res, t.elapsed())
             }
-            .instrument(info_span!("handler", handler = %r.name))
+            .instrument(info_span!(
+                "handler",
+                handler = %r.name,
+                "otel.name" = %format_args!("handler {}", r.name),
+            ))
         }));
         tokio::pin!(work);
 

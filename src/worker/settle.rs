@@ -75,15 +75,21 @@ impl Shared {
         took: Duration,
     ) {
         let s = &self.settings;
+        let span = tracing::Span::current();
         let failure = match outcome {
             Outcome::Handled => {
+                span.record("outcome", "handled");
                 self.delete(&m.id, receipt).await;
                 MessageHandled { took }.emit(&self.metrics);
                 return;
             }
-            Outcome::Aborted => return self.release(&m.id, receipt).await,
+            Outcome::Aborted => {
+                span.record("outcome", "released");
+                return self.release(&m.id, receipt).await;
+            }
             Outcome::Failed(f) => f,
         };
+        span.record("outcome", "failed");
         let failures = tracked.failures + 1;
         if failure.permanent || failures >= s.max_dequeue_count {
             MessageFailed {
@@ -256,6 +262,7 @@ impl Shared {
         };
         match sent {
             Ok(()) => {
+                tracing::Span::current().record("outcome", "poisoned");
                 self.delete(&m.id, receipt).await;
                 Poisoned {
                     reason,

@@ -452,6 +452,7 @@ pub fn delivery_of(body: &str, message_id: &str, dequeue_count: u32) -> Delivery
         inserted_at: None,
         received_at: time::OffsetDateTime::now_utc(),
         notification: cvnotify::event::decode(body.as_bytes()).unwrap(),
+        trace_id: None,
     }
 }
 
