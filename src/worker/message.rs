@@ -142,14 +142,7 @@ impl Shared {
             },
             None => Tracked {
                 body: m.body.clone(),
-                // Without Update Message nothing can be recorded: every
-                // earlier delivery counts as a failure, as the dequeue
-                // count says.
-                failures: if self.update_is_denied() {
-                    m.dequeue_count.saturating_sub(1)
-                } else {
-                    0
-                },
+                failures: 0,
                 first_delivery: now,
             },
         }

@@ -90,7 +90,14 @@ impl Shared {
             Outcome::Failed(f) => f,
         };
         span.record("outcome", "failed");
-        let failures = tracked.failures + 1;
+        // Without Update Message nothing can be recorded in the message:
+        // then every earlier delivery counts as a failure, as the queue's
+        // dequeue count says.
+        let failures = if self.update_is_denied() {
+            tracked.failures.max(m.dequeue_count.saturating_sub(1))
+        } else {
+            tracked.failures
+        } + 1;
         if failure.permanent || failures >= s.max_dequeue_count {
             MessageFailed {
                 reason: &failure.reason,
