@@ -38,8 +38,16 @@ const STATUSES: [&str; 2] = ["completed", "failed"];
 
 /// Why an `events` list is rejected; the text is the user's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct FilterError(String);
+pub enum FilterError {
+    #[error("is empty; use [\"*\"] for every event")]
+    Empty,
+    #[error("`{raw}`: unknown event type `{ty}`; allowed: *, {}", TYPES.join(", "))]
+    UnknownType { raw: String, ty: String },
+    #[error("`{raw}`: {ty} events have no status; use `{ty}`")]
+    NoStatus { raw: String, ty: String },
+    #[error("`{raw}`: unknown status `{status}`; allowed: *, {}", STATUSES.join(", "))]
+    UnknownStatus { raw: String, status: String },
+}
 
 impl TryFrom<Vec<String>> for EventFilter {
     type Error = FilterError;
@@ -50,12 +58,8 @@ impl TryFrom<Vec<String>> for EventFilter {
 
 impl EventFilter {
     pub fn parse(patterns: &[String]) -> Result<Self, FilterError> {
-        Self::parse_patterns(patterns).map_err(FilterError)
-    }
-
-    fn parse_patterns(patterns: &[String]) -> Result<Self, String> {
         if patterns.is_empty() {
-            return Err("is empty; use [\"*\"] for every event".into());
+            return Err(FilterError::Empty);
         }
         let mut out = Vec::with_capacity(patterns.len());
         for raw in patterns {
@@ -68,29 +72,28 @@ impl EventFilter {
                 "*" => None,
                 t if TYPES.contains(&t) => Some(t.to_owned()),
                 t => {
-                    return Err(format!(
-                        "`{raw}`: unknown event type `{t}`; allowed: *, {}",
-                        TYPES.join(", ")
-                    ));
+                    return Err(FilterError::UnknownType {
+                        raw: raw.clone(),
+                        ty: t.to_owned(),
+                    });
                 }
             };
             let status = match status {
                 None | Some("*") => None,
                 Some(s) if STATUSES.contains(&s) => {
-                    if matches!(ty.as_deref(), Some("connection_test" | "unknown")) {
-                        return Err(format!(
-                            "`{raw}`: {} events have no status; use `{}`",
-                            ty.as_deref().unwrap_or_default(),
-                            ty.as_deref().unwrap_or_default()
-                        ));
+                    if let Some(t @ ("connection_test" | "unknown")) = ty.as_deref() {
+                        return Err(FilterError::NoStatus {
+                            raw: raw.clone(),
+                            ty: t.to_owned(),
+                        });
                     }
                     Some(s.to_owned())
                 }
                 Some(s) => {
-                    return Err(format!(
-                        "`{raw}`: unknown status `{s}`; allowed: *, {}",
-                        STATUSES.join(", ")
-                    ));
+                    return Err(FilterError::UnknownStatus {
+                        raw: raw.clone(),
+                        status: s.to_owned(),
+                    });
                 }
             };
             out.push(Pattern { ty, status });

@@ -92,6 +92,17 @@ pub fn spans_exported() -> &'static Counter {
     &EXPORTED
 }
 
+/// Why `/readyz` answers 503.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("starting: no token or first queue call yet")]
+    Starting,
+    #[error("no queue call has succeeded yet")]
+    NoQueueCall,
+    #[error("the last successful queue call was {age_s} s ago (limit {limit_s} s)")]
+    Stale { age_s: u64, limit_s: u64 },
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -226,21 +237,20 @@ impl Metrics {
     }
 
     /// Ready: started, and a queue call succeeded within `window`.
-    pub fn ready(&self, window: Duration) -> Result<(), String> {
+    pub fn ready(&self, window: Duration) -> Result<(), NotReady> {
         if !self.started.load(Ordering::Relaxed) {
-            return Err("starting: no token or first queue call yet".into());
+            return Err(NotReady::Starting);
         }
         let last = self.last_success_ms.load(Ordering::Relaxed);
         if last == 0 {
-            return Err("no queue call has succeeded yet".into());
+            return Err(NotReady::NoQueueCall);
         }
         let age = now_ms().saturating_sub(last);
         if age > window.as_millis() as u64 {
-            return Err(format!(
-                "the last successful queue call was {} s ago (limit {} s)",
-                age / 1000,
-                window.as_secs()
-            ));
+            return Err(NotReady::Stale {
+                age_s: age / 1000,
+                limit_s: window.as_secs(),
+            });
         }
         Ok(())
     }
@@ -295,6 +305,7 @@ mod tests {
         assert!(
             m.ready(Duration::from_secs(30))
                 .unwrap_err()
+                .to_string()
                 .contains("60 s ago")
         );
     }

@@ -45,14 +45,14 @@ fn validate_queue(q: &QueueConfig, issues: &mut Issues) {
         ),
         Some(name) => {
             if let Err(e) = validate_queue_name(name) {
-                issues.push("queue.name", e);
+                issues.push("queue.name", e.to_string());
             }
         }
     }
     if let Some(p) = &q.poison_queue
         && let Err(e) = validate_queue_name(p)
     {
-        issues.push("queue.poison_queue", e);
+        issues.push("queue.poison_queue", e.to_string());
     } else if q.poison_queue.is_none()
         && let Some(name) = &q.name
         && name.len() > 56
@@ -202,7 +202,14 @@ fn validate_auth(a: &AuthConfig, q: &QueueConfig, issues: &mut Issues) {
 
 /// Queue naming rules of Azure Storage, checked here so that a typo is a
 /// config error rather than a 400 at the first request.
-fn validate_queue_name(name: &str) -> Result<(), String> {
+/// A queue name the service would refuse.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{0}` is not a valid queue name: 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit"
+)]
+struct InvalidQueueName(String);
+
+fn validate_queue_name(name: &str) -> Result<(), InvalidQueueName> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -212,9 +219,7 @@ fn validate_queue_name(name: &str) -> Result<(), String> {
         || name.ends_with('-')
         || name.contains("--")
     {
-        return Err(format!(
-            "`{name}` is not a valid queue name: 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit"
-        ));
+        return Err(InvalidQueueName(name.to_owned()));
     }
     Ok(())
 }
