@@ -7,8 +7,10 @@
 
 use crate::azure::{ConnectError, Connector, TokenError};
 use crate::config::Config;
+use crate::customvision::{ClientBuildError, TrainingClient};
 use crate::handler::{BuildContext, BuildError, Router};
 use crate::metrics::Metrics;
+use crate::notice::ExpectedExports;
 use crate::queue::Queue;
 use crate::worker::{Settings, Summary, Worker, WorkerError};
 use std::future::Future;
@@ -24,6 +26,8 @@ pub enum StartError {
     Credential(#[from] TokenError),
     #[error("Failed to set up the storage client")]
     Connect(#[from] ConnectError),
+    #[error("Failed to set up the Custom Vision client")]
+    CustomVision(#[from] ClientBuildError),
     #[error(transparent)]
     Handler(#[from] BuildError),
     #[error("Failed to listen on http.listen = {addr}; is the port in use?")]
@@ -44,10 +48,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, StartError> {
     let connector = Connector::new(&config.queue, &config.auth, &config.tls)?;
+    let expected_exports = Arc::new(ExpectedExports::new());
+    let customvision = config
+        .customvision
+        .as_ref()
+        .map(|cv| {
+            TrainingClient::from_config(cv, &config.auth, config.queue.cloud, &config.tls)
+                .map(Arc::new)
+        })
+        .transpose()?;
     let ctx = BuildContext {
         blobs: Arc::new(connector.blobs()?),
         ca_file: config.tls.ca_file.clone(),
         secret_env: config.secret_env_names(),
+        customvision,
+        expected_exports: expected_exports.clone(),
     };
     let router = Router::build(&config.effective_handlers(), &ctx)?;
     connector
@@ -87,7 +102,8 @@ pub async fn run(
     }
     let _stop_http = stop_http.drop_guard();
     let settings = Settings::new(&config.queue, config.shutdown_timeout, once);
-    let worker = Worker::new(queue, poison, Arc::new(router), settings, metrics);
+    let worker = Worker::new(queue, poison, Arc::new(router), settings, metrics)
+        .with_expected_exports(expected_exports);
     Ok(worker.run(shutdown).await?)
 }
 

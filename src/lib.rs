@@ -17,6 +17,8 @@
 //!    - [`secret`]: the [`secret::Secret`] type and redaction of logged text.
 //!    - [`error`]: one-line cause chains, the untrusted-certificate hint.
 //!    - [`retry`]: the one back-off primitive.
+//!    - [`notice`]: the exports cvnotify asked for, whose `Export`
+//!      notification the poll loop waits for at its fastest interval.
 //!    - [`tls`]: extra trusted CAs. [`metrics`]: Prometheus counters and
 //!      health state. [`reaper`]: reaping orphans as PID 1. [`exit`]: exit
 //!      codes.
@@ -28,13 +30,14 @@
 //!    download handler reads through).
 //! 4. [`azure`]: everything that talks to Azure Storage (connector, queue
 //!    and blob clients, Shared Key, Entra ID credentials), from the config
-//!    sections it needs.
+//!    sections it needs. [`customvision`]: the Custom Vision Training API
+//!    client (over reqwest; Entra ID credentials from [`azure`]).
 //! 5. [`handler`]: the `Handler` trait, one module per handler type, and the
 //!    router. Sees storage only through [`blob`].
 //! 6. [`worker`]: the poll loop and each message's lifecycle, with one typed
 //!    internal event per outcome. [`http`]: `/healthz` `/readyz` `/metrics`.
 //! 7. [`daemon`] (wiring, the shutdown signal) and [`commands`] (`check`,
-//!    `send`, `poison`).
+//!    `send`, `poison`, `setup`).
 //!
 //! `main.rs` only parses the command line and calls into these.
 
@@ -42,6 +45,7 @@ pub mod azure;
 pub mod blob;
 pub mod commands;
 pub mod config;
+pub mod customvision;
 pub mod daemon;
 pub mod envelope;
 pub mod error;
@@ -52,6 +56,7 @@ pub mod handler;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod notice;
 pub mod queue;
 pub mod reaper;
 pub mod retry;

@@ -6,7 +6,8 @@
 //! "retry this call" (a closure they own), while the poll loop needs a
 //! resettable interval whose jitter must stay below the cap (the cap sets the
 //! idle request rate), and the webhook must be able to replace a delay with
-//! the server's `Retry-After`. The whole primitive is this one type.
+//! the server's `Retry-After`. The whole primitive is this one type, plus
+//! [`parse_retry_after`] for the servers that say how long to wait.
 
 use std::time::Duration;
 
@@ -59,9 +60,36 @@ impl Backoff {
     }
 }
 
+/// A `Retry-After` header value: delay seconds or an HTTP date (RFC 9110).
+/// A date in the past is zero; anything else is None.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(
+            d > Duration::from_secs(110) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
 
     #[test]
     fn grows_to_max_with_bounded_jitter() {

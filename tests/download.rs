@@ -296,8 +296,7 @@ async fn keep_last_removes_older_models_of_the_same_project() {
     let config = Config::from_toml(&text).unwrap();
     let ctx = BuildContext {
         blobs: std::sync::Arc::new(crate::common::connect(&config).unwrap().blobs().unwrap()),
-        ca_file: None,
-        secret_env: Vec::new(),
+        ..crate::common::anonymous_ctx()
     };
     let handler = match &config.handlers[0] {
         c @ HandlerConfig::Download(_) => c.build(&ctx).unwrap(),
@@ -408,8 +407,7 @@ async fn bench_download_50_mib() {
     let config = Config::from_toml(&text).unwrap();
     let ctx = BuildContext {
         blobs: std::sync::Arc::new(crate::common::connect(&config).unwrap().blobs().unwrap()),
-        ca_file: None,
-        secret_env: Vec::new(),
+        ..crate::common::anonymous_ctx()
     };
     let handler = config.handlers[0].build(&ctx).unwrap();
     let mut rates = Vec::new();

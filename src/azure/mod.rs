@@ -16,6 +16,6 @@ mod shared_key;
 
 pub use blob::AzureBlobs;
 pub use connector::{ConnectError, Connector, TokenError};
-pub use credential::{STORAGE_SCOPE, credential_hint};
+pub use credential::{STORAGE_SCOPE, credential_hint, token_credential};
 pub use queue::AzureQueue;
 pub use shared_key::SharedKeyPolicy;

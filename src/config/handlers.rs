@@ -9,6 +9,7 @@
 //! an error inside it (`handlers[0].timeout`). Pure: building handlers (I/O)
 //! is [`crate::handler`]'s.
 
+use super::customvision::check_export_target;
 use super::issues::{Issues, as_table, deserialize_collecting};
 use crate::filter::EventFilter;
 use crate::secret::Secret;
@@ -84,6 +85,7 @@ handler_types! {
     Shell(ShellConfig) => "shell",
     Webhook(WebhookConfig) => "webhook",
     Download(DownloadConfig) => "download",
+    CustomVision(CustomVisionHandlerConfig) => "customvision",
 }
 
 impl HandlerConfig {
@@ -488,6 +490,12 @@ pub struct DownloadConfig {
     /// Limit for one whole download.
     #[serde(default = "default_download_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// The project's backup container, as set in its
+    /// `exportModelContainerUri` (`https://<account>.blob.core.windows.net/<container>`,
+    /// no SAS). `cvnotify setup` sets it on the project and `check`
+    /// verifies it. Default: none.
+    #[serde(default)]
+    pub container: Option<Url>,
 }
 
 fn completed_exports() -> EventFilter {
@@ -524,6 +532,139 @@ impl HandlerTable for DownloadConfig {
         }
         if self.timeout.is_zero() {
             issues.push(format!("{path}.timeout"), "must be greater than 0");
+        }
+        if let Some(c) = &self.container {
+            if !matches!(c.scheme(), "http" | "https") {
+                issues.push(format!("{path}.container"), "must be an https URL");
+            }
+            if c.query().is_some() {
+                issues.push(
+                    format!("{path}.container"),
+                    "must not carry a query (a SAS): Custom Vision writes with its own managed identity",
+                );
+            }
+            if c.path().trim_matches('/').is_empty() {
+                issues.push(
+                    format!("{path}.container"),
+                    "must name a container: https://<account>.blob.core.windows.net/<container>",
+                );
+            }
+        }
+    }
+}
+
+/// `type = "customvision"`: acts on the Training API when training
+/// completes: exports the iteration and publishes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomVisionHandlerConfig {
+    /// Name used in logs; default `customvision#<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Which events this handler gets; only completed trainings do
+    /// anything, others succeed at once.
+    #[serde(default = "completed_trainings")]
+    pub events: EventFilter,
+    /// Exports to request for the trained iteration, e.g.
+    /// `[{ platform = "ONNX" }, { platform = "TensorFlow", flavor = "TensorFlowLite" }]`.
+    /// Default: none.
+    #[serde(default)]
+    pub export: Vec<ExportTarget>,
+    /// Publish the trained iteration to a prediction resource. Default: no.
+    #[serde(default)]
+    pub publish: Option<PublishConfig>,
+    /// After requesting an export, the queue is polled at
+    /// `queue.min_poll_interval` until its `Export` notification arrived or
+    /// this long passed.
+    #[serde(default = "default_export_wait", with = "humantime_serde")]
+    pub export_wait: Duration,
+}
+
+/// One export of an iteration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportTarget {
+    /// `CoreML`, `TensorFlow`, `DockerFile`, `ONNX` or `VAIDK`.
+    pub platform: String,
+    /// `TensorFlowNormal`/`TensorFlowLite` (TensorFlow), `Linux`/`Windows`/
+    /// `ARM` (DockerFile), `ONNX10`/`ONNX12` (ONNX). Default: none.
+    #[serde(default)]
+    pub flavor: Option<String>,
+}
+
+impl std::fmt::Display for ExportTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.flavor {
+            Some(fl) => write!(f, "{}/{fl}", self.platform),
+            None => f.write_str(&self.platform),
+        }
+    }
+}
+
+/// Publishing a trained iteration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// The publish name prediction clients use (`production`).
+    pub name: String,
+    /// Full Azure resource id of the Custom Vision *prediction* resource:
+    /// `/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.CognitiveServices/accounts/<name>`.
+    pub prediction_resource_id: String,
+    /// Unpublish the iteration currently holding `name` first. Without it,
+    /// a name held by another iteration is a permanent failure.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+fn completed_trainings() -> EventFilter {
+    EventFilter::parse(&["training.completed".to_owned()]).expect("a valid filter")
+}
+fn default_export_wait() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+impl HandlerTable for CustomVisionHandlerConfig {
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    fn events(&self) -> &EventFilter {
+        &self.events
+    }
+    fn validate(&self, path: &str, issues: &mut Issues) {
+        if self.export.is_empty() && self.publish.is_none() {
+            issues.push(
+                path.to_owned(),
+                "nothing to do: set `export` (a list of { platform, flavor }) or `publish`",
+            );
+        }
+        let mut seen = Vec::new();
+        for (i, t) in self.export.iter().enumerate() {
+            if let Err(e) = check_export_target(&t.platform, t.flavor.as_deref()) {
+                issues.push(format!("{path}.export[{i}]"), e);
+            } else if seen.contains(&t) {
+                issues.push(
+                    format!("{path}.export[{i}]"),
+                    format!("{t} is listed twice"),
+                );
+            }
+            seen.push(t);
+        }
+        if let Some(p) = &self.publish {
+            if p.name.trim().is_empty() || p.name.chars().any(char::is_control) {
+                issues.push(format!("{path}.publish.name"), "must be a non-empty name");
+            }
+            let id = p.prediction_resource_id.to_ascii_lowercase();
+            if !id.starts_with("/subscriptions/")
+                || !id.contains("/providers/microsoft.cognitiveservices/accounts/")
+            {
+                issues.push(
+                    format!("{path}.publish.prediction_resource_id"),
+                    "must be the prediction resource's full Azure resource id: /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.CognitiveServices/accounts/<name> (Azure portal: the prediction resource → Properties → Resource ID)",
+                );
+            }
+        }
+        if self.export_wait.is_zero() || self.export_wait > Duration::from_secs(24 * 3600) {
+            issues.push(format!("{path}.export_wait"), "allowed: 1s to 24h");
         }
     }
 }
@@ -583,7 +724,7 @@ mod tests {
     fn every_type_is_listed_once() {
         assert_eq!(
             HandlerConfig::TYPES,
-            ["log", "shell", "webhook", "download"]
+            ["log", "shell", "webhook", "download", "customvision"]
         );
         assert_eq!(HandlerConfig::default_log().type_name(), "log");
         assert_eq!(HandlerConfig::default_log().display_name(3), "log#3");

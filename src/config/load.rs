@@ -138,6 +138,7 @@ impl Config {
             telemetry: file.telemetry,
             shutdown_timeout: file.shutdown_timeout,
             handlers,
+            customvision: file.customvision,
         };
         config.validate(&mut issues);
         issues.into_result(config)

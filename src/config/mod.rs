@@ -4,7 +4,8 @@
 //! Loading never stops at the first problem: the caller gets every problem
 //! at once, each with its key path, and exits with `EX_CONFIG`. Files:
 //! [`issues`] (the collector; the lowest), [`connection_string`] (the format
-//! of `auth.connection_string`), [`handlers`] (`[[handlers]]` tables),
+//! of `auth.connection_string`), [`customvision`] (`[customvision]` and the
+//! export platform table), [`handlers`] (`[[handlers]]` tables),
 //! [`schema`] (the whole shape and defaults), [`validate`] (semantic rules)
 //! and [`load`] (file + environment → a validated [`Config`]).
 //!
@@ -13,6 +14,7 @@
 //! `filter`, `event`).
 
 pub mod connection_string;
+pub mod customvision;
 pub mod handlers;
 pub mod issues;
 mod load;
@@ -20,9 +22,10 @@ pub mod schema;
 mod validate;
 
 pub use connection_string::{ConnectionString, ConnectionStringError, DEV_ACCOUNT, DEV_KEY};
+pub use customvision::CustomVisionConfig;
 pub use handlers::{
-    DownloadConfig, HandlerConfig, HandlerTable, LogHandlerConfig, ShellConfig, StringMap,
-    WebhookConfig,
+    CustomVisionHandlerConfig, DownloadConfig, ExportTarget, HandlerConfig, HandlerTable,
+    LogHandlerConfig, PublishConfig, ShellConfig, StringMap, WebhookConfig,
 };
 pub use issues::{ConfigError, ConfigIssue, Issues};
 pub use schema::{

@@ -5,6 +5,7 @@
 //! Handler tables are in [`super::handlers`]; loading in [`super::load`];
 //! semantic rules in [`super::validate`]. This file only describes shapes.
 
+use super::customvision::CustomVisionConfig;
 use super::handlers::HandlerConfig;
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer};
@@ -28,6 +29,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Handlers each event is routed to. Empty means a single `log` handler.
     pub handlers: Vec<HandlerConfig>,
+    /// The Custom Vision training resource (`setup`, `check`, the
+    /// `customvision` handler). Absent: cvnotify only reads the queue.
+    pub customvision: Option<CustomVisionConfig>,
 }
 
 /// The file's shape before handlers are parsed (they are parsed one by one
@@ -51,6 +55,8 @@ pub(super) struct FileConfig {
     pub(super) shutdown_timeout: Duration,
     #[serde(default)]
     pub(super) handlers: Vec<config::Value>,
+    #[serde(default)]
+    pub(super) customvision: Option<CustomVisionConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,7 @@
 //! no network (`check --config-only` runs exactly this).
 
 use super::connection_string::ConnectionString;
+use super::handlers::HandlerConfig;
 use super::issues::Issues;
 use super::schema::{AuthConfig, AuthMode, Cloud, Config, QueueConfig};
 use std::time::Duration;
@@ -25,6 +26,7 @@ impl Config {
         if t.export_timeout.is_zero() {
             issues.push("telemetry.export_timeout", "must be greater than 0");
         }
+        self.validate_customvision(issues);
         if self.shutdown_timeout.is_zero() {
             issues.push("shutdown_timeout", "must be greater than 0");
         }
@@ -197,6 +199,23 @@ fn validate_auth(a: &AuthConfig, q: &QueueConfig, issues: &mut Issues) {
             "auth.client_id",
             "only used with auth.mode = \"managed_identity\" or \"workload_identity\"",
         );
+    }
+}
+
+impl Config {
+    /// `[customvision]`, and that a `customvision` handler has it.
+    fn validate_customvision(&self, issues: &mut Issues) {
+        if let Some(cv) = &self.customvision {
+            cv.validate(self.auth.mode.as_str(), self.auth.mode.uses_token(), issues);
+        }
+        for (i, h) in self.handlers.iter().enumerate() {
+            if matches!(h, HandlerConfig::CustomVision(_)) && self.customvision.is_none() {
+                issues.push(
+                    "customvision",
+                    format!("missing: handlers[{i}] (type = \"customvision\") needs the [customvision] section (endpoint and training key)"),
+                );
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! know about queues or Azure: storage reaches it only as the
 //! [`crate::blob::BlobSource`] trait in [`BuildContext`].
 
+pub mod customvision;
 pub mod download;
 pub mod log;
 mod router;

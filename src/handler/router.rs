@@ -1,6 +1,7 @@
 //! [`Router`]: the built handlers with their event filters, and the choice
 //! of the ones an event goes to.
 
+use super::customvision::CustomVisionHandler;
 use super::download::DownloadHandler;
 use super::log::LogHandler;
 use super::shell::ShellHandler;
@@ -36,6 +37,7 @@ impl BuildHandler for HandlerConfig {
             HandlerConfig::Shell(c) => Arc::new(ShellHandler::new(c, &ctx.secret_env)?),
             HandlerConfig::Webhook(c) => Arc::new(WebhookHandler::new(c, ctx.ca_file.as_deref())?),
             HandlerConfig::Download(c) => Arc::new(DownloadHandler::new(c, ctx.blobs.clone())?),
+            HandlerConfig::CustomVision(c) => Arc::new(CustomVisionHandler::new(c, ctx)?),
         })
     }
 }

@@ -5,8 +5,10 @@
 //! `Ok`; that decision, and everything about queues, is the worker's.
 
 use crate::blob::BlobSource;
+use crate::customvision::TrainingClient;
 use crate::error::{BoxError, error_chain};
 use crate::event::Notification;
+use crate::notice::ExpectedExports;
 use async_trait::async_trait;
 use serde_json::json;
 use std::fmt;
@@ -116,4 +118,10 @@ pub struct BuildContext {
     /// Environment variables that hold the daemon's secrets (every
     /// handler's `secret_env`): hooks never inherit them.
     pub secret_env: Vec<String>,
+    /// The Training API client of `[customvision]`, when configured
+    /// (customvision handler).
+    pub customvision: Option<Arc<TrainingClient>>,
+    /// Exports requested whose notification the poll loop waits for
+    /// (customvision handler; shared with the worker).
+    pub expected_exports: Arc<ExpectedExports>,
 }

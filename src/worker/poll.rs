@@ -13,6 +13,7 @@ use super::settings::Settings;
 use super::shared::Shared;
 use crate::handler::Router;
 use crate::metrics::Metrics;
+use crate::notice::ExpectedExports;
 use crate::queue::{Queue, QueueError};
 use crate::retry::Backoff;
 use std::future::Future;
@@ -77,6 +78,9 @@ async fn gather(semaphore: &Arc<Semaphore>, want: usize) -> Vec<tokio::sync::Own
 /// The poll loop over one queue.
 pub struct Worker {
     shared: Arc<Shared>,
+    /// Exports a handler asked for: while one is awaited, empty polls wait
+    /// `min_poll_interval` instead of backing off.
+    expected: Arc<ExpectedExports>,
 }
 
 impl Worker {
@@ -98,7 +102,14 @@ impl Worker {
                 settings,
                 metrics,
             }),
+            expected: Arc::new(ExpectedExports::new()),
         }
+    }
+
+    /// Shares `expected` with the handlers that request exports.
+    pub fn with_expected_exports(mut self, expected: Arc<ExpectedExports>) -> Self {
+        self.expected = expected;
+        self
     }
 
     /// Runs until `shutdown` completes (or, with `once`, the queue is empty),
@@ -179,15 +190,26 @@ impl Worker {
                         }
                         continue;
                     }
-                    let delay = poll.next_delay();
+                    // An export notification is on its way: look often,
+                    // and back off from the start once it arrived.
+                    let delay = if self.expected.is_waiting() {
+                        poll.reset();
+                        s.min_poll_interval
+                    } else {
+                        poll.next_delay()
+                    };
                     QueueEmpty { delay: Some(delay) }.emit(metrics);
                     tokio::select! {
                         _ = &mut shutdown => break 'poll,
                         _ = alive(&mut hb, sleep(delay)) => {}
+                        // A handler just requested an export.
+                        _ = self.expected.added() => poll.reset(),
                     }
                 }
                 Ok(messages) => {
                     poll.reset();
+                    self.expected
+                        .observe(messages.iter().map(|m| m.body.as_str()));
                     MessagesReceived {
                         count: messages.len(),
                     }
@@ -467,5 +489,88 @@ mod tests {
             "{second_minute} receives in a minute"
         );
         assert!(first_minute <= 14, "{first_minute}");
+    }
+
+    const EXPORT: &str = r#"{"version":"1.0","type":"Export","Content":{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportCompleted","modelUri":"https://a.blob.core.windows.net/c/m.ONNX"}}"#;
+
+    fn ids() -> (uuid::Uuid, uuid::Uuid) {
+        (
+            "8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c".parse().unwrap(),
+            "0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f".parse().unwrap(),
+        )
+    }
+
+    fn receives(q: &MemoryQueue) -> u64 {
+        q.receive_calls.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expected_export_keeps_polling_fast_until_it_arrives() {
+        let q = Arc::new(MemoryQueue::new("q"));
+        let p = Arc::new(MemoryQueue::new("q-poison"));
+        let probe = probe(0, Duration::ZERO);
+        let mut s = settings();
+        s.once = false;
+        let expected = Arc::new(ExpectedExports::new());
+        let w = worker(&q, &p, &probe, s).with_expected_exports(expected.clone());
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(w.run(stop.clone().cancelled_owned()));
+        // Backed off to the 10 s cap.
+        sleep(Duration::from_secs(60)).await;
+        let (project, iteration) = ids();
+        let before = receives(&q);
+        expected.expect(project, iteration, 1, Duration::from_secs(900));
+        // Woken out of its 10 s sleep at once, then every 100 ms.
+        sleep(Duration::from_millis(50)).await;
+        assert!(receives(&q) > before, "not woken by the expectation");
+        sleep(Duration::from_secs(10)).await;
+        let fast = receives(&q) - before;
+        assert!((90..=102).contains(&fast), "{fast} receives in 10 s");
+        // The notification arrives: handled, then the usual back-off.
+        q.send(EXPORT, Expiry::ServiceDefault).await.unwrap();
+        sleep(Duration::from_millis(150)).await;
+        assert_eq!(probe.calls.lock().unwrap().len(), 1);
+        assert!(!expected.is_waiting());
+        sleep(Duration::from_secs(60)).await;
+        let after = receives(&q);
+        sleep(Duration::from_secs(60)).await;
+        let idle_minute = receives(&q) - after;
+        stop.cancel();
+        handle.await.unwrap().unwrap();
+        assert!(
+            (6..=7).contains(&idle_minute),
+            "{idle_minute} receives in a minute after the export arrived"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expected_export_that_never_comes_stops_fast_polling_at_its_deadline() {
+        let q = Arc::new(MemoryQueue::new("q"));
+        let p = Arc::new(MemoryQueue::new("q-poison"));
+        let probe = probe(0, Duration::ZERO);
+        let mut s = settings();
+        s.once = false;
+        let expected = Arc::new(ExpectedExports::new());
+        let w = worker(&q, &p, &probe, s).with_expected_exports(expected.clone());
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(w.run(stop.clone().cancelled_owned()));
+        let (project, iteration) = ids();
+        expected.expect(project, iteration, 1, Duration::from_secs(20));
+        sleep(Duration::from_secs(20)).await;
+        let during = receives(&q);
+        assert!(
+            (190..=202).contains(&during),
+            "{during} receives while waiting 20 s"
+        );
+        sleep(Duration::from_secs(60)).await;
+        let later = receives(&q);
+        sleep(Duration::from_secs(60)).await;
+        let idle_minute = receives(&q) - later;
+        stop.cancel();
+        handle.await.unwrap().unwrap();
+        assert!(
+            (6..=7).contains(&idle_minute),
+            "{idle_minute} receives in a minute after the deadline"
+        );
     }
 }

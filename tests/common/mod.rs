@@ -809,5 +809,7 @@ pub fn anonymous_ctx() -> cvnotify::handler::BuildContext {
         blobs: std::sync::Arc::new(cvnotify::azure::AzureBlobs::anonymous()),
         ca_file: None,
         secret_env: Vec::new(),
+        customvision: None,
+        expected_exports: Default::default(),
     }
 }

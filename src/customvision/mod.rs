@@ -1,0 +1,16 @@
+//! The Custom Vision Training API (v3.3): the calls `setup`, `check` and
+//! the `customvision` handler make, with retries, and errors that say what
+//! to do.
+//!
+//! At the layer of [`crate::azure`] (it reuses its Entra ID credentials);
+//! below handlers and commands. Files: `model` (the JSON shapes), `error`
+//! (operations, errors, hints), `client` ([`TrainingClient`]). Nothing here
+//! decides what to do with a notification.
+
+mod client;
+mod error;
+mod model;
+
+pub use client::{COGNITIVE_SCOPE, ClientBuildError, Credential, RetrySettings, TrainingClient};
+pub use error::{AuthKind, CvError, Op};
+pub use model::{Export, Iteration, Project, ProjectSettings, StorageUris};

@@ -1,0 +1,306 @@
+//! `type = "customvision"`: when a training completes, export the new
+//! iteration for the configured platforms and publish it.
+//!
+//! Idempotent, because delivery is at least once:
+//! - An export of the same platform and flavor that GetExports shows as
+//!   `Exporting` or `Done` counts as done; no second request is made. A
+//!   `Failed` one is requested again.
+//! - An iteration already published under the name counts as published.
+//!   With `replace`, the iteration holding the name is unpublished first;
+//!   without it, a name held by another iteration is a permanent failure.
+//!
+//! A platform the iteration cannot export to (its `exportableTo`, or the
+//! service's export error codes) is a permanent failure carrying the
+//! reason: the message goes to the poison queue at once. Every requested
+//! export is recorded in [`ExpectedExports`], so the poll loop polls fast
+//! until its `Export` notification arrives.
+
+use super::types::{BuildContext, Delivery, Handler, HandlerError};
+use crate::config::{CustomVisionHandlerConfig, ExportTarget, PublishConfig};
+use crate::customvision::{CvError, Iteration, TrainingClient};
+use crate::event::{Event, TrainingStatus};
+use crate::notice::ExpectedExports;
+use async_trait::async_trait;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// A customvision handler that cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("a customvision handler needs the [customvision] section (endpoint and training key)")]
+pub struct NoCustomVision;
+
+/// Why one step (an export, the publish) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("iteration {iteration} cannot be exported to {target}: {reason}")]
+    NotExportable {
+        iteration: Uuid,
+        target: String,
+        reason: String,
+    },
+    #[error(
+        "publish name `{name}` is held by iteration {holder}; set publish.replace = true to move it to iteration {iteration}"
+    )]
+    NameTaken {
+        name: String,
+        holder: Uuid,
+        iteration: Uuid,
+    },
+    #[error("PublishIteration answered false for `{name}`")]
+    NotPublished { name: String },
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: CvError,
+    },
+}
+
+impl StepError {
+    fn api(what: impl Into<String>) -> impl FnOnce(CvError) -> StepError {
+        let what = what.into();
+        move |source| StepError::Api { what, source }
+    }
+
+    /// No redelivery can make this step succeed.
+    fn is_permanent(&self) -> bool {
+        match self {
+            StepError::NotExportable { .. } | StepError::NameTaken { .. } => true,
+            StepError::NotPublished { .. } => false,
+            StepError::Api { source, .. } => source.is_permanent(),
+        }
+    }
+}
+
+/// Every failed step of one delivery.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| crate::error::error_chain(e)).collect::<Vec<_>>().join("; "))]
+pub struct StepErrors(Vec<StepError>);
+
+pub struct CustomVisionHandler {
+    config: CustomVisionHandlerConfig,
+    client: Arc<TrainingClient>,
+    expected: Arc<ExpectedExports>,
+}
+
+impl CustomVisionHandler {
+    pub fn new(
+        config: &CustomVisionHandlerConfig,
+        ctx: &BuildContext,
+    ) -> Result<Self, NoCustomVision> {
+        Ok(Self {
+            config: config.clone(),
+            client: ctx.customvision.clone().ok_or(NoCustomVision)?,
+            expected: ctx.expected_exports.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for CustomVisionHandler {
+    async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
+        let Event::Training {
+            project_id,
+            iteration_id,
+            status: TrainingStatus::Completed,
+        } = &d.notification.event
+        else {
+            tracing::debug!("Not a completed training; nothing to do");
+            return Ok(());
+        };
+        let (p, i) = (*project_id, *iteration_id);
+        let mut errors = Vec::new();
+        if !self.config.export.is_empty() {
+            errors.extend(self.export(p, i).await);
+        }
+        if let Some(publish) = &self.config.publish
+            && let Err(e) = self.publish(p, i, publish).await
+        {
+            errors.push(e);
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let permanent = errors.iter().any(StepError::is_permanent);
+        let error = StepErrors(errors);
+        Err(if permanent {
+            HandlerError::permanent(error)
+        } else {
+            HandlerError::new(error)
+        })
+    }
+}
+
+/// Why `iteration` cannot be exported to `target`, from what GetIteration
+/// says; None when it may be (or the service did not say).
+fn not_exportable(iteration: &Iteration, target: &ExportTarget) -> Option<String> {
+    if iteration.exportable == Some(false) {
+        return Some(
+            "the iteration is not exportable (exports need a project on a compact domain)".into(),
+        );
+    }
+    match &iteration.exportable_to {
+        Some(list)
+            if !list.is_empty()
+                && !list
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(&target.platform)) =>
+        {
+            Some(format!(
+                "it is exportable only to {} (the project's domain decides)",
+                list.join(", ")
+            ))
+        }
+        _ => None,
+    }
+}
+
+impl CustomVisionHandler {
+    /// Requests every configured export not already running or done;
+    /// returns the steps that failed.
+    async fn export(&self, p: Uuid, i: Uuid) -> Vec<StepError> {
+        let iteration = match self.client.get_iteration(p, i).await {
+            Ok(it) => it,
+            Err(e) => return vec![StepError::api(format!("reading iteration {i}"))(e)],
+        };
+        let existing = match self.client.get_exports(p, i).await {
+            Ok(x) => x,
+            Err(e) => {
+                return vec![StepError::api(format!(
+                    "reading the exports of iteration {i}"
+                ))(e)];
+            }
+        };
+        let mut errors = Vec::new();
+        let mut notifications = 0u32;
+        for target in &self.config.export {
+            let flavor = target.flavor.as_deref();
+            let previous = existing.iter().find(|e| e.is_of(&target.platform, flavor));
+            match previous.map(|e| e.status.as_str()) {
+                Some(s) if s.eq_ignore_ascii_case("Exporting") => {
+                    tracing::info!(target = %target, "The export is already running");
+                    notifications += 1;
+                    continue;
+                }
+                Some(s) if s.eq_ignore_ascii_case("Done") => {
+                    tracing::info!(target = %target, "The iteration is already exported");
+                    continue;
+                }
+                Some(s) => {
+                    tracing::info!(target = %target, status = s, "The previous export did not finish; requesting it again")
+                }
+                None => {}
+            }
+            if let Some(reason) = not_exportable(&iteration, target) {
+                errors.push(StepError::NotExportable {
+                    iteration: i,
+                    target: target.to_string(),
+                    reason,
+                });
+                continue;
+            }
+            match self
+                .client
+                .export_iteration(p, i, &target.platform, flavor)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(target = %target, "Requested the export");
+                    notifications += 1;
+                }
+                // Requested since GetExports answered (another instance,
+                // or an earlier attempt whose answer was lost).
+                Err(e) if e.code() == Some("BadRequestExportAlreadyInProgress") => {
+                    tracing::info!(target = %target, "The export is already running");
+                    notifications += 1;
+                }
+                Err(e) => errors.push(StepError::api(format!("exporting to {target}"))(e)),
+            }
+        }
+        self.expected
+            .expect(p, i, notifications, self.config.export_wait);
+        errors
+    }
+
+    /// Publishes the iteration as `publish.name`, unpublishing the holder
+    /// of the name first with `replace`.
+    async fn publish(&self, p: Uuid, i: Uuid, publish: &PublishConfig) -> Result<(), StepError> {
+        let name = publish.name.as_str();
+        let iterations = self
+            .client
+            .get_iterations(p)
+            .await
+            .map_err(StepError::api("listing the iterations"))?;
+        if iterations
+            .iter()
+            .any(|it| it.id == i && it.published_as() == Some(name))
+        {
+            tracing::info!(publish_name = name, "The iteration is already published");
+            return Ok(());
+        }
+        if let Some(holder) = iterations
+            .iter()
+            .find(|it| it.id != i && it.published_as() == Some(name))
+        {
+            if !publish.replace {
+                return Err(StepError::NameTaken {
+                    name: name.to_owned(),
+                    holder: holder.id,
+                    iteration: i,
+                });
+            }
+            match self.client.unpublish_iteration(p, holder.id).await {
+                Ok(()) => {
+                    tracing::info!(publish_name = name, previous = %holder.id, "Unpublished the iteration holding the name")
+                }
+                // Unpublished meanwhile: the name is free all the same.
+                Err(e) if e.code() == Some("BadRequestIterationNotPublished") => {}
+                Err(e) => {
+                    return Err(StepError::api(format!(
+                        "unpublishing iteration {} to free `{name}`",
+                        holder.id
+                    ))(e));
+                }
+            }
+        }
+        let published = self
+            .client
+            .publish_iteration(p, i, name, &publish.prediction_resource_id)
+            .await
+            .map_err(StepError::api(format!("publishing as `{name}`")))?;
+        if !published {
+            return Err(StepError::NotPublished {
+                name: name.to_owned(),
+            });
+        }
+        tracing::info!(publish_name = name, "Published the iteration");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exportable_to_decides_before_any_request() {
+        let target = ExportTarget {
+            platform: "ONNX".into(),
+            flavor: None,
+        };
+        let mut it = Iteration {
+            exportable: Some(true),
+            exportable_to: Some(vec!["CoreML".into(), "TensorFlow".into()]),
+            ..Default::default()
+        };
+        let why = not_exportable(&it, &target).unwrap();
+        assert!(why.contains("only to CoreML, TensorFlow"), "{why}");
+        it.exportable_to = Some(vec!["onnx".into()]);
+        assert!(not_exportable(&it, &target).is_none());
+        // The service did not say: let ExportIteration decide.
+        it.exportable_to = None;
+        assert!(not_exportable(&it, &target).is_none());
+        it.exportable = Some(false);
+        assert!(not_exportable(&it, &target).is_some());
+    }
+}
