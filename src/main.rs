@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cvnotify::commands::poison::{self, Selection};
 use cvnotify::commands::send::{self, SendSpec, SendType};
+use cvnotify::commands::setup::{self, SetupOptions};
 use cvnotify::config::{Config, ConfigError};
 use cvnotify::daemon::{self, StartError};
 use cvnotify::exit;
@@ -42,6 +43,33 @@ enum Command {
         /// Only validate the configuration; no network (systemd ExecStartPre).
         #[arg(long)]
         config_only: bool,
+    },
+    /// Point a Custom Vision project at this daemon's queue (and backup
+    /// container), read the project back, and wait for the ConnectionTest
+    /// message and test blob the service writes.
+    Setup {
+        /// An existing project's id.
+        #[arg(long, conflicts_with = "create", required_unless_present = "create")]
+        project: Option<Uuid>,
+        /// Create a new project with this name instead.
+        #[arg(long)]
+        create: Option<String>,
+        /// notificationQueueUri. Default: the configured queue's URL.
+        #[arg(long)]
+        queue_uri: Option<url::Url>,
+        /// exportModelContainerUri. Default: a download handler's `container`.
+        #[arg(long, conflicts_with = "no_backup")]
+        container_uri: Option<url::Url>,
+        /// Do not set a backup container.
+        #[arg(long)]
+        no_backup: bool,
+        /// Show the change without making it.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for the ConnectionTest message and the test
+        /// blob (at most 30m).
+        #[arg(long, default_value = "2m", value_parser = parse_wait)]
+        wait: std::time::Duration,
     },
     /// Decode one message body and print the typed event as JSON.
     Decode {
@@ -106,6 +134,26 @@ fn main() -> ExitCode {
             println!("ok    config     valid");
             if config_only { exit::OK } else { check(c) }
         }),
+        Command::Setup {
+            project,
+            create,
+            queue_uri,
+            container_uri,
+            no_backup,
+            dry_run,
+            wait,
+        } => {
+            let opts = SetupOptions {
+                project,
+                create,
+                queue_uri,
+                container_uri,
+                no_backup,
+                dry_run,
+                wait,
+            };
+            with_config(cli.config, Target::Stderr, |c| setup(c, &opts))
+        }
         Command::Poison { command } => {
             with_config(cli.config, Target::Stderr, |c| poison(c, command))
         }
@@ -202,12 +250,33 @@ fn run(config: &Config, once: bool) -> i32 {
 }
 
 fn check(config: &Config) -> i32 {
-    let lines = runtime().block_on(cvnotify::commands::check::run(config, |l| println!("{l}")));
+    let lines = runtime().block_on(async {
+        let mut lines = cvnotify::commands::check::run(config, |l| println!("{l}")).await;
+        lines.extend(cvnotify::commands::check_projects::run(config, |l| println!("{l}")).await);
+        lines
+    });
     if lines.iter().all(|l| l.ok) {
         exit::OK
     } else {
         exit::FAILURE
     }
+}
+
+fn setup(config: &Config, opts: &SetupOptions) -> i32 {
+    let lines = runtime().block_on(setup::run(config, opts, |l| println!("{l}")));
+    if lines.iter().all(|l| l.ok) {
+        exit::OK
+    } else {
+        exit::FAILURE
+    }
+}
+
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > setup::MAX_WAIT {
+        return Err("at most 30m".into());
+    }
+    Ok(d)
 }
 
 fn send(config: &Config, spec: &SendSpec) -> i32 {

@@ -8,6 +8,7 @@
 //! needs (`[queue]`, `[auth]`, `[tls]`), not the whole configuration.
 
 use super::blob::AzureBlobs;
+use super::container::AzureContainer;
 use super::credential::{STORAGE_SCOPE, credential_hint, token_credential};
 use super::queue::AzureQueue;
 use super::shared_key::SharedKeyPolicy;
@@ -65,7 +66,7 @@ pub enum ConnectError {
     CaFile(#[source] CaFileError),
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
-    #[error("cannot create the queue client")]
+    #[error("cannot create the storage client")]
     QueueClient(#[source] azure_core::Error),
 }
 
@@ -225,6 +226,55 @@ impl Connector {
             http,
             self.blob_endpoint.clone(),
         ))
+    }
+
+    /// The URL of queue `name` (no SAS: what Custom Vision's
+    /// `notificationQueueUri` holds).
+    pub fn queue_url(&self, name: &str) -> Result<Url, ConnectError> {
+        let mut url = self.endpoint.clone();
+        url.path_segments_mut()
+            .map_err(|_| ConnectError::NotABase(self.endpoint.clone()))?
+            .pop_if_empty()
+            .push(name);
+        Ok(url)
+    }
+
+    /// A client for the blob container at `url`, with the same credential,
+    /// key or SAS as blob downloads.
+    pub fn container(&self, url: &Url) -> Result<AzureContainer, ConnectError> {
+        let mut url = url.clone();
+        url.set_query(None);
+        let mut per_try: Vec<Arc<dyn Policy>> = Vec::new();
+        if let Some((account, key)) = &self.shared_key {
+            per_try.push(Arc::new(SharedKeyPolicy::new(account.clone(), key.clone())));
+        } else if let Some(sas) = &self.sas {
+            url.set_query(Some(sas));
+        }
+        let credential = if self.shared_key.is_none() {
+            self.credential.clone()
+        } else {
+            None
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &self.ca_file {
+            builder = crate::tls::add_ca_file(builder, ca).map_err(ConnectError::CaFile)?;
+        }
+        let options = azure_storage_blob::BlobContainerClientOptions {
+            client_options: ClientOptions {
+                per_try_policies: per_try,
+                retry: self.options.client_options.retry.clone(),
+                transport: Some(Transport::new(Arc::new(
+                    builder.build().map_err(ConnectError::Http)?,
+                ))),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        azure_storage_blob::BlobContainerClient::new(url, credential, Some(options))
+            .map(AzureContainer::new)
+            .map_err(ConnectError::QueueClient)
     }
 
     /// A client for queue `name`.

@@ -1,8 +1,8 @@
 //! Everything that talks to Azure Storage: the [`Connector`] that turns the
 //! `[queue]`, `[auth]` and `[tls]` sections into clients, the queue client
 //! implementing [`crate::queue::Queue`], blob access implementing
-//! [`crate::blob::BlobSource`], the Shared Key policy and the Entra ID
-//! credentials.
+//! [`crate::blob::BlobSource`], container listing for `setup`, the Shared
+//! Key policy and the Entra ID credentials.
 //!
 //! Above the configuration and the `queue`/`blob` traits; below handlers and
 //! the worker, which see only those traits. Nothing here decides what to do
@@ -10,12 +10,14 @@
 
 mod blob;
 mod connector;
+mod container;
 mod credential;
 mod queue;
 mod shared_key;
 
 pub use blob::AzureBlobs;
 pub use connector::{ConnectError, Connector, TokenError};
+pub use container::{AzureContainer, ContainerError};
 pub use credential::{STORAGE_SCOPE, credential_hint, token_credential};
 pub use queue::AzureQueue;
 pub use shared_key::SharedKeyPolicy;

@@ -1,6 +1,9 @@
-//! The commands other than `run`: `check`, `send` and `poison`. Edges: they
-//! may use `anyhow` and print; the library layers below them do neither.
+//! The commands other than `run`: `check` (with `check_projects`, its
+//! Custom Vision part), `send`, `poison` and `setup`. Edges: they may use
+//! `anyhow` and print; the library layers below them do neither.
 
 pub mod check;
+pub mod check_projects;
 pub mod poison;
 pub mod send;
+pub mod setup;

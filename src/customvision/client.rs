@@ -554,9 +554,11 @@ impl TrainingClient {
             .map(|(b, _)| b)
             .unwrap_or_default();
         let error = self.error_from(op, status, &body);
-        if matches!(status.as_u16(), 408 | 429) || status.is_server_error() {
-            Attempt::Retry { error, after }
-        } else if error.code() == Some("BadRequestExportWhileTraining") {
+        // A project that is training again refuses exports for a while.
+        let retry = matches!(status.as_u16(), 408 | 429)
+            || status.is_server_error()
+            || error.code() == Some("BadRequestExportWhileTraining");
+        if retry {
             Attempt::Retry { error, after }
         } else {
             Attempt::Fatal(error)

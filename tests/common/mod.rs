@@ -9,9 +9,11 @@
 //!   keeps it running with its output in files.
 //! - [`World::config`] renders a config ([`ConfigBuilder`]).
 //! - [`Azurite::builder`] starts Azurite with options.
-//! - `tls`, `tokens` and `faults` are loopback servers for some tests.
+//! - `tls`, `tokens` and `faults` are loopback servers for some tests;
+//!   `customvision` is a stand-in for the Custom Vision Training API.
 #![allow(dead_code)]
 
+pub mod customvision;
 pub mod faults;
 pub mod tls;
 pub mod tokens;
@@ -22,6 +24,7 @@ pub mod tokens;
 pub use cvnotify::{
     azure::{AzureQueue, Connector, SharedKeyPolicy},
     config::{Config, DEV_KEY, HandlerConfig},
+    customvision::TrainingClient,
     handler::{BuildContext, BuildHandler, Delivery, Handler},
     queue::{Expiry, Queue, QueueError},
     secret::Secret,

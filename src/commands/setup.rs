@@ -1,0 +1,737 @@
+//! `cvnotify setup --project ID | --create NAME`: points a Custom Vision
+//! project at this daemon's queue (and backup container) the way the
+//! storage integration guide does with cURL, reads the project back to
+//! see the values stuck, and waits for the proof the service sends: a
+//! `ConnectionTest` message in the queue and a blob under
+//! `CustomVision-TestPermission/` in the container.
+//!
+//! Which way of setting the URIs the v3.3 service honours is not confirmed
+//! (the reference lists three); setup tries the storage guide's form first,
+//! then the other one, and says which stuck. One line per step, `ok` or
+//! `FAIL`; a missing message or blob names the role the Custom Vision
+//! resource's managed identity needs and the `az` command to grant it.
+
+use super::check::CheckLine;
+use crate::azure::{AzureContainer, Connector, ContainerError};
+use crate::config::{Config, HandlerConfig};
+use crate::customvision::{CvError, Project, StorageUris, TrainingClient};
+use crate::error::error_chain;
+use crate::event::{Event, decode};
+use crate::queue::{Queue, QueueError};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::time::Instant;
+use url::Url;
+use uuid::Uuid;
+
+/// The folder Custom Vision writes its test blob into.
+pub const TEST_BLOB_PREFIX: &str = "CustomVision-TestPermission/";
+
+/// The longest `--wait`.
+pub const MAX_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// How often the queue and container are looked at while waiting.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// What `setup` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SetupOptions {
+    /// An existing project.
+    pub project: Option<Uuid>,
+    /// A new project with this name (instead of `project`).
+    pub create: Option<String>,
+    /// `notificationQueueUri`; default: the configured queue's URL.
+    pub queue_uri: Option<Url>,
+    /// `exportModelContainerUri`; default: a download handler's `container`.
+    pub container_uri: Option<Url>,
+    /// Do not set a backup container.
+    pub no_backup: bool,
+    /// Show the change without making it.
+    pub dry_run: bool,
+    /// How long to wait for the message and the blob.
+    pub wait: Duration,
+}
+
+/// The backup container of this configuration: the first download
+/// handler's `container`.
+pub fn backup_container(config: &Config) -> Option<Url> {
+    config.handlers.iter().find_map(|h| match h {
+        HandlerConfig::Download(d) => d.container.clone(),
+        _ => None,
+    })
+}
+
+/// Whether two storage URLs name the same queue or container: scheme,
+/// host and port compared case-insensitively, the path without a trailing
+/// slash, any query (a SAS) ignored.
+pub fn same_uri(a: &str, b: &str) -> bool {
+    match (Url::parse(a.trim()), Url::parse(b.trim())) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str().map(str::to_ascii_lowercase)
+                    == b.host_str().map(str::to_ascii_lowercase)
+                && a.port_or_known_default() == b.port_or_known_default()
+                && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
+        }
+        _ => a.trim() == b.trim(),
+    }
+}
+
+/// Names for the `az` commands in hints, from the URLs (placeholders where
+/// a URL does not say).
+struct Names {
+    custom_vision: String,
+    account: String,
+}
+
+impl Names {
+    fn new(cv_endpoint: &Url, storage_url: &Url) -> Self {
+        let custom_vision = cv_endpoint
+            .host_str()
+            .and_then(|h| h.strip_suffix(".cognitiveservices.azure.com"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| "<custom-vision-resource>".into());
+        let account = match storage_url.host() {
+            Some(url::Host::Domain(d))
+                if d.split('.')
+                    .nth(1)
+                    .is_some_and(|s| s == "queue" || s == "blob") =>
+            {
+                d.split('.').next().unwrap_or_default().to_owned()
+            }
+            // Path-style URLs (Azurite, IP endpoints): the account is the
+            // first path segment.
+            Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))
+            | Some(url::Host::Domain("localhost")) => storage_url
+                .path_segments()
+                .and_then(|mut s| s.next())
+                .unwrap_or("<storage-account>")
+                .to_owned(),
+            _ => "<storage-account>".into(),
+        };
+        Names {
+            custom_vision,
+            account,
+        }
+    }
+
+    /// What to run so that the Custom Vision resource's identity gets
+    /// `role` on `scope_tail` (`queueServices/default/queues/q`).
+    fn grant(&self, role: &str, scope_tail: &str) -> String {
+        let cv = &self.custom_vision;
+        format!(
+            "the Custom Vision resource's system-assigned managed identity needs '{role}' there. Grant it (role assignments take a few minutes to apply), then run setup again:\n\
+             \x20     az cognitiveservices account identity assign --name {cv} --resource-group <resource-group>\n\
+             \x20     az role assignment create --role \"{role}\" --assignee-principal-type ServicePrincipal \\\n\
+             \x20       --assignee-object-id \"$(az cognitiveservices account show --name {cv} --resource-group <resource-group> --query identity.principalId -o tsv)\" \\\n\
+             \x20       --scope \"$(az storage account show --name {account} --query id -o tsv)/{scope_tail}\"",
+            account = self.account,
+        )
+    }
+}
+
+fn line(name: &'static str, ok: bool, detail: impl Into<String>) -> CheckLine {
+    CheckLine {
+        name,
+        ok,
+        detail: detail.into(),
+    }
+}
+
+fn show(v: Option<&str>) -> &str {
+    v.unwrap_or("(not set)")
+}
+
+/// Whether the project's settings show `uris`.
+fn stuck(project: &Project, uris: &StorageUris) -> bool {
+    let ok = |want: &Option<String>, have: &Option<String>| match (want, have) {
+        (None, _) => true,
+        (Some(w), Some(h)) => same_uri(w, h),
+        (Some(_), None) => false,
+    };
+    ok(
+        &uris.notification_queue_uri,
+        &project.settings.notification_queue_uri,
+    ) && ok(
+        &uris.export_model_container_uri,
+        &project.settings.export_model_container_uri,
+    )
+}
+
+/// What GetProject shows for the two URIs.
+fn shows(project: &Project) -> String {
+    format!(
+        "notificationQueueUri = {}, exportModelContainerUri = {}",
+        show(project.settings.notification_queue_uri.as_deref()),
+        show(project.settings.export_model_container_uri.as_deref())
+    )
+}
+
+/// The ways of setting the URIs on an existing project, in the order tried.
+#[derive(Clone, Copy)]
+enum UpdateForm {
+    /// In `settings` of the UpdateProject body (the storage guide).
+    Body,
+    /// As UpdateProject query parameters (the guide's CreateProject form;
+    /// not documented for UpdateProject).
+    Query,
+}
+
+impl UpdateForm {
+    fn describe(self) -> &'static str {
+        match self {
+            UpdateForm::Body => {
+                "UpdateProject with the URIs in `settings` (the storage guide's form)"
+            }
+            UpdateForm::Query => {
+                "UpdateProject with the URIs as query parameters (the guide's CreateProject form; not documented for UpdateProject)"
+            }
+        }
+    }
+}
+
+/// Runs setup, printing each line through `out` as it is known.
+pub async fn run(
+    config: &Config,
+    opts: &SetupOptions,
+    out: impl FnMut(&CheckLine),
+) -> Vec<CheckLine> {
+    let mut s = Setup {
+        lines: Vec::new(),
+        out,
+    };
+    s.run(config, opts).await;
+    s.lines
+}
+
+struct Setup<F> {
+    lines: Vec<CheckLine>,
+    out: F,
+}
+
+/// What is watched for the proof, and what was there before.
+struct Watch {
+    queue: Option<(crate::azure::AzureQueue, HashSet<String>)>,
+    container: Option<(AzureContainer, HashSet<String>)>,
+}
+
+impl<F: FnMut(&CheckLine)> Setup<F> {
+    fn push(&mut self, l: CheckLine) {
+        (self.out)(&l);
+        self.lines.push(l);
+    }
+
+    async fn run(&mut self, config: &Config, opts: &SetupOptions) {
+        let Some(cv) = &config.customvision else {
+            self.push(line(
+                "customvision",
+                false,
+                "the configuration has no [customvision] section: set endpoint and training_key (see config/cvnotify.example.toml)",
+            ));
+            return;
+        };
+        let client =
+            match TrainingClient::from_config(cv, &config.auth, config.queue.cloud, &config.tls) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.push(line("customvision", false, error_chain(&e)));
+                    return;
+                }
+            };
+        let connector = match Connector::new(&config.queue, &config.auth, &config.tls) {
+            Ok(c) => c,
+            Err(e) => {
+                self.push(line("client", false, error_chain(&e)));
+                return;
+            }
+        };
+        let own_queue = match connector.queue_url(config.queue_name()) {
+            Ok(u) => u,
+            Err(e) => {
+                self.push(line("client", false, error_chain(&e)));
+                return;
+            }
+        };
+        let queue_uri = opts.queue_uri.clone().unwrap_or_else(|| own_queue.clone());
+        let container_uri = if opts.no_backup {
+            None
+        } else {
+            opts.container_uri
+                .clone()
+                .or_else(|| backup_container(config))
+        };
+        let uris = StorageUris {
+            notification_queue_uri: Some(queue_uri.to_string()),
+            export_model_container_uri: container_uri.as_ref().map(Url::to_string),
+        };
+        let names = Names::new(&cv.endpoint, container_uri.as_ref().unwrap_or(&queue_uri));
+
+        let watch = self
+            .prepare_storage(
+                config,
+                &connector,
+                &queue_uri,
+                &own_queue,
+                container_uri.as_ref(),
+                opts.dry_run,
+            )
+            .await;
+
+        let project = match (opts.project, &opts.create) {
+            (Some(id), _) => match client.get_project(id).await {
+                Ok(p) => {
+                    self.push(line("project", true, format!("`{}` ({id}) read", p.name)));
+                    (id, p)
+                }
+                Err(e) => {
+                    self.push(line("project", false, project_error(&e, id)));
+                    return;
+                }
+            },
+            (None, Some(name)) if opts.dry_run => {
+                self.push(line(
+                    "project",
+                    true,
+                    format!("dry run: would create project `{name}` with notificationQueueUri = {}, exportModelContainerUri = {}; nothing changed",
+                        queue_uri, show(uris.export_model_container_uri.as_deref())),
+                ));
+                return;
+            }
+            (None, Some(name)) => match client.create_project(name, &uris, false).await {
+                Ok(p) => {
+                    let Some(id) = p.id else {
+                        self.push(line(
+                            "project",
+                            false,
+                            "CreateProject answered without a project id",
+                        ));
+                        return;
+                    };
+                    self.push(line(
+                        "project",
+                        true,
+                        format!("created `{}` ({id})", p.name),
+                    ));
+                    (id, p)
+                }
+                Err(e) => {
+                    self.push(line("project", false, error_chain(&e)));
+                    return;
+                }
+            },
+            (None, None) => {
+                self.push(line("project", false, "give --project ID or --create NAME"));
+                return;
+            }
+        };
+        let (id, current) = project;
+
+        if opts.dry_run {
+            let change = |name: &str, have: Option<&str>, want: Option<&str>| match want {
+                None => format!("{name}: left as {}", show(have)),
+                Some(w) if have.is_some_and(|h| same_uri(h, w)) => {
+                    format!("{name}: already {w}")
+                }
+                Some(w) => format!("{name}: {} → {w}", show(have)),
+            };
+            self.push(line(
+                "settings",
+                true,
+                format!(
+                    "dry run: would set {}; {}; nothing changed",
+                    change(
+                        "notificationQueueUri",
+                        current.settings.notification_queue_uri.as_deref(),
+                        uris.notification_queue_uri.as_deref()
+                    ),
+                    change(
+                        "exportModelContainerUri",
+                        current.settings.export_model_container_uri.as_deref(),
+                        uris.export_model_container_uri.as_deref()
+                    ),
+                ),
+            ));
+            return;
+        }
+
+        if !self
+            .set_uris(&client, id, current, &uris, opts.create.is_some())
+            .await
+        {
+            return;
+        }
+        self.wait_for_proof(
+            id,
+            &names,
+            &queue_uri,
+            container_uri.as_ref(),
+            watch,
+            opts.wait,
+        )
+        .await;
+    }
+
+    /// Checks the queue and container are there (creating them unless this
+    /// is a dry run) and notes what they hold, so that only new proof
+    /// counts.
+    async fn prepare_storage(
+        &mut self,
+        config: &Config,
+        connector: &Connector,
+        queue_uri: &Url,
+        own_queue: &Url,
+        container_uri: Option<&Url>,
+        dry_run: bool,
+    ) -> Watch {
+        let mut watch = Watch {
+            queue: None,
+            container: None,
+        };
+        if !same_uri(queue_uri.as_str(), own_queue.as_str()) {
+            self.push(line(
+                "queue",
+                true,
+                format!("{queue_uri} is not this daemon's queue ({own_queue}); the ConnectionTest message will not be watched for"),
+            ));
+        } else {
+            match connector.queue(config.queue_name()) {
+                Err(e) => self.push(line("queue", false, error_chain(&e))),
+                Ok(q) => match q.peek(32).await {
+                    Ok(m) => {
+                        self.push(line("queue", true, format!("`{}` is reachable", q.name())));
+                        watch.queue = Some((q, m.into_iter().map(|m| m.id).collect()));
+                    }
+                    Err(QueueError::QueueNotFound { .. }) if dry_run => self.push(line(
+                        "queue",
+                        true,
+                        format!(
+                            "dry run: `{}` does not exist; setup would create it",
+                            q.name()
+                        ),
+                    )),
+                    Err(QueueError::QueueNotFound { .. }) => match q.create_if_missing().await {
+                        Ok(()) => {
+                            self.push(line("queue", true, format!("created `{}`", q.name())));
+                            watch.queue = Some((q, HashSet::new()));
+                        }
+                        Err(e) => self.push(line(
+                            "queue",
+                            false,
+                            format!("`{}` does not exist and cannot be created: {e}", q.name()),
+                        )),
+                    },
+                    Err(e) => self.push(line(
+                        "queue",
+                        false,
+                        format!(
+                            "cannot look into `{}` for the ConnectionTest message: {e}",
+                            q.name()
+                        ),
+                    )),
+                },
+            }
+        }
+        let Some(container_uri) = container_uri else {
+            self.push(line(
+                "container",
+                true,
+                "no backup container (--no-backup, or no download handler `container`); exportModelContainerUri is left as it is",
+            ));
+            return watch;
+        };
+        match connector.container(container_uri) {
+            Err(e) => self.push(line("container", false, error_chain(&e))),
+            Ok(c) => match c.list(TEST_BLOB_PREFIX).await {
+                Ok(names) => {
+                    self.push(line(
+                        "container",
+                        true,
+                        format!("{container_uri} is reachable"),
+                    ));
+                    watch.container = Some((c, names.into_iter().collect()));
+                }
+                Err(ContainerError::NotFound) if dry_run => self.push(line(
+                    "container",
+                    true,
+                    format!("dry run: {container_uri} does not exist; setup would create it"),
+                )),
+                Err(ContainerError::NotFound) => match c.create_if_missing().await {
+                    Ok(()) => {
+                        self.push(line("container", true, format!("created {container_uri}")));
+                        watch.container = Some((c, HashSet::new()));
+                    }
+                    Err(e) => self.push(line(
+                        "container",
+                        false,
+                        format!("{container_uri} does not exist and cannot be created: {e}"),
+                    )),
+                },
+                Err(e) => self.push(line(
+                    "container",
+                    false,
+                    format!("cannot list {container_uri} to look for the test blob: {e}"),
+                )),
+            },
+        }
+        watch
+    }
+
+    /// Sets the URIs and reads the project back; false when they did not
+    /// stick in any form.
+    async fn set_uris(
+        &mut self,
+        client: &TrainingClient,
+        id: Uuid,
+        current: Project,
+        uris: &StorageUris,
+        created: bool,
+    ) -> bool {
+        let mut tried: Vec<&'static str> = Vec::new();
+        let mut last = current;
+        if created {
+            match client.get_project(id).await {
+                Ok(p) if stuck(&p, uris) => {
+                    self.push(line(
+                        "settings",
+                        true,
+                        "set by CreateProject with the URIs as query parameters (the storage guide's form); GetProject shows both",
+                    ));
+                    return true;
+                }
+                Ok(p) => last = p,
+                Err(e) => {
+                    self.push(line(
+                        "settings",
+                        false,
+                        format!("reading the project back: {e}"),
+                    ));
+                    return false;
+                }
+            }
+            tried
+                .push("CreateProject with the URIs as query parameters (the storage guide's form)");
+        }
+        for form in [UpdateForm::Body, UpdateForm::Query] {
+            let (body, query) = match form {
+                UpdateForm::Body => (last.update_body(uris), Vec::new()),
+                UpdateForm::Query => (last.update_body(&StorageUris::default()), uris.query()),
+            };
+            let query: Vec<(&str, String)> = query.into_iter().collect();
+            if let Err(e) = client.update_project(id, body, &query).await {
+                self.push(line("settings", false, error_chain(&e)));
+                return false;
+            }
+            match client.get_project(id).await {
+                Ok(p) if stuck(&p, uris) => {
+                    let before = if tried.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; did not stick: {}", tried.join("; "))
+                    };
+                    self.push(line(
+                        "settings",
+                        true,
+                        format!(
+                            "set with {}; GetProject shows both{before}",
+                            form.describe()
+                        ),
+                    ));
+                    return true;
+                }
+                Ok(p) => last = p,
+                Err(e) => {
+                    self.push(line(
+                        "settings",
+                        false,
+                        format!("reading the project back: {e}"),
+                    ));
+                    return false;
+                }
+            }
+            tried.push(form.describe());
+        }
+        self.push(line(
+            "settings",
+            false,
+            format!(
+                "the service accepted every form but the values did not stick: after {}, GetProject shows {}. Set them in a way the service takes (see the storage integration guide) and run `cvnotify check`",
+                tried.join(", then "),
+                shows(&last)
+            ),
+        ));
+        false
+    }
+
+    /// Waits for the `ConnectionTest` message and the test blob.
+    async fn wait_for_proof(
+        &mut self,
+        id: Uuid,
+        names: &Names,
+        queue_uri: &Url,
+        container_uri: Option<&Url>,
+        watch: Watch,
+        wait: Duration,
+    ) {
+        let started = Instant::now();
+        let deadline = started + wait.min(MAX_WAIT);
+        let mut message: Option<Result<Duration, String>> = None;
+        let mut blob: Option<Result<(Duration, String), String>> = None;
+        let mut queue_full = false;
+        if watch.queue.is_none() {
+            message = Some(Err(String::new()));
+        }
+        if watch.container.is_none() {
+            blob = Some(Err(String::new()));
+        }
+        loop {
+            if message.is_none()
+                && let Some((q, before)) = &watch.queue
+            {
+                match q.peek(32).await {
+                    Ok(msgs) => {
+                        queue_full = msgs.len() >= 32;
+                        let found = msgs.iter().any(|m| {
+                            !before.contains(&m.id)
+                                && matches!(decode(m.body.as_bytes()).map(|n| n.event),
+                                    Ok(Event::ConnectionTest { project_id }) if project_id == id)
+                        });
+                        if found {
+                            message = Some(Ok(started.elapsed()));
+                        }
+                    }
+                    Err(e) => message = Some(Err(format!("cannot look into the queue: {e}"))),
+                }
+            }
+            if blob.is_none()
+                && let Some((c, before)) = &watch.container
+            {
+                match c.list(TEST_BLOB_PREFIX).await {
+                    Ok(names) => {
+                        if let Some(n) = names.into_iter().find(|n| !before.contains(n)) {
+                            blob = Some(Ok((started.elapsed(), n)));
+                        }
+                    }
+                    Err(e) => blob = Some(Err(format!("cannot list the container: {e}"))),
+                }
+            }
+            if (message.is_some() && blob.is_some()) || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(LOOK_EVERY.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
+        }
+        let waited = humantime::format_duration(Duration::from_secs(wait.min(MAX_WAIT).as_secs()));
+        if let Some((q, _)) = &watch.queue {
+            let queue_name = q.name().to_owned();
+            match message {
+                Some(Ok(after)) => self.push(line(
+                    "message",
+                    true,
+                    format!(
+                        "ConnectionTest for project {id} arrived in `{queue_name}` after {:.1} s",
+                        after.as_secs_f64()
+                    ),
+                )),
+                Some(Err(e)) => self.push(line("message", false, e)),
+                None => {
+                    let full = if queue_full {
+                        " The queue holds 32 or more messages and setup sees only the first 32: the message may be behind them."
+                    } else {
+                        ""
+                    };
+                    self.push(line(
+                        "message",
+                        false,
+                        format!(
+                            "no ConnectionTest for project {id} in `{queue_name}` ({queue_uri}) within {waited}: {}\n\
+                             \x20     Or a cvnotify daemon already running on this queue received and deleted it: look for event_type \"ConnectionTest\" in its log.{full}",
+                            names.grant("Storage Queue Data Contributor", &format!("queueServices/default/queues/{queue_name}"))
+                        ),
+                    ));
+                }
+            }
+        }
+        if let (Some(container_uri), Some(_)) = (container_uri, &watch.container) {
+            let container = container_uri
+                .path_segments()
+                .and_then(|mut s| s.next_back())
+                .unwrap_or_default()
+                .to_owned();
+            match blob {
+                Some(Ok((after, name))) => self.push(line(
+                    "blob",
+                    true,
+                    format!("test blob `{name}` appeared in {container_uri} after {:.1} s", after.as_secs_f64()),
+                )),
+                Some(Err(e)) => self.push(line("blob", false, e)),
+                None => self.push(line(
+                    "blob",
+                    false,
+                    format!(
+                        "no blob under {TEST_BLOB_PREFIX} in {container_uri} within {waited} (it exists only briefly): {}",
+                        names.grant("Storage Blob Data Contributor", &format!("blobServices/default/containers/{container}"))
+                    ),
+                )),
+            }
+        }
+    }
+}
+
+/// GetProject failed: what it means for setup.
+fn project_error(e: &CvError, id: Uuid) -> String {
+    format!("reading project {id}: {}", error_chain(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_compare_without_case_slash_or_sas() {
+        assert!(same_uri(
+            "https://Acct.queue.core.windows.net/q/",
+            "https://acct.queue.core.windows.net/q"
+        ));
+        assert!(same_uri(
+            "https://acct.blob.core.windows.net/models?sv=1&sig=x",
+            "https://acct.blob.core.windows.net/models"
+        ));
+        assert!(!same_uri(
+            "https://acct.queue.core.windows.net/q",
+            "https://acct.queue.core.windows.net/other"
+        ));
+        assert!(!same_uri(
+            "https://acct.queue.core.windows.net/Q",
+            "https://acct.queue.core.windows.net/q"
+        ));
+    }
+
+    #[test]
+    fn hint_names_come_from_the_urls() {
+        let n = Names::new(
+            &Url::parse("https://my-cv.cognitiveservices.azure.com/").unwrap(),
+            &Url::parse("https://acct.queue.core.windows.net/q").unwrap(),
+        );
+        assert_eq!(
+            (n.custom_vision.as_str(), n.account.as_str()),
+            ("my-cv", "acct")
+        );
+        let g = n.grant(
+            "Storage Queue Data Contributor",
+            "queueServices/default/queues/q",
+        );
+        assert!(
+            g.contains("az role assignment create --role \"Storage Queue Data Contributor\""),
+            "{g}"
+        );
+        assert!(g.contains("--scope \"$(az storage account show --name acct --query id -o tsv)/queueServices/default/queues/q\""), "{g}");
+        let n = Names::new(
+            &Url::parse("https://westeurope.api.cognitive.microsoft.com").unwrap(),
+            &Url::parse("http://127.0.0.1:10001/devstoreaccount1/q").unwrap(),
+        );
+        assert_eq!(
+            (n.custom_vision.as_str(), n.account.as_str()),
+            ("<custom-vision-resource>", "devstoreaccount1")
+        );
+    }
+}
