@@ -285,6 +285,7 @@ impl World {
             log_format: "json".into(),
             log_level: "debug".into(),
             rest: String::new(),
+            poll: ("50ms".into(), "500ms".into()),
         }
     }
 
@@ -347,9 +348,18 @@ pub struct ConfigBuilder {
     log_format: String,
     log_level: String,
     rest: String,
+    /// `queue.min_poll_interval` and `queue.max_poll_interval`.
+    poll: (String, String),
 }
 
 impl ConfigBuilder {
+    /// `queue.min_poll_interval` and `max_poll_interval` (default `50ms`,
+    /// `500ms`).
+    pub fn poll_intervals(mut self, min: &str, max: &str) -> Self {
+        self.poll = (min.into(), max.into());
+        self
+    }
+
     /// `shutdown_timeout` (default `10s`).
     pub fn shutdown_timeout(mut self, t: &str) -> Self {
         self.shutdown_timeout = t.into();
@@ -408,8 +418,8 @@ impl ConfigBuilder {
 shutdown_timeout = "{shutdown_timeout}"
 [queue]
 name = "{queue}"
-{endpoint}min_poll_interval = "50ms"
-max_poll_interval = "500ms"
+{endpoint}min_poll_interval = "{min_poll}"
+max_poll_interval = "{max_poll}"
 retry_base_delay = "1s"
 {queue_extra}
 [auth]
@@ -427,6 +437,8 @@ level = "{log_level}"
             log_format = self.log_format,
             log_level = self.log_level,
             rest = self.rest,
+            min_poll = self.poll.0,
+            max_poll = self.poll.1,
         )
     }
 

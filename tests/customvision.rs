@@ -1,0 +1,420 @@
+//! The `customvision` handler: exports and publishes on training events,
+//! idempotently, through the daemon and in process; retries honouring
+//! `Retry-After`; permanent failures poisoned at once; the fast notice of
+//! a requested export. Against real Azurite (queue and blob services) and
+//! the loopback stand-in for the Custom Vision Training API
+//! (`common::customvision`, written from the reference: no real Custom
+//! Vision service is reachable here).
+
+mod common;
+
+use common::customvision::{CustomVision, CvOptions, Fault, create_container, handler_ctx};
+use common::*;
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn training_of(project: Uuid, iteration: Uuid) -> String {
+    format!(
+        r#"{{"version":"1.0","type":"Training","Content":{{"projectId":"{project}","iterationId":"{iteration}","trainingStatus":"TrainingCompleted"}}}}"#
+    )
+}
+
+/// `[[handlers]]` of type customvision with `keys`.
+fn cv_handler(keys: &str) -> String {
+    format!("[[handlers]]\ntype = \"customvision\"\n{keys}\n")
+}
+
+const PREDICTION: &str =
+    "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/pred";
+
+/// Message ids with a "Message handled" record, and how often.
+fn handled_ids(d: &Daemon) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in d.records() {
+        if r["message"] == "Message handled" {
+            let id = r["spans"][0]["message_id"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned();
+            *out.entry(id).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_training_is_exported_backed_up_downloaded_and_handed_to_a_hook_once() {
+    let w = World::new().await;
+    let blobs = Azurite::builder(Service::Blob).start().await;
+    let blob_endpoint = format!("http://127.0.0.1:{}/devstoreaccount1", blobs.port);
+    let container = create_container(&blob_endpoint, "models").await;
+    let cv = CustomVision::start(CvOptions::default()).await;
+    let project = cv.add_project("birds");
+    let iteration = cv.add_iteration(project, &["ONNX", "CoreML"], true);
+    let queue_url = format!("{}/{}", w.azurite.queue_endpoint(), w.queue);
+    cv.set_storage(project, &queue_url, Some(&container));
+
+    let models = w.path("models");
+    let got = w.path("hook.txt");
+    let script = hook(
+        &w,
+        "on-export.sh",
+        &format!(
+            "echo \"$CVNOTIFY_PROJECT_ID $CVNOTIFY_ITERATION_ID $CVNOTIFY_MODEL_URI\" >> {}",
+            got.display()
+        ),
+    );
+    let cfg = w
+        .config()
+        .extra(cv.section(""))
+        .handler(cv_handler("export = [{ platform = \"ONNX\" }]"))
+        .handler(format!(
+            "[[handlers]]\ntype = \"download\"\ndir = \"{}\"\nallowed_hosts = [\"127.0.0.1:{}\"]\ncontainer = \"{container}\"\n",
+            models.display(),
+            blobs.port
+        ))
+        .handler(shell_handler(&script, "events = [\"export.completed\"]"))
+        .write("c.toml");
+    let training = training_of(project, iteration);
+    let ids = w.send_all(std::slice::from_ref(&training)).await;
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+
+    // Training → ExportIteration → backup blob + Export message → download
+    // and hook.
+    let stored = models.join(format!("{project} - {iteration}.ONNX"));
+    assert!(
+        eventually(LIMIT, async || stored.exists() && !lines(&got).is_empty()).await,
+        "{}",
+        d.logs()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&stored).unwrap(),
+        format!("model ONNX of {iteration}")
+    );
+    let hook_saw = lines(&got);
+    assert_eq!(hook_saw.len(), 1, "{hook_saw:?}");
+    let expected_uri = format!("{container}/{project}%20-%20{iteration}.ONNX");
+    assert_eq!(hook_saw[0], format!("{project} {iteration} {expected_uri}"));
+    assert_eq!(
+        cv.count("POST", &format!("/iterations/{iteration}/export")),
+        1
+    );
+    let export_request = cv
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
+    assert_eq!(
+        export_request.query,
+        vec![("platform".to_owned(), "ONNX".to_owned())]
+    );
+
+    // A redelivery of the Training event: GetExports shows it Done, so no
+    // second export is requested.
+    let again = w.send_all(&[training]).await;
+    assert!(
+        eventually(LIMIT, async || handled_ids(&d).len() == 3).await,
+        "{}",
+        d.logs()
+    );
+    assert_eq!(
+        cv.count("GET", &format!("/iterations/{iteration}/export")),
+        2
+    );
+    assert_eq!(
+        cv.count("POST", &format!("/iterations/{iteration}/export")),
+        1,
+        "{:?}",
+        cv.requests()
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
+
+    // Each of the three messages (two Training, one Export) handled and
+    // deleted once; nothing poisoned or left; the hook ran once.
+    let handled = handled_ids(&d);
+    assert_eq!(handled.len(), 3, "{handled:?}");
+    assert!(handled.values().all(|n| *n == 1), "{handled:?}");
+    assert!(handled.contains_key(&ids[0]) && handled.contains_key(&again[0]));
+    let deleted_total = d
+        .records()
+        .iter()
+        .filter(|r| r["message"] == "Message handled")
+        .count();
+    assert_eq!(deleted_total, 3);
+    assert_eq!(World::length(&w.main_queue()).await, 0);
+    assert!(World::peek_all(&w.poison_queue()).await.is_empty());
+    assert_eq!(lines(&got).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_with_replace_moves_the_name_and_a_redelivery_changes_nothing() {
+    let cv = CustomVision::start(CvOptions::default()).await;
+    let project = cv.add_project("birds");
+    let old = cv.add_iteration(project, &["ONNX"], true);
+    let new = cv.add_iteration(project, &["ONNX"], true);
+    cv.set_published(old, "production");
+    let text = format!(
+        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
+        cv.section(""),
+        cv_handler(&format!(
+            "publish = {{ name = \"production\", prediction_resource_id = \"{PREDICTION}\", replace = true }}"
+        ))
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let handler = config.handlers[0].build(&handler_ctx(&config)).unwrap();
+    let event = training_of(project, new);
+    handler.handle(&delivery_of(&event, "m1", 1)).await.unwrap();
+    assert_eq!(cv.iteration(new)["publishName"], "production");
+    assert_eq!(cv.iteration(new)["originalPublishResourceId"], PREDICTION);
+    assert!(cv.iteration(old)["publishName"].is_null());
+    assert_eq!(cv.count("DELETE", &format!("/iterations/{old}/publish")), 1);
+    let publish = cv
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
+    assert_eq!(
+        publish.query,
+        vec![
+            ("publishName".to_owned(), "production".to_owned()),
+            ("predictionId".to_owned(), PREDICTION.to_owned())
+        ]
+    );
+    // Redelivered: already published under the name.
+    handler.handle(&delivery_of(&event, "m1", 2)).await.unwrap();
+    assert_eq!(cv.count("POST", "/publish"), 1);
+    assert_eq!(cv.count("DELETE", "/publish"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_without_replace_refuses_a_name_another_iteration_holds_permanently() {
+    let cv = CustomVision::start(CvOptions::default()).await;
+    let project = cv.add_project("birds");
+    let old = cv.add_iteration(project, &["ONNX"], true);
+    let new = cv.add_iteration(project, &["ONNX"], true);
+    let free = cv.add_project("other");
+    let lone = cv.add_iteration(free, &["ONNX"], true);
+    cv.set_published(old, "production");
+    let text = format!(
+        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
+        cv.section(""),
+        cv_handler(&format!(
+            "publish = {{ name = \"production\", prediction_resource_id = \"{PREDICTION}\" }}"
+        ))
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let handler = config.handlers[0].build(&handler_ctx(&config)).unwrap();
+    let e = handler
+        .handle(&delivery_of(&training_of(project, new), "m1", 1))
+        .await
+        .unwrap_err();
+    assert!(e.is_permanent(), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "publish name `production` is held by iteration {old}; set publish.replace = true to move it to iteration {new}"
+        )
+    );
+    assert_eq!(cv.iteration(old)["publishName"], "production");
+    assert_eq!(
+        cv.count("DELETE", "/publish") + cv.count("POST", "/publish"),
+        0
+    );
+    // A free name is taken without replace.
+    handler
+        .handle(&delivery_of(&training_of(free, lone), "m2", 1))
+        .await
+        .unwrap();
+    assert_eq!(cv.iteration(lone)["publishName"], "production");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_call_waits_for_retry_after_and_then_succeeds() {
+    let cv = CustomVision::start(CvOptions::default()).await;
+    let project = cv.add_project("birds");
+    let iteration = cv.add_iteration(project, &["ONNX"], true);
+    cv.inject(Fault {
+        method: "GET",
+        path_contains: "/export".into(),
+        status: 429,
+        headers: vec![("Retry-After".into(), "2".into())],
+        body: r#"{"code":"429","message":"Rate limit is exceeded. Try again in 2 seconds."}"#
+            .into(),
+        times: 1,
+    });
+    let text = format!(
+        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
+        cv.section(""),
+        cv_handler("export = [{ platform = \"ONNX\" }]")
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let handler = config.handlers[0].build(&handler_ctx(&config)).unwrap();
+    handler
+        .handle(&delivery_of(&training_of(project, iteration), "m1", 1))
+        .await
+        .unwrap();
+    let gets: Vec<SystemTime> = cv
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/export"))
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(gets.len(), 2, "{:?}", cv.requests());
+    let waited = gets[1].duration_since(gets[0]).unwrap();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "Retry-After not honoured: {waited:?}"
+    );
+    assert_eq!(cv.count("POST", "/export"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_the_service_refuses_is_poisoned_at_once_with_its_reason() {
+    let w = World::new().await;
+    let cv = CustomVision::start(CvOptions::default()).await;
+    let project = cv.add_project("birds");
+    // GetIteration does not list exportableTo: the service's error decides.
+    let iteration = cv.add_iteration(project, &["CoreML"], false);
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 5")
+        .extra(cv.section(""))
+        .handler(cv_handler("export = [{ platform = \"ONNX\" }]"))
+        .write("c.toml");
+    let body = training_of(project, iteration);
+    w.send_all(std::slice::from_ref(&body)).await;
+    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
+    assert_eq!(World::peek_all(&w.poison_queue()).await, vec![body]);
+    assert_eq!(World::length(&w.main_queue()).await, 0);
+    let poisoned: Vec<_> = d
+        .records()
+        .into_iter()
+        .filter(|r| r["message"] == "Moved the message to the poison queue")
+        .collect();
+    assert_eq!(poisoned.len(), 1, "{}", d.logs());
+    let reason = poisoned[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("failed permanently on delivery 1: handler `customvision#0` failed: exporting to ONNX: ExportIteration: the service answered 400 BadRequestProjectUnsupportedExportPlatform"), "{reason}");
+    assert!(
+        reason.contains("remove the platform from `export`"),
+        "{reason}"
+    );
+    assert_eq!(poisoned[0]["spans"][0]["dequeue_count"], 1);
+    // Not retried, in process or through the queue.
+    assert_eq!(cv.count("POST", "/export"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iteration_not_exportable_to_a_platform_is_refused_before_any_request() {
+    let cv = CustomVision::start(CvOptions::default()).await;
+    let project = cv.add_project("birds");
+    let iteration = cv.add_iteration(project, &["CoreML"], true);
+    let text = format!(
+        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
+        cv.section(""),
+        cv_handler(
+            "export = [{ platform = \"CoreML\" }, { platform = \"TensorFlow\", flavor = \"TensorFlowLite\" }]"
+        )
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let handler = config.handlers[0].build(&handler_ctx(&config)).unwrap();
+    let e = handler
+        .handle(&delivery_of(&training_of(project, iteration), "m1", 1))
+        .await
+        .unwrap_err();
+    assert!(e.is_permanent());
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "iteration {iteration} cannot be exported to TensorFlow/TensorFlowLite: it is exportable only to CoreML (the project's domain decides)"
+        )
+    );
+    // CoreML was still exported; TensorFlow never requested.
+    let posts: Vec<_> = cv
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(
+        posts[0].query,
+        vec![("platform".to_owned(), "CoreML".to_owned())]
+    );
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_notification_of_a_requested_export_is_handled_at_once_despite_a_30s_poll_interval()
+ {
+    let w = World::new().await;
+    let cv = CustomVision::start(CvOptions {
+        // Without the expectation, the back-off (100 ms doubling) would
+        // next poll about 12.7 s after the Training message: 4-5 s late.
+        export_delay: Duration::from_secs(7),
+        ..Default::default()
+    })
+    .await;
+    let project = cv.add_project("birds");
+    let iteration = cv.add_iteration(project, &["ONNX"], true);
+    let queue_url = format!("{}/{}", w.azurite.queue_endpoint(), w.queue);
+    // No container: the service then sends a SAS URL of its own blob.
+    cv.set_storage(project, &queue_url, None);
+    let got = w.path("handled-at.txt");
+    let script = hook(&w, "at.sh", &format!("date +%s.%N >> {}", got.display()));
+    let cfg = w
+        .config()
+        .poll_intervals("100ms", "30s")
+        .extra(cv.section(""))
+        .handler(cv_handler("export = [{ platform = \"ONNX\" }]"))
+        .handler(shell_handler(&script, "events = [\"export.completed\"]"))
+        .write("c.toml");
+    w.send_all(&[training_of(project, iteration)]).await;
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    assert!(
+        eventually(LIMIT, async || !lines(&got).is_empty()).await,
+        "{}",
+        d.logs()
+    );
+    let written = cv
+        .written()
+        .into_iter()
+        .find(|x| x.kind == "Export")
+        .expect("the stand-in wrote the Export message");
+    let arrived = written.at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let handled: f64 = lines(&got)[0].parse().unwrap();
+    let latency = handled - arrived;
+    eprintln!("Export message written at {arrived:.3}, handled at {handled:.3}: {latency:.3} s");
+    // Target 1 s; bounded generously for a loaded machine, far below the
+    // 30 s the back-off would reach without the expectation.
+    assert!(
+        latency < 3.0,
+        "handled {latency:.3} s after it arrived\n{}",
+        d.logs()
+    );
+    assert!(unix_now() - handled < 60.0);
+    d.signal(Signal::SIGTERM);
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
+}
