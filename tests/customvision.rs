@@ -418,3 +418,48 @@ async fn the_export_notification_of_a_requested_export_is_handled_at_once_despit
         d.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_key_from_the_environment_is_used_but_never_inherited_by_hooks() {
+    let w = World::new().await;
+    let cv = CustomVision::start(CvOptions::default()).await;
+    let project = cv.add_project("birds");
+    let iteration = cv.add_iteration(project, &["ONNX"], true);
+    let env_dump = w.path("env.txt");
+    let script = hook(&w, "env.sh", &format!("env > {}", env_dump.display()));
+    let cfg = w
+        .config()
+        .extra(format!(
+            "\n[customvision]\nendpoint = \"{}\"\ntraining_key_env = \"CV_TEST_TRAINING_KEY\"\n",
+            cv.endpoint()
+        ))
+        .handler(cv_handler("export = [{ platform = \"ONNX\" }]"))
+        .handler(shell_handler(
+            &script,
+            "events = [\"training.*\"]\ninherit_env = true",
+        ))
+        .write("c.toml");
+    w.send_all(&[training_of(project, iteration)]).await;
+    let mut d = Daemon::start_with_env(
+        &cfg,
+        &["run", "--once"],
+        w.dir.path(),
+        "d",
+        &[
+            ("CV_TEST_TRAINING_KEY", &cv.options.key),
+            ("UNRELATED_VARIABLE", "kept"),
+        ],
+    );
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
+    // The key from the environment reached the service...
+    assert_eq!(cv.count("POST", "/export"), 1, "{}", d.logs());
+    // ...and not the hook, nor the logs.
+    let env = std::fs::read_to_string(&env_dump).unwrap();
+    assert!(env.contains("UNRELATED_VARIABLE=kept"), "{env}");
+    assert!(!env.contains(&cv.options.key), "{env}");
+    assert!(!d.logs().contains(&cv.options.key));
+}

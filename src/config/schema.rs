@@ -359,8 +359,9 @@ impl Config {
             .unwrap_or_else(|| format!("{}-poison", self.queue_name()))
     }
 
-    /// Environment variables handlers read secrets from (`secret_env`):
-    /// hooks must not inherit them.
+    /// Environment variables secrets are read from (handlers'
+    /// `secret_env`, `customvision.training_key_env`): hooks must not
+    /// inherit them.
     pub fn secret_env_names(&self) -> Vec<String> {
         self.handlers
             .iter()
@@ -368,6 +369,11 @@ impl Config {
                 HandlerConfig::Webhook(w) => w.secret_env.clone(),
                 _ => None,
             })
+            .chain(
+                self.customvision
+                    .iter()
+                    .filter_map(|cv| cv.training_key_env.clone()),
+            )
             .collect()
     }
 

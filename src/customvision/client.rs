@@ -38,6 +38,8 @@ pub const COGNITIVE_SCOPE: &str = "https://cognitiveservices.azure.com/.default"
 const MAX_BODY: usize = 4 << 20;
 /// The largest error answer read; the rest is ignored.
 const MAX_ERROR_BODY: usize = 64 << 10;
+/// The most characters of a service's error message kept.
+const MAX_MESSAGE: usize = 500;
 /// The first retry delay when the service gives no `Retry-After`.
 const INITIAL_RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -569,9 +571,23 @@ impl TrainingClient {
     fn error_from(&self, op: Op, status: StatusCode, body: &[u8]) -> CvError {
         let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
         let (code, message) = parsed.parts();
+        // The service's text goes into logs: no control characters (they
+        // could rewrite a terminal), and not more than a few lines of it.
+        let clean = |t: String| -> String {
+            t.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_MESSAGE)
+                .collect()
+        };
+        let code = code.map(clean);
+        let message = message.map(clean);
         let message = message.unwrap_or_else(|| {
             let text = String::from_utf8_lossy(body);
-            let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+            let text: String = text
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_MESSAGE)
+                .collect();
             if text.trim().is_empty() {
                 status.canonical_reason().unwrap_or("no message").to_owned()
             } else {
@@ -835,5 +851,43 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("larger than 4 MiB"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_so_the_key_stays_with_the_endpoint() {
+        let elsewhere = MockServer::start().await;
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(307)
+                    .insert_header("Location", format!("{}/steal", elsewhere.uri())),
+            )
+            .mount(&server)
+            .await;
+        let e = client(&server, key(), 3)
+            .get_project(id(P))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(307), "{e}");
+        assert!(elsewhere.received_requests().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hostile_error_message_is_cut_and_stripped_of_control_characters() {
+        let server = MockServer::start().await;
+        let message = format!("\u{1b}]0;pwned\u{7}\u{1b}[2J{}", "x".repeat(5_000));
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(400).set_body_json(
+                serde_json::json!({"code": "BadRequest\u{1b}[31m", "message": message}),
+            ))
+            .mount(&server)
+            .await;
+        let e = client(&server, key(), 1)
+            .get_project(id(P))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.len() < 1_200, "{} bytes", text.len());
     }
 }
