@@ -6,8 +6,9 @@
 //! deadline, the poll loop reports what it received and asks, when it
 //! chooses its delay, whether any expectation is still open. Neither
 //! reaches into the other; this object is all they share. It imports
-//! nothing but [`crate::event`] and never logs.
+//! only the leaves [`crate::event`] and [`crate::envelope`], and never logs.
 
+use crate::envelope::Envelope;
 use crate::event::{Event, decode};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -90,14 +91,15 @@ impl ExpectedExports {
         }
     }
 
-    /// Looks at received message bodies for `Export` notifications; only
-    /// decodes them while something is expected.
+    /// Looks at received message bodies (cvnotify's retry envelope
+    /// unwrapped) for `Export` notifications; only decodes them while
+    /// something is expected.
     pub fn observe<'a>(&self, bodies: impl IntoIterator<Item = &'a str>) {
         if !self.is_waiting() {
             return;
         }
         for body in bodies {
-            if let Ok(n) = decode(body.as_bytes())
+            if let Ok(n) = decode(Envelope::original(body).as_bytes())
                 && let Event::Export {
                     project_id,
                     iteration_id,
@@ -147,7 +149,9 @@ mod tests {
         let mine = export_body(p, i);
         e.observe([mine.as_str()]);
         assert!(e.is_waiting(), "one of two arrived");
-        e.observe([mine.as_str()]);
+        // Redelivered after a failure: wrapped in the retry envelope.
+        let wrapped = Envelope::new(&mine).to_text();
+        e.observe([wrapped.as_str()]);
         assert!(!e.is_waiting());
 
         e.expect(p, i, 1, Duration::from_secs(60));

@@ -15,6 +15,7 @@ use super::check::CheckLine;
 use crate::azure::{AzureContainer, Connector, ContainerError};
 use crate::config::{Config, HandlerConfig};
 use crate::customvision::{CvError, Project, StorageUris, TrainingClient};
+use crate::envelope::Envelope;
 use crate::error::error_chain;
 use crate::event::{Event, decode};
 use crate::queue::{Queue, QueueError};
@@ -592,7 +593,7 @@ impl<F: FnMut(&CheckLine)> Setup<F> {
                         queue_full = msgs.len() >= 32;
                         let found = msgs.iter().any(|m| {
                             !before.contains(&m.id)
-                                && matches!(decode(m.body.as_bytes()).map(|n| n.event),
+                                && matches!(decode(Envelope::original(&m.body).as_bytes()).map(|n| n.event),
                                     Ok(Event::ConnectionTest { project_id }) if project_id == id)
                         });
                         if found {
