@@ -307,7 +307,7 @@ async fn a_platform_the_service_refuses_is_poisoned_at_once_with_its_reason() {
         .collect();
     assert_eq!(poisoned.len(), 1, "{}", d.logs());
     let reason = poisoned[0]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("failed permanently on delivery 1: handler `customvision#0` failed: exporting to ONNX: ExportIteration: the service answered 400 BadRequestProjectUnsupportedExportPlatform"), "{reason}");
+    assert!(reason.starts_with("permanent failure: handler `customvision#0` failed: exporting to ONNX: ExportIteration: the service answered 400 BadRequestProjectUnsupportedExportPlatform"), "{reason}");
     assert!(
         reason.contains("remove the platform from `export`"),
         "{reason}"
