@@ -5,7 +5,8 @@
 //! with the handler itself. [`Router`] holds the built handlers with their
 //! event filters and picks the ones an event goes to. This layer must not
 //! know about queues or Azure: storage reaches it only as the
-//! [`crate::blob::BlobSource`] trait in [`BuildContext`].
+//! [`crate::blob::BlobSource`] trait in [`BuildContext`], and the Custom
+//! Vision Training API as the client the context carries.
 
 pub mod customvision;
 pub mod download;
