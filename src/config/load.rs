@@ -4,8 +4,8 @@
 //! Owns the order of the steps, nothing of the schema (see [`super::schema`]).
 
 use super::handlers::HandlerConfig;
-use super::issues::{ConfigError, Issues, deserialize_collecting};
-use super::schema::{Config, ENV_PREFIX, FileConfig};
+use super::issues::{ConfigError, Issues, as_table, deserialize_collecting};
+use super::schema::{AuthConfig, Config, ENV_PREFIX, FileConfig, QueueConfig, QueueEntry};
 use crate::secret::redact_text;
 use std::path::Path;
 
@@ -123,14 +123,23 @@ impl Config {
         let Some(file) = file else {
             return Err(ConfigError(issues.0));
         };
-        let mut handlers = Vec::with_capacity(file.handlers.len());
-        for (i, value) in file.handlers.into_iter().enumerate() {
-            if let Some(h) = HandlerConfig::parse(value, &format!("handlers[{i}]"), &mut issues) {
-                handlers.push(h);
-            }
+        let handlers = parse_handlers(file.handlers, "handlers", &mut issues);
+        let queues = file
+            .queues
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| parse_queue_entry(v, &format!("queues[{i}]"), &mut issues))
+            .collect::<Vec<_>>();
+        if file.queue.is_some() && !queues.is_empty() {
+            issues.push(
+                "queue",
+                "[queue] and [[queues]] are mutually exclusive; move [queue] into a [[queues]] entry",
+            );
         }
         let config = Config {
-            queue: file.queue,
+            queue: file.queue.unwrap_or_default(),
+            queues,
+            max_concurrency: file.max_concurrency,
             auth: file.auth,
             log: file.log,
             http: file.http,
@@ -143,6 +152,49 @@ impl Config {
         config.validate(&mut issues);
         issues.into_result(config)
     }
+}
+
+fn parse_handlers(
+    values: Vec<config::Value>,
+    path: &str,
+    issues: &mut Issues,
+) -> Vec<HandlerConfig> {
+    values
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, value)| HandlerConfig::parse(value, &format!("{path}[{i}]"), issues))
+        .collect()
+}
+
+/// One `[[queues]]` table: `auth` and `handlers` are taken out first and
+/// parsed on their own, so the rest is exactly a `[queue]` table and every
+/// problem keeps its path (`queues[1].auth.mode`, `queues[0].handlers[2].url`).
+fn parse_queue_entry(value: config::Value, path: &str, issues: &mut Issues) -> Option<QueueEntry> {
+    let mut table = as_table(value, path, issues)?;
+    let auth = table.remove("auth").and_then(|a| {
+        let auth_path = format!("{path}.auth");
+        let t = as_table(a, &auth_path, issues)?;
+        deserialize_collecting::<AuthConfig>(t, &auth_path, issues)
+    });
+    let handlers = table.remove("handlers").and_then(|h| {
+        let handlers_path = format!("{path}.handlers");
+        match h.into_array() {
+            Ok(values) => Some(parse_handlers(values, &handlers_path, issues)),
+            Err(_) => {
+                issues.push(
+                    handlers_path,
+                    "expected an array of tables ([[queues.handlers]])",
+                );
+                None
+            }
+        }
+    });
+    let queue = deserialize_collecting::<QueueConfig>(table, path, issues)?;
+    Some(QueueEntry {
+        queue,
+        auth,
+        handlers,
+    })
 }
 
 #[cfg(test)]
@@ -381,5 +433,114 @@ mod tests {
                 panic!("{f}: {e}");
             }
         }
+    }
+
+    const TWO_QUEUES: &str = r#"
+        max_concurrency = 8
+        [auth]
+        mode = "connection_string"
+        connection_string = "UseDevelopmentStorage=true"
+        [[handlers]]
+        type = "log"
+        name = "shared"
+        [[queues]]
+        name = "eu-events"
+        endpoint = "http://127.0.0.1:10001/devstoreaccount1"
+        max_dequeue_count = 2
+        [[queues.handlers]]
+        type = "shell"
+        name = "eu-hook"
+        command = ["true"]
+        [[queues]]
+        name = "us-events"
+        account = "usacct"
+        [queues.auth]
+        mode = "sas"
+        sas_token = "sv=2022&sig=abc"
+    "#;
+
+    #[test]
+    fn queues_get_their_own_auth_and_handlers_or_the_top_level_ones() {
+        let c = Config::from_toml(TWO_QUEUES).unwrap();
+        let q = c.effective_queues();
+        assert_eq!(q.len(), 2);
+        assert_eq!((q[0].name(), q[1].name()), ("eu-events", "us-events"));
+        assert_eq!(q[0].queue.max_dequeue_count, 2);
+        assert_eq!(q[1].queue.max_dequeue_count, 5);
+        assert_eq!(q[0].auth.mode, AuthMode::ConnectionString);
+        assert_eq!(q[1].auth.mode, AuthMode::Sas);
+        assert_eq!(q[0].handlers[0].display_name(0), "eu-hook");
+        assert_eq!(q[1].handlers[0].display_name(0), "shared");
+        assert_eq!(q[1].poison_name(), "us-events-poison");
+        assert_eq!(c.process_max_concurrency(), 8);
+        assert_eq!(
+            c.select_queue(Some("us-events")).unwrap().name(),
+            "us-events"
+        );
+        let e = c.select_queue(None).unwrap_err().to_string();
+        assert!(
+            e.contains("pass --queue NAME (one of: eu-events, us-events)"),
+            "{e}"
+        );
+        let e = c.select_queue(Some("nope")).unwrap_err().to_string();
+        assert!(e.contains("no queue is named `nope`"), "{e}");
+    }
+
+    #[test]
+    fn single_queue_form_is_a_one_element_list() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        let q = c.effective_queues();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].name(), "cv-events");
+        assert_eq!(q[0].poison_name(), c.poison_queue_name());
+        assert_eq!(c.process_max_concurrency(), 32);
+        assert_eq!(c.select_queue(None).unwrap().name(), "cv-events");
+    }
+
+    #[test]
+    fn queues_problems_are_all_reported_with_their_paths() {
+        let errs = errors(
+            r#"
+            max_concurrency = 1
+            [queue]
+            name = "q-x"
+            account = "a"
+            [[queues]]
+            name = "q-a"
+            account = "a"
+            max_dequeue_count = 0
+            colour = "red"
+            [[queues.handlers]]
+            type = "shell"
+            [[queues]]
+            name = "q-a"
+            [queues.auth]
+            mode = "sas"
+            "#,
+        );
+        let joined = errors_text(&errs);
+        for want in [
+            "queue: [queue] and [[queues]] are mutually exclusive",
+            "queues[0].max_dequeue_count: must be at least 1",
+            "queues[0].colour: unknown key",
+            "queues[0].handlers[0].command: missing",
+            "queues[1].name: `q-a` is also queues[0].name",
+            "queues[1].auth.sas_token: required",
+            "queues[1].account: set queues[1].account or queues[1].endpoint",
+            "max_concurrency: 1 is less than the number of queues (2)",
+        ] {
+            assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn top_level_max_concurrency_is_refused_with_the_single_queue_form() {
+        let errs = errors(&format!("max_concurrency = 4\n{MINIMAL}"));
+        assert_eq!(
+            errs,
+            vec![
+                "max_concurrency: only used with [[queues]]; with [queue], set queue.max_concurrency"
+            ]
+        );
     }
 }

@@ -30,5 +30,5 @@ pub use handlers::{
 pub use issues::{ConfigError, ConfigIssue, Issues};
 pub use schema::{
     AuthConfig, AuthMode, Cloud, Config, ENV_PREFIX, HttpConfig, LogConfig, LogFormat,
-    PoisonFormat, QueueConfig, TelemetryConfig, TlsConfig,
+    PoisonFormat, QueueConfig, QueueEntry, QueueSpec, SelectQueueError, TelemetryConfig, TlsConfig,
 };

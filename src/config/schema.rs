@@ -18,7 +18,19 @@ pub const ENV_PREFIX: &str = "CVNOTIFY";
 /// The whole configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
+    /// The single `[queue]` form (its defaults when `[[queues]]` is used).
     pub queue: QueueConfig,
+    /// `[[queues]]`: several queues in one daemon. Empty with the single
+    /// `[queue]` form; the two forms are mutually exclusive. Read the queues
+    /// through [`Config::effective_queues`], which covers both forms.
+    pub queues: Vec<QueueEntry>,
+    /// With `[[queues]]`: messages handled at once by the whole process
+    /// (default 32). While several queues are busy, each keeps a reserved
+    /// share of it (see "Several queues" in the README). With `[queue]`,
+    /// `queue.max_concurrency` is that bound and this key is refused.
+    pub max_concurrency: Option<usize>,
+    /// Storage credentials; a `[[queues]]` entry without its own `auth`
+    /// table uses this one.
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
@@ -40,7 +52,11 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
     #[serde(default)]
-    pub(super) queue: QueueConfig,
+    pub(super) queue: Option<QueueConfig>,
+    #[serde(default)]
+    pub(super) queues: Vec<config::Value>,
+    #[serde(default)]
+    pub(super) max_concurrency: Option<usize>,
     #[serde(default)]
     pub(super) auth: AuthConfig,
     #[serde(default)]
@@ -138,6 +154,59 @@ impl Default for QueueConfig {
         }
     }
 }
+
+/// One `[[queues]]` entry: the keys of `[queue]`, plus an optional `auth`
+/// table and optional `[[queues.handlers]]`.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    /// The keys of `[queue]`. `name` also identifies the queue in metrics
+    /// (`queue` label), logs, `/readyz` and `--queue NAME`, so names must be
+    /// unique across `[[queues]]`.
+    pub queue: QueueConfig,
+    /// This queue's storage credentials. Default: the top-level `[auth]`.
+    pub auth: Option<AuthConfig>,
+    /// This queue's handlers (`[[queues.handlers]]`, same tables as
+    /// `[[handlers]]`). Default: the top-level `[[handlers]]`. A message
+    /// reaches only its own queue's handlers.
+    pub handlers: Option<Vec<HandlerConfig>>,
+}
+
+/// One queue as the daemon and the commands see it, whichever form
+/// configured it: its settings, its credentials and its handlers in effect.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub queue: QueueConfig,
+    pub auth: AuthConfig,
+    /// Never empty: one `log` handler when none is configured.
+    pub handlers: Vec<HandlerConfig>,
+}
+
+impl QueueSpec {
+    /// The queue's name (validated present).
+    pub fn name(&self) -> &str {
+        self.queue.name.as_deref().unwrap_or_default()
+    }
+
+    /// The poison queue's name.
+    pub fn poison_name(&self) -> String {
+        self.queue
+            .poison_queue
+            .clone()
+            .unwrap_or_else(|| format!("{}-poison", self.name()))
+    }
+}
+
+/// `--queue NAME` did not pick one configured queue.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectQueueError {
+    #[error("no queue is named `{name}`; configured: {known}")]
+    Unknown { name: String, known: String },
+    #[error("several queues are configured; pass --queue NAME (one of: {known})")]
+    Ambiguous { known: String },
+}
+
+/// With `[[queues]]` and no top-level `max_concurrency`.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 32;
 
 pub(super) fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
@@ -360,11 +429,13 @@ impl Config {
     }
 
     /// Environment variables secrets are read from (handlers'
-    /// `secret_env`, `customvision.training_key_env`): hooks must not
-    /// inherit them.
+    /// `secret_env` of any queue, `customvision.training_key_env`): hooks
+    /// must not inherit them.
     pub fn secret_env_names(&self) -> Vec<String> {
+        let per_queue = self.queues.iter().flat_map(|q| q.handlers.iter().flatten());
         self.handlers
             .iter()
+            .chain(per_queue)
             .filter_map(|h| match h {
                 HandlerConfig::Webhook(w) => w.secret_env.clone(),
                 _ => None,
@@ -385,4 +456,62 @@ impl Config {
             self.handlers.clone()
         }
     }
+
+    /// Every queue the daemon consumes, in configuration order: the
+    /// `[[queues]]` entries with their credentials and handlers resolved,
+    /// or the single `[queue]` as a one-element list.
+    pub fn effective_queues(&self) -> Vec<QueueSpec> {
+        if self.queues.is_empty() {
+            return vec![QueueSpec {
+                queue: self.queue.clone(),
+                auth: self.auth.clone(),
+                handlers: self.effective_handlers(),
+            }];
+        }
+        self.queues
+            .iter()
+            .map(|e| QueueSpec {
+                queue: e.queue.clone(),
+                auth: e.auth.clone().unwrap_or_else(|| self.auth.clone()),
+                handlers: match &e.handlers {
+                    Some(h) if !h.is_empty() => h.clone(),
+                    _ => self.effective_handlers(),
+                },
+            })
+            .collect()
+    }
+
+    /// The process-wide bound on messages handled at once.
+    pub fn process_max_concurrency(&self) -> usize {
+        if self.queues.is_empty() {
+            self.queue.max_concurrency
+        } else {
+            self.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY)
+        }
+    }
+
+    /// The queue `--queue NAME` names; without a name, the only one.
+    pub fn select_queue(&self, name: Option<&str>) -> Result<QueueSpec, SelectQueueError> {
+        let mut all = self.effective_queues();
+        let known = all_names(&all);
+        match name {
+            Some(n) => match all.iter().position(|q| q.name() == n) {
+                Some(i) => Ok(all.swap_remove(i)),
+                None => Err(SelectQueueError::Unknown {
+                    name: n.to_owned(),
+                    known,
+                }),
+            },
+            None if all.len() == 1 => Ok(all.remove(0)),
+            None => Err(SelectQueueError::Ambiguous { known }),
+        }
+    }
+}
+
+fn all_names(queues: &[QueueSpec]) -> String {
+    queues
+        .iter()
+        .map(QueueSpec::name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
