@@ -5,7 +5,7 @@
 //! `/metrics` is scraped, at most every 30 s, so an unscraped daemon makes
 //! no extra storage requests. Reads metrics and queues; records nothing.
 
-use crate::metrics::{Metrics, QueueLabel};
+use crate::metrics::{Metrics, MetricsRegistry, RoleLabel};
 use crate::queue::Queue;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -17,30 +17,31 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// What the routes read about one queue.
+pub struct QueueHealth {
+    pub name: String,
+    pub metrics: Arc<Metrics>,
+    /// `/readyz` fails when no call to this queue succeeded for this long.
+    pub ready_window: Duration,
+    pub queue: Arc<dyn Queue>,
+    pub poison: Arc<dyn Queue>,
+}
+
 /// What the routes read.
 pub struct HttpState {
-    metrics: Arc<Metrics>,
-    /// `/readyz` fails when no queue call succeeded for this long.
-    ready_window: Duration,
-    queue: Arc<dyn Queue>,
-    poison: Arc<dyn Queue>,
+    registry: Arc<MetricsRegistry>,
+    /// In configuration order.
+    queues: Vec<QueueHealth>,
     /// When queue lengths were last read (Unix ms), so that scrapes read
     /// them at most every [`LENGTH_REFRESH`].
     lengths_refreshed_ms: AtomicU64,
 }
 
 impl HttpState {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        ready_window: Duration,
-        queue: Arc<dyn Queue>,
-        poison: Arc<dyn Queue>,
-    ) -> Self {
+    pub fn new(registry: Arc<MetricsRegistry>, queues: Vec<QueueHealth>) -> Self {
         Self {
-            metrics,
-            ready_window,
-            queue,
-            poison,
+            registry,
+            queues,
             lengths_refreshed_ms: AtomicU64::new(0),
         }
     }
@@ -60,25 +61,48 @@ impl HttpState {
         {
             return;
         }
-        for (label, q) in [("main", &self.queue), ("poison", &self.poison)] {
-            match tokio::time::timeout(Duration::from_secs(5), q.approximate_length()).await {
-                Ok(Ok(n)) => {
-                    self.metrics
-                        .queue_length
-                        .get_or_create(&QueueLabel { queue: label })
-                        .set(n as i64);
+        for h in &self.queues {
+            for (role, q) in [("main", &h.queue), ("poison", &h.poison)] {
+                let gauge = || h.metrics.queue_length.get_or_create(&RoleLabel { role });
+                match tokio::time::timeout(Duration::from_secs(5), q.approximate_length()).await {
+                    Ok(Ok(n)) => {
+                        gauge().set(n as i64);
+                    }
+                    Ok(Err(crate::queue::QueueError::QueueNotFound { .. })) => {
+                        gauge().set(0);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, queue = q.name(), "Cannot read the queue length")
+                    }
+                    Err(_) => {
+                        tracing::debug!(queue = q.name(), "Reading the queue length timed out")
+                    }
                 }
-                Ok(Err(crate::queue::QueueError::QueueNotFound { .. })) => {
-                    self.metrics
-                        .queue_length
-                        .get_or_create(&QueueLabel { queue: label })
-                        .set(0);
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, queue = label, "Cannot read the queue length")
-                }
-                Err(_) => tracing::debug!(queue = label, "Reading the queue length timed out"),
             }
+        }
+    }
+
+    /// `/readyz`: one line per queue (`<name>: ready` or `<name>: not
+    /// ready: <why>`); 503 when any queue is not ready.
+    fn readiness(&self) -> (StatusCode, String) {
+        let mut body = String::new();
+        let mut all_ready = true;
+        for h in &self.queues {
+            match h.metrics.ready(h.ready_window) {
+                Ok(()) => body.push_str(&format!("{}: ready\n", h.name)),
+                Err(why) => {
+                    all_ready = false;
+                    body.push_str(&format!("{}: not ready: {why}\n", h.name));
+                }
+            }
+        }
+        if all_ready {
+            (StatusCode::OK, format!("ready\n{body}"))
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready\n{body}"),
+            )
         }
     }
 
@@ -95,13 +119,10 @@ impl HttpState {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
-            "/readyz" => match self.metrics.ready(self.ready_window) {
-                Ok(()) => text(StatusCode::OK, "ready\n".into()),
-                Err(why) => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: {why}\n"),
-                ),
-            },
+            "/readyz" => {
+                let (status, body) = self.readiness();
+                text(status, body)
+            }
             "/metrics" => {
                 self.refresh_lengths().await;
                 Response::builder()
@@ -109,7 +130,7 @@ impl HttpState {
                         "content-type",
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )
-                    .body(Full::new(Bytes::from(self.metrics.encode())))
+                    .body(Full::new(Bytes::from(self.registry.encode())))
                     .expect("static response parts")
             }
             _ => text(

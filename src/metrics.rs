@@ -1,8 +1,9 @@
 //! Prometheus metrics and the health state behind `/readyz`.
 //!
-//! One [`Metrics`] per daemon, shared by the poll loop (which records, only
-//! through its typed internal events in `worker::events`) and the HTTP
-//! listener (which encodes). Label values are fixed sets (handler names from
+//! One [`Metrics`] per queue, shared by that queue's poll loop (which
+//! records, only through its typed internal events in `worker::events`) and
+//! the HTTP listener (which encodes). A [`MetricsRegistry`] holds them all,
+//! each under its own `queue="<name>"` label, with the process-wide ones. Label values are fixed sets (handler names from
 //! the config, operation and error kinds, outcome): never anything from a
 //! message, so nothing secret or unbounded reaches a label. A leaf: it
 //! imports nothing from the crate.
@@ -47,9 +48,9 @@ pub struct StorageErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QueueLabel {
-    /// `main` or `poison`.
-    pub queue: &'static str,
+pub struct RoleLabel {
+    /// `main` or `poison` (the queue's name is the `queue` label).
+    pub role: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,9 +58,11 @@ pub struct BuildLabels {
     pub version: &'static str,
 }
 
-/// Everything the daemon measures.
+/// Everything measured about one queue.
 pub struct Metrics {
-    registry: Registry,
+    /// Set for a standalone `Metrics` ([`Metrics::new`]); `None` when it is
+    /// registered in a [`MetricsRegistry`], which encodes it.
+    registry: Option<Registry>,
     pub received: Counter,
     pub handled: Family<HandlerOutcome, Counter>,
     pub processed: Family<ProcessedLabel, Counter>,
@@ -70,7 +73,7 @@ pub struct Metrics {
     pub storage_errors: Family<StorageErrorLabels, Counter>,
     pub in_flight: Gauge,
     pub poll_interval: Gauge<f64, AtomicU64>,
-    pub queue_length: Family<QueueLabel, Gauge>,
+    pub queue_length: Family<RoleLabel, Gauge>,
     pub last_receive: Gauge<f64, AtomicU64>,
     /// Health: when a queue call last succeeded (Unix ms; 0 = never).
     last_success_ms: AtomicU64,
@@ -118,9 +121,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A standalone `Metrics` without a `queue` label, encoded on its own
+    /// (unit tests).
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("cvnotify");
-        let m = Metrics {
+        let m = Self::unregistered();
+        m.register(&mut registry);
+        register_process_wide(&mut registry);
+        Metrics {
+            registry: Some(registry),
+            ..m
+        }
+    }
+
+    fn unregistered() -> Self {
+        Metrics {
             received: Counter::default(),
             handled: Family::default(),
             processed: Family::default(),
@@ -138,8 +153,12 @@ impl Metrics {
             last_receive: Gauge::default(),
             last_success_ms: AtomicU64::new(0),
             started: AtomicBool::new(false),
-            registry: Registry::default(),
-        };
+            registry: None,
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "messages_received",
             "Messages received from the queue",
@@ -200,26 +219,31 @@ impl Metrics {
             "Unix time of the last successful receive call",
             m.last_receive.clone(),
         );
-        let build: Family<BuildLabels, Gauge> = Family::default();
-        build
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        registry.register("build_info", "cvnotify version", build);
-        registry.register(
-            "spans_dropped",
-            "Trace spans dropped because the export queue was full",
-            spans_dropped().clone(),
-        );
-        registry.register(
-            "spans_exported",
-            "Trace spans sent to the OTLP collector",
-            spans_exported().clone(),
-        );
-        Metrics { registry, ..m }
     }
+}
 
+/// What the process has once, whatever the number of queues.
+fn register_process_wide(registry: &mut Registry) {
+    let build: Family<BuildLabels, Gauge> = Family::default();
+    build
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+    registry.register("build_info", "cvnotify version", build);
+    registry.register(
+        "spans_dropped",
+        "Trace spans dropped because the export queue was full",
+        spans_dropped().clone(),
+    );
+    registry.register(
+        "spans_exported",
+        "Trace spans sent to the OTLP collector",
+        spans_exported().clone(),
+    );
+}
+
+impl Metrics {
     /// A queue call succeeded.
     pub fn storage_ok(&self) {
         self.last_success_ms.store(now_ms(), Ordering::Relaxed);
@@ -253,6 +277,48 @@ impl Metrics {
             });
         }
         Ok(())
+    }
+
+    /// Prometheus text format (a standalone `Metrics` only; empty when it
+    /// belongs to a [`MetricsRegistry`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Some(r) = &self.registry {
+            prometheus_client::encoding::text::encode(&mut out, r).expect("writing to a String");
+        }
+        out
+    }
+}
+
+/// The process's metrics: one [`Metrics`] per queue, each labelled
+/// `queue="<name>"`, and the process-wide ones (build info, spans).
+pub struct MetricsRegistry {
+    registry: Registry,
+    /// In configuration order, with the queue's name.
+    queues: Vec<(String, std::sync::Arc<Metrics>)>,
+}
+
+impl MetricsRegistry {
+    pub fn new<'a>(queue_names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut registry = Registry::with_prefix("cvnotify");
+        register_process_wide(&mut registry);
+        let queues = queue_names
+            .into_iter()
+            .map(|name| {
+                let m = Metrics::unregistered();
+                m.register(registry.sub_registry_with_label((
+                    std::borrow::Cow::Borrowed("queue"),
+                    std::borrow::Cow::Owned(name.to_owned()),
+                )));
+                (name.to_owned(), std::sync::Arc::new(m))
+            })
+            .collect();
+        Self { registry, queues }
+    }
+
+    /// Each queue's name and metrics, in configuration order.
+    pub fn queues(&self) -> &[(String, std::sync::Arc<Metrics>)] {
+        &self.queues
     }
 
     /// Prometheus text format.
@@ -290,6 +356,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("cvnotify_build_info{version="), "{text}");
+    }
+
+    #[test]
+    fn each_queue_is_labelled_with_its_name() {
+        let r = MetricsRegistry::new(["eu-events", "us-events"]);
+        r.queues()[0].1.received.inc();
+        r.queues()[1].1.received.inc_by(2);
+        r.queues()[1]
+            .1
+            .queue_length
+            .get_or_create(&RoleLabel { role: "poison" })
+            .set(3);
+        let text = r.encode();
+        for want in [
+            "cvnotify_messages_received_total{queue=\"eu-events\"} 1",
+            "cvnotify_messages_received_total{queue=\"us-events\"} 2",
+            "cvnotify_queue_length{queue=\"us-events\",role=\"poison\"} 3",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        assert_eq!(text.matches("cvnotify_build_info{").count(), 1, "{text}");
     }
 
     #[test]

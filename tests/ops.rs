@@ -30,11 +30,20 @@ async fn get(url: &str) -> (u16, String) {
 }
 
 /// The value of a sample line (`name{labels} value`) in a scrape.
+/// The value of `series`, written without the `queue` label every
+/// per-queue series carries (these tests have one queue).
 fn sample(text: &str, series: &str) -> Option<f64> {
+    let strip = |l: &str| match l.split_once("queue=\"") {
+        Some((head, rest)) => {
+            let rest = rest.split_once('"').map_or("", |(_, r)| r);
+            format!("{head}{}", rest.strip_prefix(',').unwrap_or(rest)).replace("{}", "")
+        }
+        None => l.to_owned(),
+    };
     text.lines()
+        .map(strip)
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,18 +139,25 @@ async fn metrics_move_as_messages_flow_and_fail() {
         "{text}"
     );
     assert_eq!(
-        sample(&text, "cvnotify_queue_length{queue=\"poison\"}"),
+        sample(&text, "cvnotify_queue_length{role=\"poison\"}"),
         Some(2.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "cvnotify_queue_length{queue=\"main\"}"),
+        sample(&text, "cvnotify_queue_length{role=\"main\"}"),
         Some(0.0),
         "{text}"
     );
     assert!(sample(&text, "cvnotify_last_receive_timestamp_seconds").unwrap() > 1.7e9);
     assert!(text.contains("cvnotify_build_info{version="), "{text}");
     assert!(text.contains("cvnotify_poll_interval_seconds"), "{text}");
+    let queue = w.main_queue().name().to_owned();
+    assert!(
+        text.contains(&format!(
+            "cvnotify_messages_received_total{{queue=\"{queue}\"}} 5"
+        )),
+        "{text}"
+    );
     d.signal(Signal::SIGTERM);
     assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     // Label values come from config and fixed sets only.

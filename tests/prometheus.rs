@@ -175,7 +175,7 @@ async fn prometheus_fires_the_poison_alert_after_a_poisoned_message() {
     // Before any poisoning: the poison queue's length was scraped (0), and
     // every rule of alerts.yaml loaded and evaluates without error; the
     // poison alert is inactive.
-    let poison_length = r#"cvnotify_queue_length{job="cvnotify", queue="poison"}"#;
+    let poison_length = r#"cvnotify_queue_length{job="cvnotify", role="poison"}"#;
     assert!(
         eventually(LIMIT, async || {
             let rules = p.rules().await;
@@ -223,7 +223,11 @@ async fn prometheus_fires_the_poison_alert_after_a_poisoned_message() {
     );
     let alert = &firing[0];
     assert_eq!(alert["labels"]["job"], "cvnotify", "{alert}");
-    assert_eq!(alert["labels"]["queue"], "poison", "{alert}");
+    assert_eq!(
+        alert["labels"]["queue"],
+        w.main_queue().name(),
+        "the queue's name: {alert}"
+    );
     assert_eq!(alert["labels"]["severity"], "warning", "{alert}");
     assert_eq!(
         alert["annotations"]["summary"], "cvnotify's poison queue holds 1 message(s) (cvnotify)",

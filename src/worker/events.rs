@@ -92,6 +92,20 @@ impl Summary {
     }
 }
 
+/// The `--once` summary of several queues: their sum.
+impl std::iter::Sum for Summary {
+    fn sum<I: Iterator<Item = Summary>>(iter: I) -> Self {
+        iter.fold(Summary::default(), |a, b| Summary {
+            received: a.received + b.received,
+            handled: a.handled + b.handled,
+            failed: a.failed + b.failed,
+            poisoned: a.poisoned + b.poisoned,
+            released: a.released + b.released,
+            receive_errors: a.receive_errors + b.receive_errors,
+        })
+    }
+}
+
 fn count_storage_error(m: &Metrics, e: &QueueError) {
     m.storage_errors
         .get_or_create(&StorageErrorLabels {

@@ -19,7 +19,7 @@ use crate::retry::Backoff;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,35 +44,94 @@ const GATHER: Duration = Duration::from_millis(50);
 /// request rate), so delays are shortened by up to 10 %.
 const POLL_JITTER: f64 = 0.1;
 
-/// Takes at least one permit and up to `want`. When fewer are free, waits up
+/// One handler slot: a permit of the queue's own limit and, with several
+/// queues, one of the process-wide limit. Dropped when the message's task
+/// ends.
+struct Slot {
+    _queue: OwnedSemaphorePermit,
+    _process: Option<OwnedSemaphorePermit>,
+}
+
+/// Where slots come from: the queue's own semaphore (its cap) and, with
+/// several queues, the process-wide one (`max_concurrency`) they share.
+/// Each queue's cap is below the process-wide bound by the other queues'
+/// reserve (see `daemon`), so a flood on one queue always leaves the others
+/// slots. The queue permit is taken first, so a queue at its cap does not
+/// even wait in line for process-wide permits.
+#[derive(Clone)]
+struct Limits {
+    queue: Arc<Semaphore>,
+    process: Option<Arc<Semaphore>>,
+}
+
+impl Limits {
+    async fn acquire(&self) -> Slot {
+        let queue = self
+            .queue
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
+        let process = match &self.process {
+            Some(p) => Some(
+                p.clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed"),
+            ),
+            None => None,
+        };
+        Slot {
+            _queue: queue,
+            _process: process,
+        }
+    }
+
+    fn try_acquire(&self) -> Option<Slot> {
+        let queue = self.queue.clone().try_acquire_owned().ok()?;
+        let process = match &self.process {
+            Some(p) => Some(p.clone().try_acquire_owned().ok()?),
+            None => None,
+        };
+        Some(Slot {
+            _queue: queue,
+            _process: process,
+        })
+    }
+
+    fn exhausted(&self) -> bool {
+        self.queue.available_permits() == 0
+            || self
+                .process
+                .as_ref()
+                .is_some_and(|p| p.available_permits() == 0)
+    }
+}
+
+/// Takes at least one slot and up to `want`. When fewer are free, waits up
 /// to [`GATHER`] for running handlers to free more: receiving one or two
 /// messages whenever a single handler finishes would multiply receive calls
 /// during a drain (the same reason Azure Functions' queue trigger fetches a
 /// new batch only when in-flight work falls to a threshold).
-async fn gather(semaphore: &Arc<Semaphore>, want: usize) -> Vec<tokio::sync::OwnedSemaphorePermit> {
-    let first = semaphore
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("semaphore is never closed");
-    let mut permits = vec![first];
-    while permits.len() < want {
-        match semaphore.clone().try_acquire_owned() {
-            Ok(p) => permits.push(p),
-            Err(_) => break,
+async fn gather(limits: &Limits, want: usize) -> Vec<Slot> {
+    let mut slots = vec![limits.acquire().await];
+    while slots.len() < want {
+        match limits.try_acquire() {
+            Some(s) => slots.push(s),
+            None => break,
         }
     }
-    if permits.len() < want && semaphore.available_permits() == 0 {
+    if slots.len() < want && limits.exhausted() {
         let deadline = sleep(GATHER);
         tokio::pin!(deadline);
-        while permits.len() < want {
+        while slots.len() < want {
             tokio::select! {
-                p = semaphore.clone().acquire_owned() => permits.push(p.expect("semaphore is never closed")),
+                s = limits.acquire() => slots.push(s),
                 _ = &mut deadline => break,
             }
         }
     }
-    permits
+    slots
 }
 
 /// The poll loop over one queue.
@@ -81,6 +140,8 @@ pub struct Worker {
     /// Exports a handler asked for: while one is awaited, empty polls wait
     /// `min_poll_interval` instead of backing off.
     expected: Arc<ExpectedExports>,
+    /// With several queues: the process-wide limit every worker shares.
+    process_limit: Option<Arc<Semaphore>>,
 }
 
 impl Worker {
@@ -103,12 +164,20 @@ impl Worker {
                 metrics,
             }),
             expected: Arc::new(ExpectedExports::new()),
+            process_limit: None,
         }
     }
 
     /// Shares `expected` with the handlers that request exports.
     pub fn with_expected_exports(mut self, expected: Arc<ExpectedExports>) -> Self {
         self.expected = expected;
+        self
+    }
+
+    /// Shares `limit` (the process-wide `max_concurrency`) with the other
+    /// queues' workers; `settings.max_concurrency` is then this queue's cap.
+    pub fn with_process_limit(mut self, limit: Arc<Semaphore>) -> Self {
+        self.process_limit = Some(limit);
         self
     }
 
@@ -119,6 +188,10 @@ impl Worker {
         let s = &shared.settings;
         let metrics = &shared.metrics;
         let semaphore = Arc::new(Semaphore::new(s.max_concurrency));
+        let limits = Limits {
+            queue: semaphore.clone(),
+            process: self.process_limit.clone(),
+        };
         let tracker = TaskTracker::new();
         let abort = CancellationToken::new();
         let mut poll =
@@ -146,7 +219,7 @@ impl Worker {
             let mut permits = tokio::select! {
                 biased;
                 _ = &mut shutdown => break 'poll,
-                p = alive(&mut hb, gather(&semaphore, (s.batch_size as usize).min(s.max_concurrency))) => p,
+                p = alive(&mut hb, gather(&limits, (s.batch_size as usize).min(s.max_concurrency))) => p,
             };
 
             let receive = shared
@@ -572,5 +645,69 @@ mod tests {
             (6..=7).contains(&idle_minute),
             "{idle_minute} receives in a minute after the deadline"
         );
+    }
+
+    /// Two queues sharing a process-wide limit of 4, each capped at 3 (a
+    /// reserve of 1): a flood of slow messages on A leaves B a slot, so B's
+    /// message is handled within a poll interval, not after A's backlog.
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_on_one_queue_leaves_the_other_a_slot() {
+        let (qa, pa) = (
+            Arc::new(MemoryQueue::new("a")),
+            Arc::new(MemoryQueue::new("a-poison")),
+        );
+        let (qb, pb) = (
+            Arc::new(MemoryQueue::new("b")),
+            Arc::new(MemoryQueue::new("b-poison")),
+        );
+        for _ in 0..100 {
+            qa.send(TRAINING, Expiry::ServiceDefault).await.unwrap();
+        }
+        let slow = probe(0, Duration::from_secs(10));
+        let fast = probe(0, Duration::ZERO);
+        let limit = Arc::new(Semaphore::new(4));
+        let mut s = settings();
+        s.once = false;
+        s.max_concurrency = 3;
+        let stop = CancellationToken::new();
+        let a = tokio::spawn(
+            worker(&qa, &pa, &slow, s.clone())
+                .with_process_limit(limit.clone())
+                .run(stop.clone().cancelled_owned()),
+        );
+        let b = tokio::spawn(
+            worker(&qb, &pb, &fast, s)
+                .with_process_limit(limit.clone())
+                .run(stop.clone().cancelled_owned()),
+        );
+        sleep(Duration::from_secs(1)).await;
+        assert_eq!(limit.available_permits(), 1, "A holds its cap, not more");
+        qb.send(TRAINING, Expiry::ServiceDefault).await.unwrap();
+        // Within B's poll interval (at most 10 s here, backed off while idle).
+        sleep(Duration::from_secs(11)).await;
+        assert_eq!(fast.calls.lock().unwrap().len(), 1, "B starved by A");
+        stop.cancel();
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_summaries_of_several_queues_add_up() {
+        let s: Summary = [
+            Summary {
+                received: 2,
+                handled: 1,
+                poisoned: 1,
+                ..Default::default()
+            },
+            Summary {
+                received: 3,
+                handled: 3,
+                ..Default::default()
+            },
+        ]
+        .into_iter()
+        .sum();
+        assert_eq!((s.received, s.handled, s.poisoned), (5, 4, 1));
     }
 }
