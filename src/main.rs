@@ -43,6 +43,10 @@ enum Command {
         /// Only validate the configuration; no network (systemd ExecStartPre).
         #[arg(long)]
         config_only: bool,
+        /// Which `[[queues]]` entry (by name); needed when several are
+        /// configured.
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
     },
     /// Point a Custom Vision project at this daemon's queue (and backup
     /// container), read the project back, and wait for the ConnectionTest
@@ -70,6 +74,10 @@ enum Command {
         /// blob (at most 30m).
         #[arg(long, default_value = "2m", value_parser = parse_wait)]
         wait: std::time::Duration,
+        /// Which `[[queues]]` entry (by name) the project notifies; needed
+        /// when several are configured.
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
     },
     /// Decode one message body and print the typed event as JSON.
     Decode {
@@ -80,6 +88,10 @@ enum Command {
     Poison {
         #[command(subcommand)]
         command: PoisonCommand,
+        /// Which `[[queues]]` entry (by name); needed when several are
+        /// configured.
+        #[arg(long, value_name = "NAME", global = true)]
+        queue: Option<String>,
     },
     /// Enqueue a message exactly as Custom Vision writes it.
     Send {
@@ -101,6 +113,10 @@ enum Command {
         /// Base64-encode the body, as some producers do.
         #[arg(long)]
         base64: bool,
+        /// Which `[[queues]]` entry (by name); needed when several are
+        /// configured.
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
     },
 }
 
@@ -130,9 +146,16 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Decode { file } => decode(file),
         Command::Run { once } => with_traced_config(cli.config, |c| run(c, once)),
-        Command::Check { config_only } => with_config(cli.config, Target::Stderr, |c| {
+        Command::Check { config_only, queue } => with_config(cli.config, Target::Stderr, |c| {
             println!("ok    config     valid");
-            if config_only { exit::OK } else { check(c) }
+            if config_only {
+                exit::OK
+            } else {
+                with_queue(c, queue.as_deref(), check)
+            }
+        }),
+        Command::Poison { command, queue } => with_config(cli.config, Target::Stderr, |c| {
+            with_queue(c, queue.as_deref(), |c| poison(c, command))
         }),
         Command::Setup {
             project,
@@ -142,6 +165,7 @@ fn main() -> ExitCode {
             no_backup,
             dry_run,
             wait,
+            queue,
         } => {
             let opts = SetupOptions {
                 project,
@@ -152,10 +176,9 @@ fn main() -> ExitCode {
                 dry_run,
                 wait,
             };
-            with_config(cli.config, Target::Stderr, |c| setup(c, &opts))
-        }
-        Command::Poison { command } => {
-            with_config(cli.config, Target::Stderr, |c| poison(c, command))
+            with_config(cli.config, Target::Stderr, |c| {
+                with_queue(c, queue.as_deref(), |c| setup(c, &opts))
+            })
         }
         Command::Send {
             kind,
@@ -164,6 +187,7 @@ fn main() -> ExitCode {
             iteration_id,
             model_uri,
             base64,
+            queue,
         } => {
             let spec = SendSpec {
                 kind,
@@ -173,7 +197,9 @@ fn main() -> ExitCode {
                 model_uri,
                 base64,
             };
-            with_config(cli.config, Target::Stderr, |c| send(c, &spec))
+            with_config(cli.config, Target::Stderr, |c| {
+                with_queue(c, queue.as_deref(), |c| send(c, &spec))
+            })
         }
     };
     ExitCode::from(code as u8)
@@ -210,6 +236,18 @@ fn with_traced_config(path: Option<PathBuf>, f: impl FnOnce(&Config) -> i32) -> 
         t.shutdown();
     }
     code
+}
+
+/// Runs `f` on the configuration narrowed to the queue `--queue` names (or
+/// the only one); a usage error naming the queues otherwise.
+fn with_queue(config: &Config, name: Option<&str>, f: impl FnOnce(&Config) -> i32) -> i32 {
+    match config.for_queue(name) {
+        Ok(one) => f(&one),
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::USAGE
+        }
+    }
 }
 
 fn config_error(e: &ConfigError) -> i32 {

@@ -508,6 +508,24 @@ impl Config {
     }
 }
 
+impl Config {
+    /// This configuration narrowed to one queue (`--queue NAME`; without a
+    /// name, the only one), in the single `[queue]` form: the commands
+    /// (`check`, `send`, `poison`) then read `queue`, `auth` and `handlers`
+    /// as they always did.
+    pub fn for_queue(&self, name: Option<&str>) -> Result<Config, SelectQueueError> {
+        let spec = self.select_queue(name)?;
+        Ok(Config {
+            queue: spec.queue,
+            queues: Vec::new(),
+            max_concurrency: None,
+            auth: spec.auth,
+            handlers: spec.handlers,
+            ..self.clone()
+        })
+    }
+}
+
 fn all_names(queues: &[QueueSpec]) -> String {
     queues
         .iter()
