@@ -145,6 +145,8 @@ impl QueueEmpty {
 
 /// A receive failed; the loop waits `retry_in`.
 pub(super) struct ReceiveFailed<'a> {
+    /// Which queue (several may be served).
+    pub queue: &'a str,
     pub error: &'a QueueError,
     pub attempt: u32,
     pub retry_in: Duration,
@@ -154,17 +156,17 @@ impl ReceiveFailed<'_> {
     pub fn emit(&self, m: &Metrics) {
         count_storage_error(m, self.error);
         m.poll_interval.set(self.retry_in.as_secs_f64());
-        let (e, attempt) = (self.error, self.attempt);
+        let (e, attempt, queue) = (self.error, self.attempt, self.queue);
         let retry_in_ms = self.retry_in.as_millis() as u64;
         // A rejected credential is usually an expired token being replaced;
         // when it persists (a wrong key, a revoked SAS), an operator must act.
         let persistent_auth = matches!(e, QueueError::Unauthenticated { .. }) && attempt >= 5;
         if e.is_transient() && !persistent_auth {
-            warn!(error = %e, kind = e.kind(), attempt, retry_in_ms, "Receiving from the queue failed; retrying");
+            warn!(queue, error = %e, kind = e.kind(), attempt, retry_in_ms, "Receiving from the queue failed; retrying");
         } else {
             // Denied access or a missing queue: an operator must act.
             // Repeated at the back-off rate, not per poll.
-            error!(error = %e, kind = e.kind(), attempt, retry_in_ms, "Receiving from the queue failed");
+            error!(queue, error = %e, kind = e.kind(), attempt, retry_in_ms, "Receiving from the queue failed");
         }
     }
 }
@@ -444,13 +446,14 @@ impl PoisonCreateDenied<'_> {
     }
 }
 
-/// The loop stopped.
-pub(super) struct Stopped(pub Summary);
+/// The loop over one queue stopped.
+pub(super) struct Stopped<'a>(pub &'a str, pub Summary);
 
-impl Stopped {
+impl Stopped<'_> {
     pub fn emit(&self, _: &Metrics) {
-        let s = &self.0;
+        let s = &self.1;
         info!(
+            queue = self.0,
             received = s.received,
             handled = s.handled,
             failed = s.failed,
@@ -498,6 +501,7 @@ mod tests {
             message: "x".into(),
         };
         ReceiveFailed {
+            queue: "q",
             error: &e,
             attempt: 1,
             retry_in: Duration::from_secs(1),

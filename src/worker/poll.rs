@@ -304,6 +304,7 @@ impl Worker {
                     consecutive_errors += 1;
                     let delay = error_backoff.next_delay();
                     ReceiveFailed {
+                        queue: shared.queue.name(),
                         error: &error,
                         attempt: consecutive_errors,
                         retry_in: delay,
@@ -344,7 +345,7 @@ impl Worker {
             let _ = timeout(Duration::from_secs(10), tracker.wait()).await;
         }
         let summary = Summary::read(metrics);
-        Stopped(summary).emit(metrics);
+        Stopped(shared.queue.name(), summary).emit(metrics);
         result.map(|_| summary)
     }
 }
