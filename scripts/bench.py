@@ -579,9 +579,41 @@ def update_notice_section(r):
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     head = text.split("## 6. Notice of a requested export")[0].rstrip("\n")
+    # Section 7 (`scripts/bench queues`) comes after and is kept.
+    tail = QUEUES_TITLE + text.split(QUEUES_TITLE, 1)[1] if QUEUES_TITLE in text else ""
     with open(path, "w") as fh:
         fh.write(head + "\n\n" + "\n".join(notice_section(r)) + "\n" +
                  f"\n(Section 6 measured {datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC by `scripts/bench notice`, "
+                 f"{RUNS} runs.)\n" + ("\n" + tail if tail else ""))
+
+
+QUEUES_TITLE = "## 7. Two queues at once"
+
+
+def queues_section(r):
+    q = r["queues"]
+    return [
+        QUEUES_TITLE,
+        "",
+        "One `run --once` daemon drains one queue, then another drains two queues at once (`[[queues]]`, each queue in "
+        "its own Azurite, `max_concurrency = 32` shared); per-queue rate = messages / time from the first receive to "
+        f"that queue's last handled message, {r['queues_n']} messages per queue.",
+        "",
+        "| one queue, msg/s | two queues, msg/s per queue | per-queue ratio |",
+        "|---|---|---|",
+        f"| {fmt(q['one'])} | {fmt(q['two'])} | {fmt(q['ratio'], 2)} |",
+        "",
+    ]
+
+
+def update_queues_section(r):
+    """Writes section 7 into BENCHMARKS.md in place (`scripts/bench queues`)."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    head = text.split(QUEUES_TITLE)[0].rstrip("\n")
+    with open(path, "w") as fh:
+        fh.write(head + "\n\n" + "\n".join(queues_section(r)) + "\n" +
+                 f"\n(Section 7 measured {datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC by `scripts/bench queues`, "
                  f"{RUNS} runs.)\n")
 
 
@@ -701,10 +733,72 @@ def write_report(r, started):
     ]
     if "notice" in r:
         lines += notice_section(r)
+    if "queues" in r:
+        lines += queues_section(r)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as fh:
         fh.write("\n".join(lines))
     with open(os.path.join(ROOT, "target/bench-results.json"), "w") as fh:
         json.dump(r, fh, indent=1)
+
+
+def queue_of(record):
+    """The queue a log record is about: its message span's destination."""
+    for span in record.get("spans") or []:
+        if "messaging.destination.name" in span:
+            return span["messaging.destination.name"]
+    return None
+
+
+def drain_queues(azurites, n):
+    """One `run --once` daemon over one queue per Azurite in `azurites`, each
+    holding `n` messages; returns each queue's rate (messages / seconds from
+    the daemon's first "Listening" line to that queue's last handled one)."""
+    names = [f"mq-{i}-{uuid.uuid4().hex[:6]}" for i in range(len(azurites))]
+    for az, name in zip(azurites, names):
+        send_many(az.queue(name), n)
+    if len(azurites) == 1:
+        text = open(config(azurites[0].endpoint, names[0])).read()
+    else:
+        text = 'max_concurrency = 32\n[auth]\nmode = "connection_string"\nconnection_string = "UseDevelopmentStorage=true"\n' \
+               '[log]\nformat = "json"\n[[handlers]]\ntype = "log"\n'
+        for az, name in zip(azurites, names):
+            text += f'[[queues]]\nname = "{name}"\nendpoint = "{az.endpoint}"\n'
+    path = os.path.join(WORK, f"{names[0]}-multi.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    out_path = path + ".out"
+    with open(out_path, "w") as out:
+        subprocess.run([BIN, "--config", path, "run", "--once"], stdout=out, stderr=subprocess.DEVNULL, check=True)
+    records = [json.loads(l) for l in open(out_path) if l.startswith("{")]
+    start = min(ts_ns(r) for r in records if r.get("message") == "Listening for Custom Vision notifications")
+    rates = []
+    for name in names:
+        handled = [ts_ns(r) for r in records if r.get("message") == "Message handled" and queue_of(r) == name]
+        assert len(handled) == n, f"{name}: handled {len(handled)} of {n}"
+        rates.append(n / ((max(handled) - start) / 1e9))
+    os.remove(out_path)
+    return rates
+
+
+def scenario_queues(results):
+    n = int(os.environ.get("BENCH_QUEUES_N", "500"))
+    log(f"== 6. two queues at once vs one: {n} messages per queue, each queue in its own Azurite")
+    rows = {"one": [], "two": [], "ratio": []}
+    for run in range(RUNS):
+        # Fresh Azurites every run (they slow down as their history grows).
+        az = [Azurite(), Azurite()]
+        one = drain_queues(az[:1], n)[0]
+        two = drain_queues(az, n)
+        for a in az:
+            a.stop()
+        per_queue = statistics.mean(two)
+        rows["one"].append(one)
+        rows["two"].append(per_queue)
+        rows["ratio"].append(per_queue / one)
+        results["queues_n"] = n
+        log(f"  run {run + 1}: one queue {one:,.0f} msg/s; two at once {two[0]:,.0f} + {two[1]:,.0f} msg/s; "
+            f"per-queue ratio {per_queue / one:.2f}")
+    results["queues"] = rows
 
 
 def main():
@@ -713,7 +807,7 @@ def main():
     results = {}
     for name, fn in [("drain", scenario_drain_azurite), ("fast", scenario_drain_fast),
                      ("latency", scenario_latency_and_idle), ("startup", scenario_startup),
-                     ("notice", scenario_notice)]:
+                     ("notice", scenario_notice), ("queues", scenario_queues)]:
         if not only or name in only:
             fn(results)
     if not only:
@@ -722,6 +816,8 @@ def main():
     else:
         if "notice" in results:
             update_notice_section(results)
+        if "queues" in results:
+            update_queues_section(results)
         print(json.dumps(results, indent=1, default=str))
 
 
