@@ -260,7 +260,10 @@ async fn an_unreachable_collector_neither_slows_nor_fails_handling() {
     assert_eq!(
         counter(
             &metrics,
-            "cvnotify_messages_processed_total{outcome=\"handled\"}"
+            &format!(
+                "cvnotify_messages_processed_total{{queue=\"{}\",outcome=\"handled\"}}",
+                w.queue
+            )
         ),
         n as f64
     );
