@@ -603,6 +603,10 @@ def queues_section(r):
         "|---|---|---|",
         f"| {fmt(q['one'])} | {fmt(q['two'])} | {fmt(q['ratio'], 2)} |",
         "",
+        f"Both queues together: {2 * statistics.median(q['ratio']):.2f} × one queue alone (median). A ratio of 1.0 would "
+        f"mean no interference; on this {os.cpu_count()}-core machine the two Azurite processes (Node.js) and the daemon "
+        "share the CPU, so the ratio measures that contention as much as the daemon's shared concurrency limit.",
+        "",
     ]
 
 
