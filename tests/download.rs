@@ -1,45 +1,34 @@
-//! The model-download handler against azurite-blob (and a loopback server
-//! that breaks transfers), in process and through the daemon.
+//! The model-download handler against azurite-blob and loopback servers
+//! written here (ones that lie about sizes, stream without end, or record
+//! who asked), in process and through the daemon. Each hostile finding of
+//! issue 12 has a test named after it.
 
 mod common;
 
 use azure_core::http::{ClientOptions, RequestContent};
 use common::*;
+use nix::sys::signal::Signal;
 use sha2::Digest;
-use std::path::Path;
-use std::sync::Arc;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use url::Url;
 use uuid::Uuid;
 
-const LIMIT: Duration = Duration::from_secs(60);
+const LIMIT: Duration = Duration::from_secs(90);
+const MIB: usize = 1 << 20;
 
-/// Azurite's blob service with one container.
+/// Azurite's blob service with a `models` container.
 struct Blobs {
     azurite: Azurite,
-    container: String,
 }
 
 impl Blobs {
     async fn start() -> Self {
         let azurite = Azurite::builder(Service::Blob).start().await;
-        let b = Blobs {
-            azurite,
-            container: "models".into(),
-        };
-        let url = Url::parse(&format!("{}/{}", b.endpoint(), b.container)).unwrap();
-        azure_storage_blob::BlobContainerClient::new(
-            url,
-            None,
-            Some(azure_storage_blob::BlobContainerClientOptions {
-                client_options: signed(),
-                ..Default::default()
-            }),
-        )
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
+        let b = Blobs { azurite };
+        b.create("models").await;
         b
     }
 
@@ -51,19 +40,46 @@ impl Blobs {
         format!("127.0.0.1:{}", self.azurite.port)
     }
 
+    fn container_url(&self, container: &str) -> String {
+        format!("{}/{container}", self.endpoint())
+    }
+
+    async fn create(&self, container: &str) {
+        azure_storage_blob::BlobContainerClient::new(
+            Url::parse(&self.container_url(container)).unwrap(),
+            None,
+            Some(azure_storage_blob::BlobContainerClientOptions {
+                client_options: signed(),
+                ..Default::default()
+            }),
+        )
+        .unwrap()
+        .create(None)
+        .await
+        .unwrap();
+    }
+
     /// The URL of blob `name` (spaces encoded, as the service writes them).
-    fn url(&self, name: &str) -> String {
+    fn url(&self, container: &str, name: &str) -> String {
         format!(
-            "{}/{}/{}",
-            self.endpoint(),
-            self.container,
+            "{}/{}",
+            self.container_url(container),
             name.replace(' ', "%20")
         )
     }
 
-    fn client(&self, name: &str) -> azure_storage_blob::BlobClient {
+    /// The same with a read SAS.
+    fn sas_url(&self, container: &str, name: &str) -> String {
+        format!(
+            "{}?{}",
+            self.url(container, name),
+            account_sas_for("b", "r")
+        )
+    }
+
+    fn client(&self, container: &str, name: &str) -> azure_storage_blob::BlobClient {
         azure_storage_blob::BlobClient::new(
-            Url::parse(&self.url(name)).unwrap(),
+            Url::parse(&self.url(container, name)).unwrap(),
             None,
             Some(azure_storage_blob::BlobClientOptions {
                 client_options: signed(),
@@ -73,8 +89,8 @@ impl Blobs {
         .unwrap()
     }
 
-    async fn upload(&self, name: &str, bytes: Vec<u8>) {
-        self.client(name)
+    async fn upload(&self, container: &str, name: &str, bytes: Vec<u8>) {
+        self.client(container, name)
             .upload(RequestContent::from(bytes), None)
             .await
             .unwrap();
@@ -93,13 +109,38 @@ fn signed() -> ClientOptions {
 
 fn model_bytes(len: usize) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(len as u64);
-    (0..len).map(|_| rng.u8(..)).collect()
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v);
+    v
+}
+
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body) in entries {
+        w.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(body).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// An ONNX export as Custom Vision packs it.
+fn onnx_export(model: &[u8]) -> Vec<u8> {
+    zip_of(&[
+        ("cvexport.manifest", b"{\"DomainType\":\"Classification\"}"),
+        ("labels.txt", b"cat\ndog\n"),
+        ("model.onnx", model),
+    ])
 }
 
 fn export(project: Uuid, iteration: Uuid, uri: &str) -> String {
     format!(
         r#"{{"version":"1.0","type":"Export","Content":{{"projectId":"{project}","iterationId":"{iteration}","exportStatus":"ExportCompleted","modelUri":"{uri}"}}}}"#
     )
+}
+
+fn backup_name(p: Uuid, i: Uuid, rest: &str) -> String {
+    format!("{p} - {i}.{rest}")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -109,7 +150,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Files in `dir`, sorted.
+/// Every name in `dir` (hidden ones too), sorted.
 fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -122,29 +163,169 @@ fn files(dir: &Path) -> Vec<String> {
     v
 }
 
-fn download_handler(w: &World, dir: &Path, hosts: &[String], extra: &str) -> String {
-    let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
-    let _ = w;
+/// What a stored model leaves in `dir`: it, its `.sha256`, its side file.
+fn stored(name: &str) -> Vec<String> {
+    let mut v = vec![
+        name.to_owned(),
+        format!("{name}.sha256"),
+        format!(".{name}.json"),
+    ];
+    v.sort();
+    v
+}
+
+/// A `[[handlers]]` download table.
+fn download_table(dir: &Path, keys: &str) -> String {
     format!(
-        "[[handlers]]\ntype = \"download\"\ndir = \"{}\"\nallowed_hosts = [{}]\n{extra}\n",
-        dir.display(),
-        hosts.join(", ")
+        "[[handlers]]\ntype = \"download\"\ndir = \"{}\"\n{keys}\n",
+        dir.display()
     )
 }
 
+fn container_key(urls: &[String]) -> String {
+    let quoted: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    format!("container = [{}]", quoted.join(", "))
+}
+
+fn delivery(body: &str) -> Delivery {
+    delivery_of(body, "m", 1)
+}
+
+/// The first handler of config `text`, built as the daemon builds it
+/// (the daemon's own credential from `[auth]`).
+fn handler_from(text: &str) -> Arc<dyn Handler> {
+    let config = Config::from_toml(text).unwrap();
+    let ctx = BuildContext {
+        blobs: Arc::new(crate::common::connect(&config).unwrap().blobs().unwrap()),
+        ..crate::common::anonymous_ctx()
+    };
+    config.handlers[0].build(&ctx).unwrap()
+}
+
+/// A download handler with the development account's key (Azurite) and
+/// `keys`.
+fn keyed_handler(dir: &Path, keys: &str) -> Arc<dyn Handler> {
+    handler_from(&format!(
+        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}",
+        download_table(dir, keys)
+    ))
+}
+
+/// A download handler without any credential of its own.
+fn anonymous_handler(dir: &Path, keys: &str) -> Arc<dyn Handler> {
+    let text = format!(
+        "[queue]\nname = \"q-x\"\naccount = \"a\"\n{}",
+        download_table(dir, keys)
+    );
+    let config = Config::from_toml(&text).unwrap();
+    config.handlers[0]
+        .build(&crate::common::anonymous_ctx())
+        .unwrap()
+}
+
+/// What a [`TestServer`] answers to every request.
+#[derive(Clone)]
+enum Answer {
+    /// `head` (status line and headers, ending in an empty line) and `body`.
+    Fixed { head: String, body: Vec<u8> },
+    /// `head`, then `len` zero bytes, for as long as the client reads.
+    Zeros { head: String, len: u64 },
+}
+
+/// A loopback HTTP server that records the head of every request and
+/// answers each with `answer` (at most 16 connections, one request each).
+struct TestServer {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    async fn start(answer: Answer) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            for _ in 0..16 {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let answer = answer.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let Some((head, _)) = read_http_request(&mut s).await else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(head);
+                    match answer {
+                        Answer::Fixed { head, body } => {
+                            let _ = s.write_all(head.as_bytes()).await;
+                            let _ = s.write_all(&body).await;
+                        }
+                        Answer::Zeros { head, len } => {
+                            if s.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let chunk = vec![0u8; 64 * 1024];
+                            let mut sent = 0u64;
+                            while sent < len {
+                                let n = chunk.len().min((len - sent) as usize);
+                                if s.write_all(&chunk[..n]).await.is_err() {
+                                    return;
+                                }
+                                sent += n as u64;
+                            }
+                        }
+                    }
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        TestServer { port, requests }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+async fn fails(handler: &Arc<dyn Handler>, body: &str) -> String {
+    handler
+        .handle(&delivery(body))
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------
+// Storing real exports.
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exported_model_is_stored_under_the_service_naming_with_its_checksum() {
+async fn a_backup_blob_is_stored_under_its_own_name_with_its_checksum() {
     let blobs = Blobs::start().await;
     let w = World::new().await;
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let bytes = model_bytes(3 * 1024 * 1024 + 17);
-    let name = format!("{p} - {i}.ONNX");
-    blobs.upload(&name, bytes.clone()).await;
-    w.send_all(&[export(p, i, &blobs.url(&name))]).await;
+    let bytes = model_bytes(3 * MIB + 17);
+    let name = backup_name(p, i, "ONNX");
+    blobs.upload("models", &name, bytes.clone()).await;
+    w.send_all(&[export(p, i, &blobs.url("models", &name))])
+        .await;
     let dir = w.path("models");
     let cfg = w
         .config()
-        .handler(download_handler(&w, &dir, &[blobs.host()], ""))
+        .handler(download_table(
+            &dir,
+            &container_key(&[blobs.container_url("models")]),
+        ))
         .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
     assert!(
@@ -152,29 +333,60 @@ async fn an_exported_model_is_stored_under_the_service_naming_with_its_checksum(
         "{}",
         d.logs()
     );
-    assert_eq!(
-        files(&dir),
-        vec![name.clone(), format!("{name}.sha256")],
-        "{}",
-        d.logs()
-    );
-    let stored = std::fs::read(dir.join(&name)).unwrap();
-    assert_eq!(stored.len(), bytes.len());
-    assert!(stored == bytes, "content differs");
+    assert_eq!(files(&dir), stored(&name), "{}", d.logs());
+    let got = std::fs::read(dir.join(&name)).unwrap();
+    assert!(got == bytes, "content differs");
     let sha_file = std::fs::read_to_string(dir.join(format!("{name}.sha256"))).unwrap();
     assert_eq!(sha_file, format!("{}  {name}\n", sha256_hex(&bytes)));
     assert_eq!(World::length(&w.main_queue()).await, 0);
+}
+
+/// `m-<32 hex>/<32 hex>.ONNX.zip?sv=…&sig=…` as Custom Vision hands out
+/// without a backup container: the platform, flavor and archive extension
+/// survive, and three exports of one iteration are three files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_export_url_shapes_keep_the_platform_and_every_export_is_kept() {
+    let blobs = Blobs::start().await;
+    let hex = |u: Uuid| u.simple().to_string();
+    let container = format!("m-{}", hex(Uuid::new_v4()));
+    blobs.create(&container).await;
+    let dir = tempfile::tempdir().unwrap();
+    let handler = keyed_handler(
+        dir.path(),
+        &format!(
+            "allowed_hosts = [\"{}\"]\n{}",
+            blobs.host(),
+            container_key(&[blobs.container_url("models")])
+        ),
+    );
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut expected = Vec::new();
+    for platform in ["ONNX", "DockerFile.Linux", "CoreML"] {
+        let blob = format!("{}.{platform}.zip", hex(Uuid::new_v4()));
+        let body = onnx_export(platform.as_bytes());
+        blobs.upload(&container, &blob, body.clone()).await;
+        let url = blobs.sas_url(&container, &blob);
+        handler
+            .handle(&delivery(&export(p, i, &url)))
+            .await
+            .unwrap();
+        let name = format!("{p} - {i}.{platform}.zip");
+        assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), body);
+        expected.extend(stored(&name));
+    }
+    expected.sort();
+    assert_eq!(files(dir.path()), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sas_url_is_fetched_as_is() {
     let blobs = Blobs::start().await;
     let w = World::new().await;
+    blobs.create("exports").await;
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let name = format!("{p} - {i}.zip");
     let bytes = model_bytes(100_000);
-    blobs.upload(&name, bytes.clone()).await;
-    let good = format!("{}?{}", blobs.url(&name), account_sas_for("b", "r"));
+    blobs.upload("exports", "m.ONNX", bytes.clone()).await;
+    let good = blobs.sas_url("exports", "m.ONNX");
     // A broken signature: if the daemon signed with its own key instead of
     // using the URL as is, this one would succeed too.
     let bad = good.replace("sig=", "sig=AAAA");
@@ -185,7 +397,10 @@ async fn a_sas_url_is_fetched_as_is() {
     let cfg = w
         .config()
         .queue("max_dequeue_count = 1")
-        .handler(download_handler(&w, &dir, &[blobs.host()], ""))
+        .handler(download_table(
+            &dir,
+            &container_key(&[blobs.container_url("models")]),
+        ))
         .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
     assert!(
@@ -193,8 +408,14 @@ async fn a_sas_url_is_fetched_as_is() {
         "{}",
         d.logs()
     );
-    assert_eq!(std::fs::read(dir.join(&name)).unwrap(), bytes);
-    assert_eq!(files(&dir).len(), 2, "{:?}", files(&dir));
+    let name = format!("{p} - {i}.ONNX");
+    assert_eq!(
+        std::fs::read(dir.join(&name)).unwrap(),
+        bytes,
+        "{}",
+        d.logs()
+    );
+    assert_eq!(files(&dir), stored(&name));
     assert_eq!(World::peek_all(&w.poison_queue()).await.len(), 1);
     let logs = d.logs();
     assert!(logs.contains("denied (403)"), "{logs}");
@@ -206,13 +427,16 @@ async fn a_missing_blob_is_retried_then_poisoned() {
     let blobs = Blobs::start().await;
     let w = World::new().await;
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let body = export(p, i, &blobs.url(&format!("{p} - {i}.ONNX")));
+    let body = export(p, i, &blobs.url("models", &backup_name(p, i, "ONNX")));
     w.send_all(std::slice::from_ref(&body)).await;
     let dir = w.path("models");
     let cfg = w
         .config()
         .queue("max_dequeue_count = 2")
-        .handler(download_handler(&w, &dir, &[blobs.host()], ""))
+        .handler(download_table(
+            &dir,
+            &container_key(&[blobs.container_url("models")]),
+        ))
         .write("c.toml");
     let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     let poison = w.poison_queue();
@@ -221,7 +445,7 @@ async fn a_missing_blob_is_retried_then_poisoned() {
         "{}",
         d.logs()
     );
-    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.signal(Signal::SIGTERM);
     assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     assert_eq!(World::peek_all(&poison).await, vec![body]);
     let logs = d.logs();
@@ -234,13 +458,16 @@ async fn a_redelivered_event_does_not_download_again() {
     let blobs = Blobs::start().await;
     let w = World::new().await;
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let name = format!("{p} - {i}.ONNX");
-    blobs.upload(&name, model_bytes(50_000)).await;
-    let body = export(p, i, &blobs.url(&name));
+    let name = backup_name(p, i, "ONNX");
+    blobs.upload("models", &name, model_bytes(50_000)).await;
+    let body = export(p, i, &blobs.url("models", &name));
     let dir = w.path("models");
     let cfg = w
         .config()
-        .handler(download_handler(&w, &dir, &[blobs.host()], ""))
+        .handler(download_table(
+            &dir,
+            &container_key(&[blobs.container_url("models")]),
+        ))
         .write("c.toml");
     w.send_all(std::slice::from_ref(&body)).await;
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "first");
@@ -254,7 +481,7 @@ async fn a_redelivered_event_does_not_download_again() {
         .modified()
         .unwrap();
     // Delete the blob: a second download could only fail.
-    self::delete_blob(&blobs, &name).await;
+    blobs.client("models", &name).delete(None).await.unwrap();
     w.send_all(std::slice::from_ref(&body)).await;
     let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "second");
     assert!(
@@ -278,106 +505,91 @@ async fn a_redelivered_event_does_not_download_again() {
     assert!(World::peek_all(&w.poison_queue()).await.is_empty());
 }
 
-async fn delete_blob(blobs: &Blobs, name: &str) {
-    blobs.client(name).delete(None).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_last_removes_older_models_of_the_same_project() {
+async fn keep_last_removes_older_models_of_the_same_project_and_platform() {
     let blobs = Blobs::start().await;
-    let w = World::new().await;
-    let dir = w.path("models");
-    let p = Uuid::new_v4();
-    let other = Uuid::new_v4();
-    let text = w
-        .config()
-        .handler(download_handler(&w, &dir, &[blobs.host()], "keep_last = 2"))
-        .render();
-    let config = Config::from_toml(&text).unwrap();
-    let ctx = BuildContext {
-        blobs: std::sync::Arc::new(crate::common::connect(&config).unwrap().blobs().unwrap()),
-        ..crate::common::anonymous_ctx()
-    };
-    let handler = match &config.handlers[0] {
-        c @ HandlerConfig::Download(_) => c.build(&ctx).unwrap(),
-        other => panic!("{other:?}"),
-    };
+    let dir = tempfile::tempdir().unwrap();
+    let handler = keyed_handler(
+        dir.path(),
+        &format!(
+            "keep_last = 2\n{}",
+            container_key(&[blobs.container_url("models")])
+        ),
+    );
+    let (p, other) = (Uuid::new_v4(), Uuid::new_v4());
     let mut names = Vec::new();
-    for (k, project) in [p, p, other, p].into_iter().enumerate() {
+    for (k, (project, rest)) in [
+        (p, "ONNX"),
+        (p, "ONNX"),
+        (other, "ONNX"),
+        (p, "ONNX"),
+        (p, "CoreML"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let i = Uuid::new_v4();
-        let name = format!("{project} - {i}.ONNX");
-        blobs.upload(&name, model_bytes(1000 + k)).await;
+        let name = backup_name(project, i, rest);
+        blobs.upload("models", &name, model_bytes(1000 + k)).await;
         handler
-            .handle(&delivery(&export(project, i, &blobs.url(&name))))
+            .handle(&delivery(&export(project, i, &blobs.url("models", &name))))
             .await
             .unwrap();
         names.push(name);
-        // Distinct modification times.
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut expected = vec![
-        names[1].clone(),
-        format!("{}.sha256", names[1]),
-        names[2].clone(),
-        format!("{}.sha256", names[2]),
-        names[3].clone(),
-        format!("{}.sha256", names[3]),
-    ];
+    let mut expected: Vec<String> = [1, 2, 3, 4]
+        .iter()
+        .flat_map(|&k| stored(&names[k]))
+        .collect();
     expected.sort();
-    assert_eq!(files(&dir), expected);
-}
-
-fn delivery(body: &str) -> Delivery {
-    delivery_of(body, "m", 1)
-}
-
-fn anonymous_handler(dir: &Path, hosts: &[&str]) -> Arc<dyn Handler> {
-    let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
-    let text = format!(
-        "[queue]\nname = \"q-x\"\naccount = \"a\"\n[[handlers]]\ntype = \"download\"\ndir = \"{}\"\nallowed_hosts = [{}]\n",
-        dir.display(),
-        hosts.join(", ")
-    );
-    let config = Config::from_toml(&text).unwrap();
-    config.handlers[0]
-        .build(&crate::common::anonymous_ctx())
-        .unwrap()
+    assert_eq!(files(dir.path()), expected);
 }
 
 #[tokio::test]
 async fn urls_outside_the_allowed_hosts_and_bad_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let handler = anonymous_handler(dir.path(), &["acct.blob.core.windows.net"]);
+    let handler = anonymous_handler(
+        dir.path(),
+        "allowed_hosts = [\"acct.blob.core.windows.net\"]",
+    );
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
     for uri in [
-        "https://evil.example/models/x.ONNX",
-        "https://acct.blob.core.windows.net.evil.example/m/x.ONNX",
-        "https://acct.blob.core.windows.net:8443/m/x.ONNX",
+        "https://evil.example/models/x.ONNX?sig=1",
+        "https://acct.blob.core.windows.net.evil.example/m/x.ONNX?sig=1",
+        "https://acct.blob.core.windows.net:8443/m/x.ONNX?sig=1",
     ] {
-        let e = handler
-            .handle(&delivery(&export(p, i, uri)))
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains("not in allowed_hosts"), "{uri}: {e}");
+        let e = fails(&handler, &export(p, i, uri)).await;
+        assert!(e.contains("not in allowed_hosts"), "{uri}: {e}");
     }
     // An allowed host, but a blob name that tries to climb out of `dir`:
-    // the stored name comes from the GUIDs, and the extension must be plain.
-    let e = handler
-        .handle(&delivery(&export(
+    // the stored name comes from the GUIDs, and the rest must be plain.
+    let e = fails(
+        &handler,
+        &export(
             p,
             i,
-            "https://acct.blob.core.windows.net/m/..%2F..%2Fetc%2Fpasswd",
-        )))
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("cannot tell the platform"), "{e}");
+            "https://acct.blob.core.windows.net/m/..%2F..%2Fetc%2Fpasswd?sig=1",
+        ),
+    )
+    .await;
+    assert!(e.contains("cannot tell the platform"), "{e}");
+    // Without a container, a URL without a SAS is not fetched at all.
+    let e = fails(
+        &handler,
+        &export(p, i, "https://acct.blob.core.windows.net/m/x.ONNX"),
+    )
+    .await;
+    assert!(e.contains("no `container` is configured"), "{e}");
     assert!(files(dir.path()).is_empty());
 }
 
 #[tokio::test]
 async fn failed_exports_and_other_events_succeed_without_downloading() {
     let dir = tempfile::tempdir().unwrap();
-    let handler = anonymous_handler(dir.path(), &["acct.blob.core.windows.net"]);
+    let handler = anonymous_handler(
+        dir.path(),
+        "allowed_hosts = [\"acct.blob.core.windows.net\"]",
+    );
     let failed = r#"{"version":"1.0","type":"Export","Content":{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportFailed"}}"#;
     handler.handle(&delivery(failed)).await.unwrap();
     handler
@@ -387,105 +599,675 @@ async fn failed_exports_and_other_events_succeed_without_downloading() {
     assert!(files(dir.path()).is_empty());
 }
 
-/// Benchmark, not run by default: `cargo test --release --test download --
-/// --ignored --nocapture`. Downloads a 50 MiB blob from Azurite through the
-/// handler and prints the throughput.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn bench_download_50_mib() {
-    let blobs = Blobs::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let name = format!("{p} - {i}.ONNX");
-    let bytes = model_bytes(50 * 1024 * 1024);
-    blobs.upload(&name, bytes.clone()).await;
-    let text = format!(
-        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n[[handlers]]\ntype = \"download\"\ndir = \"{}\"\nallowed_hosts = [\"{}\"]\n",
-        dir.path().display(),
-        blobs.host()
+/// A handler whose container is a [`TestServer`]'s `/models`, and an
+/// export of `p`/`i` from it with a SAS.
+fn loopback(server: &TestServer, dir: &Path, keys: &str) -> (Arc<dyn Handler>, String) {
+    let handler = anonymous_handler(
+        dir,
+        &format!("{}\n{keys}", container_key(&[server.url("/models")])),
     );
-    let config = Config::from_toml(&text).unwrap();
-    let ctx = BuildContext {
-        blobs: std::sync::Arc::new(crate::common::connect(&config).unwrap().blobs().unwrap()),
-        ..crate::common::anonymous_ctx()
-    };
-    let handler = config.handlers[0].build(&ctx).unwrap();
-    let mut rates = Vec::new();
-    for _ in 0..3 {
-        let _ = std::fs::remove_file(dir.path().join(&name));
-        let _ = std::fs::remove_file(dir.path().join(format!("{name}.sha256")));
-        let t = std::time::Instant::now();
-        handler
-            .handle(&delivery(&export(p, i, &blobs.url(&name))))
-            .await
-            .unwrap();
-        let secs = t.elapsed().as_secs_f64();
-        rates.push(50.0 / secs);
-        println!("50 MiB in {secs:.2} s = {:.1} MiB/s", 50.0 / secs);
-    }
-    assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), bytes);
-    rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!(
-        "min/median/max MiB/s: {:.1} / {:.1} / {:.1}",
-        rates[0], rates[1], rates[2]
-    );
-}
-
-/// A server that answers every request (up to 8: the client may retry) with
-/// `head` and then `body`, and closes: a blob server that misbehaves.
-async fn fixed_response_server(head: String, body: Vec<u8>) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        for _ in 0..8 {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = vec![0u8; 8192];
-            let _ = s.read(&mut buf).await;
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(&body).await;
-            let _ = s.shutdown().await;
-        }
-    });
-    port
-}
-
-/// Downloads an export from `port` with an anonymous handler: the error,
-/// and the files left in its directory.
-async fn failed_download_from(port: u16) -> (String, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let handler = anonymous_handler(dir.path(), &[&format!("127.0.0.1:{port}")]);
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let uri = format!("http://127.0.0.1:{port}/models/{p}%20-%20{i}.ONNX?sv=1&sig=x");
-    let e = handler
-        .handle(&delivery(&export(p, i, &uri)))
-        .await
-        .unwrap_err();
-    (e.to_string(), files(dir.path()))
+    let uri = server.url(&format!("/models/{p}%20-%20{i}.ONNX?sv=1&sig=x"));
+    (handler, export(p, i, &uri))
 }
 
 #[tokio::test]
-async fn a_transfer_cut_half_way_leaves_no_file_under_the_final_name() {
+async fn a_transfer_cut_half_way_leaves_no_file() {
     // Announces 1,000,000 bytes, sends half, closes.
-    let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\ncontent-type: application/octet-stream\r\n\r\n";
-    let port = fixed_response_server(head.into(), vec![7u8; 500_000]).await;
-    let (error, left) = failed_download_from(port).await;
+    let server = TestServer::start(Answer::Fixed {
+        head: "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n".into(),
+        body: vec![7u8; 500_000],
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, body) = loopback(&server, dir.path(), "");
+    let error = fails(&handler, &body).await;
     assert!(
         error.contains("broke") || error.contains("ended after"),
         "{error}"
     );
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        files(dir.path()).is_empty(),
+        "left behind: {:?}",
+        files(dir.path())
+    );
 }
 
 #[tokio::test]
 async fn a_content_md5_mismatch_is_a_failure_and_leaves_no_file() {
     use base64::Engine as _;
     let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"other bytes"));
-    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: 10000\r\ncontent-md5: {md5}\r\n\r\n");
-    let port = fixed_response_server(head, vec![7u8; 10_000]).await;
-    let (error, left) = failed_download_from(port).await;
+    let server = TestServer::start(Answer::Fixed {
+        head: format!("HTTP/1.1 200 OK\r\ncontent-length: 10000\r\ncontent-md5: {md5}\r\n\r\n"),
+        body: vec![7u8; 10_000],
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, body) = loopback(&server, dir.path(), "");
+    let error = fails(&handler, &body).await;
     assert!(error.contains("Content-MD5"), "{error}");
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        files(dir.path()).is_empty(),
+        "left behind: {:?}",
+        files(dir.path())
+    );
+}
+
+// ---------------------------------------------------------------------
+// The hostile findings of issue 12, one test each.
+
+/// Finding 1: `206` with `Content-Range: bytes 0-0/1152921504606846976`
+/// made the SDK allocate 4 TiB and the daemon abort, on every redelivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_1_a_huge_content_range_total_fails_the_handler_and_the_daemon_lives_on() {
+    let blobs = Blobs::start().await;
+    let server = TestServer::start(Answer::Fixed {
+        head: "HTTP/1.1 206 Partial Content\r\ncontent-length: 1\r\ncontent-range: bytes 0-0/1152921504606846976\r\n\r\n".into(),
+        body: vec![0u8],
+    })
+    .await;
+    let w = World::new().await;
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    let hostile = export(
+        p,
+        i,
+        &server.url(&format!("/models/{p}%20-%20{i}.ONNX?sv=1&sig=x")),
+    );
+    let (p2, i2) = (Uuid::new_v4(), Uuid::new_v4());
+    let name = backup_name(p2, i2, "ONNX");
+    blobs.upload("models", &name, model_bytes(10_000)).await;
+    let next = export(p2, i2, &blobs.url("models", &name));
+    w.send_all(std::slice::from_ref(&hostile)).await;
+    let dir = w.path("models");
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 1")
+        .handler(download_table(
+            &dir,
+            &container_key(&[blobs.container_url("models"), server.url("/models")]),
+        ))
+        .write("c.toml");
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let poison = w.poison_queue();
+    assert!(
+        eventually(LIMIT, async || !World::peek_all(&poison).await.is_empty()).await,
+        "{}",
+        d.logs()
+    );
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the daemon died:\n{}",
+        d.logs()
+    );
+    w.send_all(&[next]).await;
+    assert!(
+        eventually(LIMIT, async || dir.join(&name).exists()).await,
+        "the next message was not handled:\n{}",
+        d.logs()
+    );
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon died");
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
+    let logs = d.logs();
+    assert!(
+        logs.contains("the model is 1152921504606846976 bytes (the total of its Content-Range), more than max_size"),
+        "{logs}"
+    );
+    assert_eq!(World::peek_all(&poison).await, vec![hostile]);
+    assert_eq!(files(&dir), stored(&name));
+}
+
+/// Finding 2: a server ignoring `Range` that streams 600 MiB had it stored
+/// in full. Announced or not, it is refused, and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_2_a_600_mib_stream_passes_max_size_and_leaves_no_file() {
+    let len = 600 * MIB as u64;
+    for (head, how) in [
+        (
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n"),
+            "its Content-Length",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_owned(),
+            "bytes received so far",
+        ),
+    ] {
+        let server = TestServer::start(Answer::Zeros { head, len }).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (handler, body) = loopback(&server, dir.path(), "max_size = \"100MiB\"");
+        let error = fails(&handler, &body).await;
+        assert!(
+            error.contains(&format!("({how}), more than max_size (100.0 MiB)")),
+            "{error}"
+        );
+        assert!(
+            files(dir.path()).is_empty(),
+            "left behind: {:?}",
+            files(dir.path())
+        );
+    }
+}
+
+/// Finding 3: a URL without a SAS on an allowed host was fetched with the
+/// daemon's credential for any path, so another container's blob was
+/// copied into `dir`. Now no request at all is made for it, while a blob
+/// inside the configured container does get the credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_3_a_blob_outside_the_container_is_refused_without_a_request() {
+    let server = TestServer::start(Answer::Fixed {
+        head: "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".into(),
+        body: b"model".to_vec(),
+    })
+    .await;
+    let w = World::new().await;
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    let base = "/devstoreaccount1";
+    let outside = [
+        format!("{base}/private-hr/payroll.onnx"),
+        format!("{base}/models/../private-hr/payroll.onnx"),
+        format!("{base}/models/..%2Fprivate-hr%2Fpayroll.onnx"),
+        format!("{base}/models-archive/{p}%20-%20{i}.ONNX"),
+    ];
+    let mut bodies: Vec<String> = outside
+        .iter()
+        .map(|path| export(p, i, &server.url(path)))
+        .collect();
+    let inside = server.url(&format!("{base}/models/{p}%20-%20{i}.ONNX"));
+    bodies.push(export(p, i, &inside));
+    w.send_all(&bodies).await;
+    let dir = w.path("models");
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 1")
+        .handler(download_table(
+            &dir,
+            &container_key(&[server.url(&format!("{base}/models"))]),
+        ))
+        .write("c.toml");
+    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert!(
+        requests[0].starts_with(&format!("GET {base}/models/")),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[0]
+            .to_ascii_lowercase()
+            .contains("authorization: sharedkey devstoreaccount1:"),
+        "the container's blob is fetched with the daemon's key: {}",
+        requests[0]
+    );
+    assert_eq!(
+        World::peek_all(&w.poison_queue()).await.len(),
+        outside.len()
+    );
+    let logs = d.logs();
+    assert!(
+        logs.matches("outside the configured container").count() >= outside.len(),
+        "{logs}"
+    );
+    assert_eq!(files(&dir), stored(&backup_name(p, i, "ONNX")));
+}
+
+/// Finding 4: an `http` URL was accepted and, in `sas` mode, the daemon's
+/// own SAS appended and sent in clear text to the host the message named.
+#[tokio::test]
+async fn finding_4_an_http_url_in_sas_mode_is_refused_before_any_request() {
+    let server = TestServer::start(Answer::Fixed {
+        head: "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".into(),
+        body: b"model".to_vec(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_sas =
+        "sv=2022-11-02&ss=bq&srt=sco&sp=rwdlacup&se=2099-01-01&sig=DaemonSasThatMustNotTravel";
+    let handler = handler_from(&format!(
+        "[queue]\nname = \"q-x\"\naccount = \"acct\"\n[auth]\nmode = \"sas\"\nsas_token = \"{daemon_sas}\"\n{}",
+        download_table(
+            dir.path(),
+            &format!(
+                "allowed_hosts = [\"{}\", \"acct.blob.core.windows.net\"]\ncontainer = \"https://acct.blob.core.windows.net/models\"",
+                server.host()
+            )
+        )
+    ));
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    for path in [
+        format!("/models/{p}%20-%20{i}.ONNX"),
+        format!("/models/{p}%20-%20{i}.ONNX?sv=1&sig=abc"),
+    ] {
+        let e = fails(&handler, &export(p, i, &server.url(&path))).await;
+        assert!(e.contains("refusing a plain http model URL"), "{e}");
+        assert!(!e.contains("DaemonSas"), "{e}");
+    }
+    assert!(server.requests().is_empty(), "{:#?}", server.requests());
+    assert!(files(dir.path()).is_empty());
+}
+
+/// Finding 5: with two legitimate models and `keep_last = 2`, two messages
+/// with the project's id and random iteration ids removed both. Now a
+/// message naming a container blob of another export is refused, and
+/// models from other URLs displace only each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_5_messages_alone_cannot_make_keep_last_delete_container_models() {
+    let blobs = Blobs::start().await;
+    blobs.create("uploads").await;
+    let dir = tempfile::tempdir().unwrap();
+    let handler = keyed_handler(
+        dir.path(),
+        &format!(
+            "keep_last = 2\nallowed_hosts = [\"{}\"]\n{}",
+            blobs.host(),
+            container_key(&[blobs.container_url("models")])
+        ),
+    );
+    let p = Uuid::new_v4();
+    let mut legit = Vec::new();
+    for _ in 0..2 {
+        let i = Uuid::new_v4();
+        let name = backup_name(p, i, "ONNX");
+        blobs.upload("models", &name, model_bytes(2000)).await;
+        handler
+            .handle(&delivery(&export(p, i, &blobs.url("models", &name))))
+            .await
+            .unwrap();
+        legit.push(name);
+    }
+    // A legitimate backup blob under a random iteration id.
+    let e = fails(
+        &handler,
+        &export(p, Uuid::new_v4(), &blobs.url("models", &legit[0])),
+    )
+    .await;
+    assert!(e.contains("the backup of another export"), "{e}");
+    // Models from elsewhere (a SAS URL), three of them.
+    blobs
+        .upload("uploads", "x.ONNX", b"not a model".to_vec())
+        .await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let i = Uuid::new_v4();
+        handler
+            .handle(&delivery(&export(
+                p,
+                i,
+                &blobs.sas_url("uploads", "x.ONNX"),
+            )))
+            .await
+            .unwrap();
+        others.push(backup_name(p, i, "ONNX"));
+    }
+    let now = files(dir.path());
+    for name in &legit {
+        assert!(now.contains(name), "{name} was removed: {now:?}");
+        assert!(now.contains(&format!("{name}.sha256")), "{now:?}");
+    }
+    // The URL models are pruned among themselves: the newest two stay.
+    assert!(!now.contains(&others[0]), "{now:?}");
+    assert!(
+        now.contains(&others[1]) && now.contains(&others[2]),
+        "{now:?}"
+    );
+}
+
+/// Finding 6: the temporary `.sha256` name was predictable and opened
+/// following symlinks, so a planted link made the handler write outside
+/// `dir`. Every name the handler writes is now safe against that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_6_planted_symlinks_are_never_followed() {
+    let blobs = Blobs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    let name = backup_name(p, i, "ONNX.zip");
+    let unpacked = backup_name(p, i, "ONNX");
+    let plant = |at: &str, to: &Path| std::os::unix::fs::symlink(to, dir.path().join(at)).unwrap();
+    for at in [
+        name.clone(),
+        format!("{name}.sha256"),
+        format!(".{name}.sha256.partial"),
+        format!(".{name}.partial"),
+        format!(".{name}.json"),
+    ] {
+        plant(&at, &victim);
+    }
+    plant(&unpacked, outside.path());
+    plant(&format!("current-{p}-ONNX"), outside.path());
+    let model = model_bytes(4096);
+    let body = onnx_export(&model);
+    blobs.upload("models", &name, body.clone()).await;
+    let handler = keyed_handler(
+        dir.path(),
+        &format!(
+            "extract = true\nlink_current = true\n{}",
+            container_key(&[blobs.container_url("models")])
+        ),
+    );
+    handler
+        .handle(&delivery(&export(p, i, &blobs.url("models", &name))))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(files(outside.path()), vec!["victim"]);
+    let kind = |n: &str| {
+        std::fs::symlink_metadata(dir.path().join(n))
+            .unwrap()
+            .file_type()
+    };
+    assert!(kind(&name).is_file() && kind(&format!("{name}.sha256")).is_file());
+    assert!(kind(&format!(".{name}.json")).is_file());
+    assert!(kind(&unpacked).is_dir());
+    assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), body);
+    assert_eq!(
+        std::fs::read_link(dir.path().join(format!("current-{p}-ONNX"))).unwrap(),
+        PathBuf::from(&unpacked)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join(format!("current-{p}-ONNX/model.onnx"))).unwrap(),
+        model
+    );
+    // A symlink planted where an already stored model is looked for counts
+    // as no model (it is not read through), and is replaced.
+    std::fs::remove_file(dir.path().join(&name)).unwrap();
+    plant(&name, &victim);
+    handler
+        .handle(&delivery(&export(p, i, &blobs.url("models", &name))))
+        .await
+        .unwrap();
+    assert!(kind(&name).is_file());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Finding 7: the SDK fetched ranges in parallel and buffered them (118 MB
+/// for a 200 MiB model). The daemon's peak RSS now stays within 40 MiB of
+/// its idle RSS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_7_a_200_mib_download_stays_within_40_mib_of_idle_rss() {
+    let blobs = Blobs::start().await;
+    let w = World::new().await;
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    let name = backup_name(p, i, "ONNX");
+    let bytes = model_bytes(200 * MIB);
+    let sha = sha256_hex(&bytes);
+    blobs.upload("models", &name, bytes).await;
+    let dir = w.path("models");
+    let cfg = w
+        .config()
+        .log_level("info")
+        .handler(download_table(
+            &dir,
+            &format!(
+                "timeout = \"5m\"\n{}",
+                container_key(&[blobs.container_url("models")])
+            ),
+        ))
+        .write("c.toml");
+    w.send_all(&[]).await;
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let pid = d.child.id();
+    assert!(
+        eventually(LIMIT, async || d
+            .logs()
+            .contains("Listening for Custom Vision notifications"))
+        .await,
+        "{}",
+        d.logs()
+    );
+    // A few idle polls first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = status_kib(pid, "VmRSS:");
+    w.send_all(&[export(p, i, &blobs.url("models", &name))])
+        .await;
+    let q = w.main_queue();
+    assert!(
+        eventually(Duration::from_secs(300), async || dir.join(&name).exists()
+            && World::length(&q).await == 0)
+        .await,
+        "{}",
+        d.logs()
+    );
+    let peak = status_kib(pid, "VmHWM:");
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
+    let sha_file = std::fs::read_to_string(dir.join(format!("{name}.sha256"))).unwrap();
+    assert!(sha_file.starts_with(&sha), "{sha_file}");
+    println!(
+        "idle RSS {:.1} MiB, peak RSS {:.1} MiB",
+        idle as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    assert!(
+        peak <= idle + 40 * 1024,
+        "peak RSS {peak} KiB is more than 40 MiB above idle {idle} KiB"
+    );
+}
+
+// ---------------------------------------------------------------------
+// Archives, links and the hand-off to hooks.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_escaping_and_bomb_zips_are_refused_and_leave_no_file() {
+    let blobs = Blobs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let handler = keyed_handler(
+        dir.path(),
+        &format!(
+            "max_size = \"1MiB\"\nextract = true\n{}",
+            container_key(&[blobs.container_url("models")])
+        ),
+    );
+    let zeros = vec![0u8; 4 * MIB];
+    let bomb = zip_of(&[
+        ("a", zeros.as_slice()),
+        ("b", zeros.as_slice()),
+        ("c", zeros.as_slice()),
+        ("d", zeros.as_slice()),
+    ]);
+    assert!(bomb.len() < 200_000, "{}", bomb.len());
+    let mut corrupt = onnx_export(&model_bytes(50_000));
+    let cut = corrupt.len() - 30;
+    corrupt.truncate(cut);
+    for (case, bytes, expected) in [
+        ("corrupt", corrupt, "not a readable zip"),
+        (
+            "garbage",
+            b"PK\x03\x04garbage".to_vec(),
+            "not a readable zip",
+        ),
+        (
+            "dot-dot",
+            zip_of(&[("../x", b"escape")]),
+            "`../x` has an absolute path",
+        ),
+        (
+            "absolute",
+            zip_of(&[("/etc/x", b"escape")]),
+            "has an absolute path",
+        ),
+        ("bomb", bomb, "more than max_size (1.0 MiB) (a zip bomb?)"),
+    ] {
+        let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+        let name = backup_name(p, i, "ONNX.zip");
+        blobs.upload("models", &name, bytes).await;
+        let e = fails(&handler, &export(p, i, &blobs.url("models", &name))).await;
+        assert!(e.contains(expected), "{case}: {e}");
+        assert!(
+            files(dir.path()).is_empty(),
+            "{case}: {:?}",
+            files(dir.path())
+        );
+    }
+}
+
+/// `extract` and `link_current`: a reader looping on
+/// `current-{p}-ONNX/model.onnx` while 20 models are stored one after the
+/// other never finds it missing or partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_links_flip_atomically_while_a_reader_loops() {
+    let blobs = Blobs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let handler = keyed_handler(
+        dir.path(),
+        &format!(
+            "extract = true\nlink_current = true\nkeep_last = 2\n{}",
+            container_key(&[blobs.container_url("models")])
+        ),
+    );
+    let p = Uuid::new_v4();
+    const SIZE: usize = 256 * 1024;
+    let mut exports = Vec::new();
+    for k in 0..20u8 {
+        let i = Uuid::new_v4();
+        let name = backup_name(p, i, "ONNX.zip");
+        blobs
+            .upload("models", &name, onnx_export(&vec![k + 1; SIZE]))
+            .await;
+        exports.push((i, name));
+    }
+    let link = dir.path().join(format!("current-{p}-ONNX/model.onnx"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (link, stop) = (link.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let (mut reads, mut problems, mut started) = (0u64, Vec::new(), false);
+            let limit = std::time::Instant::now() + Duration::from_secs(120);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && reads < 50_000_000
+                && std::time::Instant::now() < limit
+            {
+                match std::fs::read(&link) {
+                    Ok(b) => {
+                        started = true;
+                        reads += 1;
+                        if b.len() != SIZE || b.iter().any(|x| *x != b[0]) {
+                            problems.push(format!("partial: {} bytes", b.len()));
+                        }
+                    }
+                    Err(e) if started => problems.push(format!("missing: {e}")),
+                    Err(_) => {}
+                }
+            }
+            (reads, problems)
+        })
+    };
+    for (i, name) in &exports {
+        handler
+            .handle(&delivery(&export(p, *i, &blobs.url("models", name))))
+            .await
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, problems) = reader.await.unwrap();
+    assert!(
+        problems.is_empty(),
+        "{} problems, e.g. {:?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
+    assert!(reads > 20, "{reads} reads");
+    assert_eq!(std::fs::read(&link).unwrap(), vec![20u8; SIZE]);
+    let last = &exports[19].1;
+    assert_eq!(
+        std::fs::read_link(dir.path().join(format!("current-{p}-ONNX"))).unwrap(),
+        PathBuf::from(last.trim_end_matches(".zip"))
+    );
+    // keep_last = 2: two models, their folders, and the link.
+    let visible: Vec<String> = files(dir.path())
+        .into_iter()
+        .filter(|f| !f.starts_with('.'))
+        .collect();
+    assert_eq!(visible.len(), 2 * 3 + 1, "{visible:?}");
+}
+
+/// The hand-off: a shell hook routed with a download handler runs after it
+/// and gets the complete model's path and checksum; a training event's hook
+/// gets none; when the download fails, the hook does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_routed_with_a_download_gets_the_complete_model() {
+    let blobs = Blobs::start().await;
+    let w = World::new().await;
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    let name = backup_name(p, i, "ONNX");
+    let bytes = model_bytes(20 * MIB);
+    blobs.upload("models", &name, bytes.clone()).await;
+    let inbox = w.path("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let script = hook(
+        &w,
+        "deploy.sh",
+        &format!(
+            "out={}/$CVNOTIFY_MESSAGE_ID\ncat > \"$out.json\"\nprintf '%s\\n%s\\n' \"$CVNOTIFY_MODEL_PATH\" \"$CVNOTIFY_MODEL_SHA256\" > \"$out.env\"\nif [ -n \"$CVNOTIFY_MODEL_PATH\" ]; then sha256sum \"$CVNOTIFY_MODEL_PATH\" | cut -d' ' -f1 > \"$out.actual\"; fi",
+            inbox.display()
+        ),
+    );
+    let dir = w.path("models");
+    let (p2, i2) = (Uuid::new_v4(), Uuid::new_v4());
+    let ids = w
+        .send_all(&[
+            export(p, i, &blobs.url("models", &name)),
+            training("TrainingCompleted"),
+            export(p2, i2, &blobs.url("models", &backup_name(p2, i2, "ONNX"))),
+        ])
+        .await;
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 1")
+        // The hook first: configuration order does not decide.
+        .handler(shell_handler(&script, ""))
+        .handler(download_table(
+            &dir,
+            &container_key(&[blobs.container_url("models")]),
+        ))
+        .write("c.toml");
+    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
+    let read = |id: &str, ext: &str| std::fs::read_to_string(inbox.join(format!("{id}.{ext}")));
+    let path = dir.join(&name);
+    let sha = sha256_hex(&bytes);
+    assert_eq!(
+        read(&ids[0], "env").unwrap(),
+        format!("{}\n{sha}\n", path.display()),
+        "{}",
+        d.logs()
+    );
+    assert_eq!(
+        read(&ids[0], "actual").unwrap().trim(),
+        sha,
+        "the hook saw an incomplete model"
+    );
+    let json: serde_json::Value = serde_json::from_str(&read(&ids[0], "json").unwrap()).unwrap();
+    assert_eq!(json["model_path"], path.display().to_string());
+    assert_eq!(json["model_sha256"], sha);
+    // A training event: routed to the hook only, with empty fields.
+    assert_eq!(read(&ids[1], "env").unwrap(), "\n\n");
+    let json: serde_json::Value = serde_json::from_str(&read(&ids[1], "json").unwrap()).unwrap();
+    assert!(
+        json["model_path"].is_null() && json["model_sha256"].is_null(),
+        "{json}"
+    );
+    // A failed download: the hook did not run.
+    assert!(read(&ids[2], "env").is_err());
+    assert_eq!(World::peek_all(&w.poison_queue()).await.len(), 1);
 }

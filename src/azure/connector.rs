@@ -207,14 +207,19 @@ impl Connector {
         self.mode
     }
 
-    /// What blob downloads need: the same credential, key or SAS.
+    /// What blob downloads need: the same credential, key or SAS (used
+    /// only where the download handler asks for it).
     pub fn blobs(&self) -> Result<AzureBlobs, ConnectError> {
         // No overall timeout: a model may take minutes; a stalled transfer
         // is caught by the read timeout and the handler's own limit.
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            // Models are stored byte for byte; a Content-Encoding must not
+            // turn a small answer into a large one in memory.
+            .no_gzip()
+            .no_deflate();
         if let Some(ca) = &self.ca_file {
             builder = crate::tls::add_ca_file(builder, ca).map_err(ConnectError::CaFile)?;
         }

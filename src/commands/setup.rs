@@ -54,10 +54,10 @@ pub struct SetupOptions {
 }
 
 /// The backup container of this configuration: the first download
-/// handler's `container`.
+/// handler's (first) `container`.
 pub fn backup_container(config: &Config) -> Option<Url> {
     config.handlers.iter().find_map(|h| match h {
-        HandlerConfig::Download(d) => d.container.clone(),
+        HandlerConfig::Download(d) => d.container.first().cloned(),
         _ => None,
     })
 }

@@ -16,5 +16,5 @@ pub mod shell;
 mod types;
 pub mod webhook;
 
-pub use router::{BuildError, BuildHandler, Route, Router};
-pub use types::{BuildContext, Delivery, Handler, HandlerError};
+pub use router::{BuildError, BuildHandler, Finished, Route, Router, run_routes};
+pub use types::{BuildContext, Delivery, Handler, HandlerError, StoredModel};

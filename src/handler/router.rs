@@ -1,17 +1,20 @@
-//! [`Router`]: the built handlers with their event filters, and the choice
-//! of the ones an event goes to.
+//! [`Router`]: the built handlers with their event filters, the choice of
+//! the ones an event goes to, and the order they run in ([`run_routes`]).
 
 use super::customvision::CustomVisionHandler;
 use super::download::DownloadHandler;
 use super::log::LogHandler;
 use super::shell::ShellHandler;
-use super::types::{BuildContext, Handler};
+use super::types::{BuildContext, Delivery, Handler, HandlerError};
 use super::webhook::WebhookHandler;
 use crate::config::HandlerConfig;
 use crate::error::BoxError;
 use crate::event::Notification;
 use crate::filter::EventFilter;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{Instrument, info_span};
 
 /// A handler that could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -85,4 +88,66 @@ impl Router {
             .filter(|r| r.filter.matches(&n.event))
             .collect()
     }
+}
+
+/// One handler's result: its name, the result, how long it took.
+pub type Finished<'a> = (&'a str, Result<(), HandlerError>, Duration);
+
+/// Runs the routes of one event. Handlers that store the event's model
+/// (`download`) run first, all at once; the others run only if all of those
+/// succeeded, then all at once, with the first stored model (in
+/// configuration order) as `delivery.model`. Returns the results of the
+/// handlers that ran (those that did not run are not reported: the message
+/// failed with the reason of the ones that did).
+pub async fn run_routes<'a>(routes: &[&'a Route], delivery: &Delivery) -> Vec<Finished<'a>> {
+    let (first, then): (Vec<&Route>, Vec<&Route>) =
+        routes.iter().partition(|r| r.handler.stores_models());
+    let mut results = Vec::with_capacity(routes.len());
+    let mut delivery = delivery.clone();
+    if !first.is_empty() {
+        let d = &delivery;
+        let stored = futures_util::future::join_all(first.iter().map(|r| {
+            async move {
+                let t = Instant::now();
+                let res = r.handler.store_model(d).await;
+                (r.name.as_str(), res, t.elapsed())
+            }
+            .instrument(info_span!(
+                "handler",
+                handler = %r.name,
+                "otel.name" = %format_args!("handler {}", r.name),
+            ))
+        }))
+        .await;
+        let mut model = None;
+        let mut all_ok = true;
+        for (name, res, took) in stored {
+            let res = res.map(|m| {
+                model = model.take().or(m);
+            });
+            all_ok &= res.is_ok();
+            results.push((name, res, took));
+        }
+        if !all_ok {
+            return results;
+        }
+        delivery.model = model;
+    }
+    let delivery = &delivery;
+    results.extend(
+        futures_util::future::join_all(then.iter().map(|r| {
+            async move {
+                let t = Instant::now();
+                let res = r.handler.handle(delivery).await;
+                (r.name.as_str(), res, t.elapsed())
+            }
+            .instrument(info_span!(
+                "handler",
+                handler = %r.name,
+                "otel.name" = %format_args!("handler {}", r.name),
+            ))
+        }))
+        .await,
+    );
+    results
 }

@@ -127,6 +127,20 @@ impl ShellHandler {
             .env(
                 "TRACEPARENT",
                 crate::telemetry::traceparent(&tracing::Span::current()).unwrap_or_default(),
+            )
+            .env(
+                "CVNOTIFY_MODEL_PATH",
+                d.model
+                    .as_ref()
+                    .map(|m| m.path.as_os_str())
+                    .unwrap_or_default(),
+            )
+            .env(
+                "CVNOTIFY_MODEL_SHA256",
+                d.model
+                    .as_ref()
+                    .map(|m| m.sha256.as_str())
+                    .unwrap_or_default(),
             );
         cmd
     }

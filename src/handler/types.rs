@@ -12,6 +12,7 @@ use crate::notice::ExpectedExports;
 use async_trait::async_trait;
 use serde_json::json;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -26,6 +27,18 @@ pub struct Delivery {
     pub notification: Notification,
     /// The message's trace, when traces are on.
     pub trace_id: Option<String>,
+    /// The model a `download` handler stored for this event, for the
+    /// handlers that run after it (see [`super::router::run_routes`]).
+    pub model: Option<StoredModel>,
+}
+
+/// A model stored by a `download` handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredModel {
+    /// The stored file, absolute.
+    pub path: PathBuf,
+    /// Its SHA-256, hex.
+    pub sha256: String,
 }
 
 impl Delivery {
@@ -49,6 +62,8 @@ impl Delivery {
             "dequeue_count": self.dequeue_count,
             "received_at": rfc3339(self.received_at),
             "trace_id": self.trace_id,
+            "model_path": self.model.as_ref().map(|m| m.path.to_string_lossy()),
+            "model_sha256": self.model.as_ref().map(|m| &m.sha256),
             "raw": self.notification.raw,
         })
     }
@@ -106,12 +121,25 @@ impl std::error::Error for HandlerError {
 pub trait Handler: Send + Sync {
     /// Handles one delivery. Must be idempotent: delivery is at-least-once.
     async fn handle(&self, delivery: &Delivery) -> Result<(), HandlerError>;
+
+    /// Whether this handler stores the event's model: such handlers run
+    /// before the others of the event, through [`Handler::store_model`].
+    fn stores_models(&self) -> bool {
+        false
+    }
+
+    /// [`Handler::handle`] for a handler that stores models: the model it
+    /// stored, if the event had one.
+    async fn store_model(&self, delivery: &Delivery) -> Result<Option<StoredModel>, HandlerError> {
+        self.handle(delivery).await.map(|()| None)
+    }
 }
 
 /// What building a handler may need from the rest of the daemon.
 #[derive(Clone)]
 pub struct BuildContext {
-    /// Blob access with the daemon's credentials (download handler).
+    /// Blob access, with the daemon's credentials where the download
+    /// handler asks for them.
     pub blobs: Arc<dyn BlobSource>,
     /// `tls.ca_file`, for handlers without a `ca_file` of their own.
     pub ca_file: Option<std::path::PathBuf>,

@@ -12,7 +12,7 @@ use super::settle::{Failure, Outcome, Tracked};
 use super::shared::Shared;
 use crate::envelope::Envelope;
 use crate::event::decode;
-use crate::handler::{Delivery, Route};
+use crate::handler::{Delivery, Route, run_routes};
 use crate::queue::{QueueError, ReceivedMessage};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -124,6 +124,7 @@ impl Shared {
             received_at: OffsetDateTime::now_utc(),
             notification,
             trace_id: crate::telemetry::ids(&span).map(|(t, _)| t),
+            model: None,
         };
         let started = Instant::now();
         let (outcome, receipt) = self.run_handlers(&m, &routes, &delivery, abort).await;
@@ -148,7 +149,8 @@ impl Shared {
         }
     }
 
-    /// Runs every routed handler at once, extending the message's visibility
+    /// Runs the routed handlers (model downloads first, see
+    /// [`run_routes`]), extending the message's visibility
     /// every half visibility timeout meanwhile. Returns the outcome and the
     /// message's latest pop receipt.
     async fn run_handlers(
@@ -159,18 +161,7 @@ impl Shared {
         abort: CancellationToken,
     ) -> (Outcome, String) {
         let s = &self.settings;
-        let work = futures_util::future::join_all(routes.iter().map(|r| {
-            async move {
-                let t = Instant::now();
-                let res = r.handler.handle(delivery).await;
-                (r.name.as_str(), res, t.elapsed())
-            }
-            .instrument(info_span!(
-                "handler",
-                handler = %r.name,
-                "otel.name" = %format_args!("handler {}", r.name),
-            ))
-        }));
+        let work = run_routes(routes, delivery);
         tokio::pin!(work);
 
         let mut receipt = m.pop_receipt.clone();

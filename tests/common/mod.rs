@@ -468,6 +468,7 @@ pub fn delivery_of(body: &str, message_id: &str, dequeue_count: u32) -> Delivery
         received_at: time::OffsetDateTime::now_utc(),
         notification: cvnotify::event::decode(body.as_bytes()).unwrap(),
         trace_id: None,
+        model: None,
     }
 }
 

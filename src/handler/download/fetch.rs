@@ -1,0 +1,131 @@
+//! Streaming a blob into a file, bounded.
+//!
+//! The size the server announces (`Content-Length`, the total of a
+//! `Content-Range`) is checked against `max_size` before the first byte is
+//! read, and the bytes received are counted against it as they arrive:
+//! nothing is ever allocated from a number the server sent. The body goes
+//! through a small bounded channel to one blocking thread that hashes
+//! (SHA-256, and MD5 when the service sent one) and writes, so receiving
+//! and hashing overlap and at most `CHANNEL_CHUNKS` transport chunks plus
+//! the write buffer are held per download (a few MiB), whatever the size.
+
+use super::error::{DownloadError, io};
+use super::files::hex;
+use crate::blob::BlobStream;
+use futures_util::StreamExt as _;
+use md5::Digest as _;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Chunks in flight between the network and the writer thread. A chunk is
+/// what the transport read at once (at most its buffer, about 400 KiB).
+const CHANNEL_CHUNKS: usize = 16;
+/// The writer's buffer.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// What was written.
+#[derive(Debug)]
+pub struct Written {
+    pub len: u64,
+    pub sha256: String,
+}
+
+/// The size the answer announces, checked against `max`: the total of a
+/// `Content-Range` (which must cover the whole blob) or `Content-Length`.
+pub fn announced_size(
+    blob: &BlobStream,
+    max: bytesize::ByteSize,
+) -> Result<Option<u64>, DownloadError> {
+    let too_large = |size, how| DownloadError::TooLarge { size, how, max };
+    if let Some(r) = blob.range {
+        if r.total > max.as_u64() {
+            return Err(too_large(r.total, "the total of its Content-Range"));
+        }
+        if r.first != 0 || r.last + 1 != r.total {
+            return Err(DownloadError::Partial(r));
+        }
+        return Ok(Some(r.total));
+    }
+    match blob.content_length {
+        Some(len) if len > max.as_u64() => Err(too_large(len, "its Content-Length")),
+        other => Ok(other),
+    }
+}
+
+/// Streams `blob` into `file` (at `path`), at most `max` bytes, and syncs
+/// it. Checks the length against what was announced and the MD5 against
+/// the service's.
+pub async fn write_blob(
+    blob: BlobStream,
+    file: File,
+    path: &Path,
+    max: bytesize::ByteSize,
+) -> Result<Written, DownloadError> {
+    let expected = announced_size(&blob, max)?;
+    let expected_md5 = blob.md5;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(CHANNEL_CHUNKS);
+    let owned: PathBuf = path.to_owned();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut sha = sha2::Sha256::new();
+        let mut md5 = expected_md5.map(|_| md5::Md5::new());
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+        while let Some(chunk) = rx.blocking_recv() {
+            sha.update(&chunk);
+            if let Some(m) = &mut md5 {
+                m.update(&chunk);
+            }
+            out.write_all(&chunk).map_err(io("write", &owned))?;
+        }
+        let file = out
+            .into_inner()
+            .map_err(|e| io("write", &owned)(e.into_error()))?;
+        file.sync_all().map_err(io("sync", &owned))?;
+        let md5: Option<[u8; 16]> = md5.map(|m| m.finalize().into());
+        Ok::<_, DownloadError>((hex(&sha.finalize()), md5))
+    });
+
+    let mut written = 0u64;
+    let mut body = blob.body;
+    let mut writer_gone = false;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|source| DownloadError::Broken { written, source })?;
+        written += chunk.len() as u64;
+        if written > max.as_u64() {
+            return Err(DownloadError::TooLarge {
+                size: written,
+                how: "bytes received so far",
+                max,
+            });
+        }
+        if let Some(expected) = expected
+            && written > expected
+        {
+            return Err(DownloadError::Long { expected });
+        }
+        if tx.send(chunk).await.is_err() {
+            // The writer failed; its error says why.
+            writer_gone = true;
+            break;
+        }
+    }
+    drop(tx);
+    let (sha256, md5) = writer
+        .await
+        .map_err(|e| io("write", path)(std::io::Error::other(e)))??;
+    debug_assert!(!writer_gone, "a writer that stopped early returns an error");
+    if let Some(expected) = expected
+        && expected != written
+    {
+        return Err(DownloadError::Short { written, expected });
+    }
+    if let (Some(expected), Some(got)) = (expected_md5, md5)
+        && expected != got
+    {
+        return Err(DownloadError::Md5Mismatch);
+    }
+    Ok(Written {
+        len: written,
+        sha256,
+    })
+}
