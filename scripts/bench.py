@@ -2,7 +2,9 @@
 what this needs). Everything runs on loopback: Azurite from npm, the
 in-memory benchmark fixture (examples/fast_queue.rs), cvnotify, the raw
 ceiling (examples/raw_ceiling.rs) and the Python consumers
-(scripts/bench_consumer.py). Writes BENCHMARKS.md.
+(scripts/bench_consumer.py). Writes BENCHMARKS.md; a scenario run alone
+(`scripts/bench notice`, `queues`, `download`) rewrites only its own
+section of it.
 
 Each figure is min / median / max over RUNS runs made in this one run of the
 script, so peers are compared under the same conditions."""
@@ -23,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from urllib.request import Request, urlopen
 
+from azure.storage.blob import BlobServiceClient, ResourceTypes, AccountSasPermissions, generate_account_sas
 from azure.storage.queue import QueueClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -615,10 +618,223 @@ def update_queues_section(r):
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     head = text.split(QUEUES_TITLE)[0].rstrip("\n")
+    # Section 8 (`scripts/bench download`) comes after and is kept.
+    tail = DOWNLOAD_TITLE + text.split(DOWNLOAD_TITLE, 1)[1] if DOWNLOAD_TITLE in text else ""
     with open(path, "w") as fh:
         fh.write(head + "\n\n" + "\n".join(queues_section(r)) + "\n" +
                  f"\n(Section 7 measured {datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC by `scripts/bench queues`, "
-                 f"{RUNS} runs.)\n")
+                 f"{RUNS} runs.)\n" + ("\n" + tail if tail else ""))
+
+
+class AzuriteBlob:
+    """Azurite's blob service, in memory."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(dir=WORK)
+        self.proc = subprocess.Popen(
+            [os.path.join(ROOT, "node_modules/.bin/azurite-blob"), "--blobHost", "127.0.0.1",
+             "--blobPort", "0", "--inMemoryPersistence", "--skipApiVersionCheck", "--silent", "--loose"],
+            cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for line in self.proc.stdout:
+            m = re.search(r"listens on http://127.0.0.1:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                break
+        self.endpoint = f"http://127.0.0.1:{self.port}/devstoreaccount1"
+        self.conn = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={KEY};"
+                     f"BlobEndpoint={self.endpoint};")
+
+    def stop(self):
+        Azurite.stop(self)
+
+
+DOWNLOAD_MIB = int(os.environ.get("BENCH_DOWNLOAD_MIB", "256"))
+PY_DOWNLOAD = """
+import sys, time
+from azure.storage.blob import BlobClient
+url, out = sys.argv[1], sys.argv[2]
+client = BlobClient.from_blob_url(url)
+with open(out, "wb") as f:
+    t0 = time.perf_counter()
+    client.download_blob().readinto(f)
+    print(time.perf_counter() - t0)
+"""
+
+
+def vm_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(field + r":\s+(\d+)", f.read()).group(1))
+
+
+def scenario_download(results):
+    size = DOWNLOAD_MIB * 1024 * 1024
+    log(f"== 8. model download: {DOWNLOAD_MIB} MiB from Azurite's blob service, by curl, the Python SDK and cvnotify")
+    blob_az = AzuriteBlob()
+    queue_az = Azurite()
+    service = BlobServiceClient.from_connection_string(blob_az.conn)
+    container = service.create_container("models")
+    project, iteration = str(uuid.uuid4()), str(uuid.uuid4())
+    name = f"{project} - {iteration}.ONNX"
+    data = os.urandom(size)
+    container.upload_blob(name, data, overwrite=True, max_concurrency=4)
+    del data
+    sas = generate_account_sas("devstoreaccount1", KEY, ResourceTypes(object=True), AccountSasPermissions(read=True),
+                               expiry=datetime.utcnow().replace(year=datetime.utcnow().year + 1))
+    blob_url = f"{blob_az.endpoint}/models/{name.replace(' ', '%20')}"
+    sas_url = f"{blob_url}?{sas}"
+    out_dir = tempfile.mkdtemp(dir=WORK)
+    rows = {k: {"mib_s": [], "peak_rss_mib": [], "rss_over_idle_mib": []} for k in ("curl", "python", "cvnotify")}
+
+    def run(cmd):
+        """Runs `cmd`: (seconds, stdout, peak RSS MiB). The peak is the
+        process's own VmHWM, polled: ru_maxrss would count the pages this
+        (large) script had when it forked."""
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        peak = [0]
+
+        def watch():
+            while True:
+                try:
+                    with open(f"/proc/{proc.pid}/status") as f:
+                        m = re.search(r"VmHWM:\s+(\d+)", f.read())
+                except OSError:
+                    return
+                if not m:
+                    return
+                peak[0] = max(peak[0], int(m.group(1)))
+                time.sleep(0.005)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        stdout = proc.stdout.read()
+        _, status, _ = os.wait4(proc.pid, 0)
+        secs = time.perf_counter() - t0
+        watcher.join()
+        assert status == 0, f"{cmd[0]} failed"
+        return secs, stdout, peak[0] / 1024
+
+    # cvnotify: one daemon for all runs, its queue on the queue Azurite.
+    qname = f"dl-{uuid.uuid4().hex[:8]}"
+    q = queue_az.queue(qname)
+    models = os.path.join(out_dir, "models")
+    cfg = os.path.join(WORK, f"{qname}.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[queue]
+name = "{qname}"
+endpoint = "{queue_az.endpoint}"
+min_poll_interval = "50ms"
+max_poll_interval = "200ms"
+[auth]
+mode = "connection_string"
+connection_string = "UseDevelopmentStorage=true"
+[log]
+format = "json"
+[[handlers]]
+type = "download"
+dir = "{models}"
+container = "{blob_az.endpoint}/models"
+max_size = "1GiB"
+""")
+    log_path = os.path.join(WORK, f"{qname}.log")
+    out = open(log_path, "w")
+    daemon = subprocess.Popen([BIN, "--config", cfg, "run"], stdout=out, stderr=subprocess.DEVNULL)
+    time.sleep(3)
+    idle = vm_kib(daemon.pid, "VmRSS") / 1024
+    body = json.dumps({"version": "1.0", "type": "Export", "Content": {
+        "projectId": project, "iterationId": iteration, "exportStatus": "ExportCompleted", "modelUri": blob_url}})
+
+    def cvnotify_run():
+        for f in os.listdir(models) if os.path.isdir(models) else []:
+            os.remove(os.path.join(models, f))
+        seen = 0
+        with open(log_path) as f:
+            seen = sum(1 for l in f if '"Model downloaded"' in l)
+        q.send_message(body)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            with open(log_path) as f:
+                records = [json.loads(l) for l in f if l.startswith("{")]
+            done = [r for r in records if r.get("message") == "Model downloaded"]
+            if len(done) > seen:
+                start = [r for r in records if r.get("message") == "Downloading the model"][-1]
+                return (ts_ns(done[-1]) - ts_ns(start)) / 1e9
+            time.sleep(0.05)
+        raise RuntimeError("cvnotify did not download the model")
+
+    for run_no in range(RUNS):
+        secs, _, rss = run(["curl", "-sS", "-o", os.path.join(out_dir, "curl.bin"), sas_url])
+        assert os.path.getsize(os.path.join(out_dir, "curl.bin")) == size
+        os.remove(os.path.join(out_dir, "curl.bin"))
+        rows["curl"]["mib_s"].append(DOWNLOAD_MIB / secs)
+        rows["curl"]["peak_rss_mib"].append(rss)
+        log(f"  run {run_no + 1} curl: {DOWNLOAD_MIB / secs:,.0f} MiB/s, peak RSS {rss:.1f} MiB")
+
+        _, stdout, rss = run([PY, "-c", PY_DOWNLOAD, sas_url, os.path.join(out_dir, "py.bin")])
+        secs = float(stdout.strip().splitlines()[-1])
+        assert os.path.getsize(os.path.join(out_dir, "py.bin")) == size
+        os.remove(os.path.join(out_dir, "py.bin"))
+        rows["python"]["mib_s"].append(DOWNLOAD_MIB / secs)
+        rows["python"]["peak_rss_mib"].append(rss)
+        log(f"  run {run_no + 1} python: {DOWNLOAD_MIB / secs:,.0f} MiB/s, peak RSS {rss:.1f} MiB")
+
+        secs = cvnotify_run()
+        peak = vm_kib(daemon.pid, "VmHWM") / 1024
+        assert os.path.getsize(os.path.join(models, name)) == size
+        rows["cvnotify"]["mib_s"].append(DOWNLOAD_MIB / secs)
+        rows["cvnotify"]["peak_rss_mib"].append(peak)
+        rows["cvnotify"]["rss_over_idle_mib"].append(peak - idle)
+        log(f"  run {run_no + 1} cvnotify: {DOWNLOAD_MIB / secs:,.0f} MiB/s, peak RSS {peak:.1f} MiB (idle {idle:.1f} MiB)")
+    stop(daemon)
+    out.close()
+    queue_az.stop()
+    blob_az.stop()
+    results["download"] = rows
+    results["download_idle_rss_mib"] = idle
+    results["download_mib"] = DOWNLOAD_MIB
+
+
+def download_section(r):
+    d = r["download"]
+    med = lambda v: statistics.median(v)
+    return [
+        DOWNLOAD_TITLE,
+        "",
+        f"A {r['download_mib']} MiB model fetched from Azurite's blob service (in memory, loopback) into a file on the same disk: "
+        "by `curl -o` with a SAS URL (the ceiling), by the Python Storage SDK's `download_blob().readinto()` with the same URL "
+        "(timed around that call), and by cvnotify's `download` handler with the account key from its backup `container` "
+        "(timed from its `Downloading the model` to its `Model downloaded` log record: one GET, SHA-256 and the "
+        "blob's Content-MD5 checked, fsync, rename). Peak RSS is the process's high-water mark; for cvnotify, a daemon "
+        "that kept running over the runs, with its idle RSS before the first download.",
+        "",
+        "| downloader | MiB/s | peak RSS MiB |",
+        "|---|---|---|",
+        f"| curl -o (ceiling) | {fmt(d['curl']['mib_s'])} | {fmt(d['curl']['peak_rss_mib'], 1)} |",
+        f"| Python SDK, download_blob().readinto() | {fmt(d['python']['mib_s'])} | {fmt(d['python']['peak_rss_mib'], 1)} |",
+        f"| cvnotify download handler | {fmt(d['cvnotify']['mib_s'])} | {fmt(d['cvnotify']['peak_rss_mib'], 1)} |",
+        "",
+        f"cvnotify's idle RSS {r['download_idle_rss_mib']:.1f} MiB; peak over idle {fmt(d['cvnotify']['rss_over_idle_mib'], 1)} MiB. "
+        f"Median cvnotify / curl = **{med(d['cvnotify']['mib_s']) / med(d['curl']['mib_s']):.2f}**, "
+        f"cvnotify / Python SDK = **{med(d['cvnotify']['mib_s']) / med(d['python']['mib_s']):.2f}** "
+        "(targets: at least 0.90 of curl, within 40 MiB of idle RSS).",
+        "",
+    ]
+
+
+DOWNLOAD_TITLE = "## 8. Model download"
+
+
+def write_download_section(r):
+    """Writes section 8 into BENCHMARKS.md in place (`scripts/bench
+    download`); it is the last section."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    head = text.split(DOWNLOAD_TITLE)[0].rstrip("\n")
+    stamp = (f"Run alone by `scripts/bench download` on {datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC, "
+             f"min / median / max over {RUNS} runs, load average {os.getloadavg()[0]:.1f} on "
+             f"{os.cpu_count()} cores at the end (a shared machine: compare within the table).\n\n")
+    section = "\n".join(download_section(r)).replace("\n\n", "\n\n" + stamp, 1)
+    with open(path, "w") as fh:
+        fh.write(head + "\n\n" + section.rstrip("\n") + "\n")
 
 
 def versions():
@@ -642,6 +858,8 @@ def versions():
         "node": out(["node", "--version"]),
         "python": platform.python_version(),
         "azure-storage-queue (Python)": md.version("azure-storage-queue"),
+        "azure-storage-blob (Python)": md.version("azure-storage-blob"),
+        "curl": out(["curl", "--version"]),
     }
 
 
@@ -739,6 +957,8 @@ def write_report(r, started):
         lines += notice_section(r)
     if "queues" in r:
         lines += queues_section(r)
+    if "download" in r:
+        lines += download_section(r)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as fh:
         fh.write("\n".join(lines))
     with open(os.path.join(ROOT, "target/bench-results.json"), "w") as fh:
@@ -811,7 +1031,8 @@ def main():
     results = {}
     for name, fn in [("drain", scenario_drain_azurite), ("fast", scenario_drain_fast),
                      ("latency", scenario_latency_and_idle), ("startup", scenario_startup),
-                     ("notice", scenario_notice), ("queues", scenario_queues)]:
+                     ("notice", scenario_notice), ("queues", scenario_queues),
+                     ("download", scenario_download)]:
         if not only or name in only:
             fn(results)
     if not only:
@@ -822,6 +1043,9 @@ def main():
             update_notice_section(results)
         if "queues" in results:
             update_queues_section(results)
+        if "download" in results:
+            write_download_section(results)
+            log("\n".join(download_section(results)))
         print(json.dumps(results, indent=1, default=str))
 
 

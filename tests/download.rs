@@ -1038,7 +1038,7 @@ async fn finding_7_a_200_mib_download_stays_within_40_mib_of_idle_rss() {
         .await;
     let q = w.main_queue();
     assert!(
-        eventually(Duration::from_secs(300), async || dir.join(&name).exists()
+        eventually(Duration::from_secs(180), async || dir.join(&name).exists()
             && World::length(&q).await == 0)
         .await,
         "{}",

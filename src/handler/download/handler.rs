@@ -171,6 +171,7 @@ impl DownloadHandler {
         let partial = files::temp_path(dir, &job.name.file, "partial");
         let file = files::create_new(&partial).map_err(io("create", &partial))?;
         let guard = Removes(Some(partial.clone()));
+        tracing::info!(file = %job.name.file, "Downloading the model");
         let blob = self.blobs.open(&job.url, job.authority).await?;
         let last_modified = blob.last_modified.map(|t| t.unix_timestamp());
         let written = write_blob(blob, file, &partial, self.config.max_size).await?;
