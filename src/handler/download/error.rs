@@ -73,6 +73,26 @@ pub enum DownloadError {
     Timeout(humantime::Duration),
 }
 
+impl DownloadError {
+    /// Whether retrying cannot help: the URL was refused by the
+    /// configuration, or the model itself is unacceptable (too large, a bad
+    /// archive). The message is then poisoned at once.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            DownloadError::NotAUrl(_)
+                | DownloadError::HostNotAllowed { .. }
+                | DownloadError::Insecure { .. }
+                | DownloadError::UserInfo
+                | DownloadError::Untrusted { .. }
+                | DownloadError::QueryInContainer
+                | DownloadError::Name(_)
+                | DownloadError::TooLarge { .. }
+                | DownloadError::Archive(_)
+        )
+    }
+}
+
 fn untrusted(containers: &str) -> String {
     if containers.is_empty() {
         "refusing a model URL without a SAS: no `container` is configured, so only URLs carrying their own SAS are fetched (set `container` to the project's backup container to fetch its blobs with the daemon's credential)".to_owned()

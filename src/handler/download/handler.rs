@@ -288,10 +288,18 @@ fn finish(
     Ok(final_path)
 }
 
+fn handler_error(e: DownloadError) -> HandlerError {
+    if e.is_permanent() {
+        HandlerError::permanent(e)
+    } else {
+        HandlerError::new(e)
+    }
+}
+
 #[async_trait]
 impl Handler for DownloadHandler {
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
-        self.store(d).await.map(|_| ()).map_err(HandlerError::new)
+        self.store(d).await.map(|_| ()).map_err(handler_error)
     }
 
     fn stores_models(&self) -> bool {
@@ -299,6 +307,6 @@ impl Handler for DownloadHandler {
     }
 
     async fn store_model(&self, d: &Delivery) -> Result<Option<StoredModel>, HandlerError> {
-        self.store(d).await.map_err(HandlerError::new)
+        self.store(d).await.map_err(handler_error)
     }
 }
