@@ -5,9 +5,10 @@
 //! read, and the bytes received are counted against it as they arrive:
 //! nothing is ever allocated from a number the server sent. The body goes
 //! through a small bounded channel to one blocking thread that hashes
-//! (SHA-256, and MD5 when the service sent one) and writes, so receiving
-//! and hashing overlap and at most `CHANNEL_CHUNKS` transport chunks plus
-//! the write buffer are held per download (a few MiB), whatever the size.
+//! (SHA-256) and writes, and from it to another that computes the MD5 when
+//! the service sent one, so receiving, hashing and writing overlap and at
+//! most `2 * CHANNEL_CHUNKS` transport chunks (shared, not copied) plus the
+//! write buffer are held per download (a few MiB), whatever the size.
 
 use super::error::{DownloadError, io};
 use super::files::hex;
@@ -18,9 +19,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-/// Chunks in flight between the network and the writer thread. A chunk is
-/// what the transport read at once (at most its buffer, about 400 KiB).
-const CHANNEL_CHUNKS: usize = 16;
+/// Chunks in flight between the network and the writer thread (and between
+/// it and the MD5 thread). A chunk is what the transport read at once (at
+/// most its buffer, about 400 KiB).
+const CHANNEL_CHUNKS: usize = 8;
 /// The writer's buffer.
 const WRITE_BUFFER: usize = 1 << 20;
 /// Written data is handed to the disk every this many bytes, so that the
@@ -85,17 +87,34 @@ pub async fn write_blob(
     let expected = announced_size(&blob, max)?;
     let expected_md5 = blob.md5;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(CHANNEL_CHUNKS);
+    // MD5 (only when the service sent one to check) on a thread of its
+    // own, beside SHA-256 and the writes; the chunks are shared, not copied.
+    let (md5_tx, md5_task) = match expected_md5 {
+        Some(_) => {
+            let (md5_tx, md5_rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(CHANNEL_CHUNKS);
+            let task = tokio::task::spawn_blocking(move || {
+                let mut md5 = md5::Md5::new();
+                for chunk in md5_rx {
+                    md5.update(&chunk);
+                }
+                <[u8; 16]>::from(md5.finalize())
+            });
+            (Some(md5_tx), Some(task))
+        }
+        None => (None, None),
+    };
     let owned: PathBuf = path.to_owned();
     let writer = tokio::task::spawn_blocking(move || {
         let mut sha = sha2::Sha256::new();
-        let mut md5 = expected_md5.map(|_| md5::Md5::new());
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
         let (mut buffered, mut flushed) = (0u64, 0u64);
         while let Some(chunk) = rx.blocking_recv() {
-            sha.update(&chunk);
-            if let Some(m) = &mut md5 {
-                m.update(&chunk);
+            if let Some(md5) = &md5_tx {
+                // Fails only if that thread is gone, which it is not
+                // before this sender is dropped.
+                let _ = md5.send(chunk.clone());
             }
+            sha.update(&chunk);
             out.write_all(&chunk).map_err(io("write", &owned))?;
             buffered += chunk.len() as u64;
             if buffered - flushed >= WRITEBACK_EVERY {
@@ -104,12 +123,12 @@ pub async fn write_blob(
                 flushed = buffered;
             }
         }
+        drop(md5_tx);
         let file = out
             .into_inner()
             .map_err(|e| io("write", &owned)(e.into_error()))?;
         file.sync_all().map_err(io("sync", &owned))?;
-        let md5: Option<[u8; 16]> = md5.map(|m| m.finalize().into());
-        Ok::<_, DownloadError>((hex(&sha.finalize()), md5))
+        Ok::<_, DownloadError>(hex(&sha.finalize()))
     });
 
     let mut written = 0u64;
@@ -137,9 +156,16 @@ pub async fn write_blob(
         }
     }
     drop(tx);
-    let (sha256, md5) = writer
+    let sha256 = writer
         .await
         .map_err(|e| io("write", path)(std::io::Error::other(e)))??;
+    let md5 = match md5_task {
+        Some(task) => Some(
+            task.await
+                .map_err(|e| io("hash", path)(std::io::Error::other(e)))?,
+        ),
+        None => None,
+    };
     debug_assert!(!writer_gone, "a writer that stopped early returns an error");
     if let Some(expected) = expected
         && expected != written
