@@ -825,14 +825,104 @@ DOWNLOAD_TITLE = "## 8. Model download"
 
 def write_download_section(r):
     """Writes section 8 into BENCHMARKS.md in place (`scripts/bench
-    download`); it is the last section."""
+    download`), keeping section 9 after it."""
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     head = text.split(DOWNLOAD_TITLE)[0].rstrip("\n")
+    after = TRACES_TITLE + text.split(TRACES_TITLE, 1)[1] if TRACES_TITLE in text else ""
     stamp = (f"Run alone by `scripts/bench download` on {datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC, "
              f"min / median / max over {RUNS} runs, load average {os.getloadavg()[0]:.1f} on "
              f"{os.cpu_count()} cores at the end (a shared machine: compare within the table).\n\n")
     section = "\n".join(download_section(r)).replace("\n\n", "\n\n" + stamp, 1)
+    with open(path, "w") as fh:
+        fh.write(head + "\n\n" + section.rstrip("\n") + "\n" + ("\n" + after if after else ""))
+
+
+TRACES_TITLE = "## 9. Traces"
+
+
+class OtlpSink:
+    """A loopback OTLP/HTTP receiver: answers 200 to every POST and counts
+    requests and bytes (the spans are not decoded)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        sink = self
+        self.requests = 0
+        self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("content-length", "0"))
+                self.rfile.read(n)
+                sink.requests += 1
+                sink.bytes += n
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def scenario_traces(results):
+    log("== 9. drain, Azurite, traces off vs exported to a loopback OTLP receiver")
+    sink = OtlpSink()
+    rows = {"off": [], "on": []}
+    for run in range(RUNS):
+        for mode in ("off", "on"):
+            os.environ["BENCH_CVNOTIFY_EXTRA"] = (
+                "" if mode == "off" else f"[telemetry]\notlp_endpoint = \"http://127.0.0.1:{sink.port}\"\n")
+            az = Azurite()
+            name = f"traces-{mode}-{run}-{uuid.uuid4().hex[:6]}"
+            q = az.queue(name)
+            secs = 0.0
+            for _ in range(4):
+                send_many(q, 500)
+                s, _ = run_peer("cvnotify", az.endpoint, az.conn, name, 500)
+                secs += s
+            rows[mode].append(2000 / secs)
+            log(f"  run {run + 1} traces {mode}: {2000 / secs:,.0f} msg/s")
+            az.stop()
+    os.environ.pop("BENCH_CVNOTIFY_EXTRA", None)
+    rows["ratio"] = [on / off for on, off in zip(rows["on"], rows["off"])]
+    results["traces"] = rows
+    results["traces_sink"] = {"requests": sink.requests, "bytes": sink.bytes}
+
+
+def traces_section(r):
+    t = r["traces"]
+    sink = r["traces_sink"]
+    return [
+        TRACES_TITLE,
+        "",
+        "The Azurite drain of section 1 (2,000 messages in 4 batches of 500, a fresh Azurite per run) by cvnotify with "
+        "traces off, then with every span exported over OTLP/HTTP to a loopback receiver (`[telemetry] otlp_endpoint`) "
+        f"that answered 200 to all {sink['requests']:,} export requests ({sink['bytes'] / 1e6:,.1f} MB of protobuf).",
+        "",
+        "| traces off, msg/s | traces exported, msg/s | ratio on / off |",
+        "|---|---|---|",
+        f"| {fmt(t['off'])} | {fmt(t['on'])} | {fmt(t['ratio'], 2)} |",
+        "",
+        f"Median ratio {statistics.median(t['ratio']):.2f} (target: at least 0.95).",
+        "",
+    ]
+
+
+def write_traces_section(r):
+    """Writes section 9 into BENCHMARKS.md in place (`scripts/bench
+    traces`); it is the last section."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    head = text.split(TRACES_TITLE)[0].rstrip("\n")
+    stamp = (f"Run by `scripts/bench traces` on {datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC, "
+             f"min / median / max over {RUNS} runs, load average {os.getloadavg()[0]:.1f} on "
+             f"{os.cpu_count()} cores at the end (a shared machine: compare within the table).\n\n")
+    section = "\n".join(traces_section(r)).replace("\n\n", "\n\n" + stamp, 1)
     with open(path, "w") as fh:
         fh.write(head + "\n\n" + section.rstrip("\n") + "\n")
 
@@ -959,6 +1049,8 @@ def write_report(r, started):
         lines += queues_section(r)
     if "download" in r:
         lines += download_section(r)
+    if "traces" in r:
+        lines += traces_section(r)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as fh:
         fh.write("\n".join(lines))
     with open(os.path.join(ROOT, "target/bench-results.json"), "w") as fh:
@@ -1032,7 +1124,7 @@ def main():
     for name, fn in [("drain", scenario_drain_azurite), ("fast", scenario_drain_fast),
                      ("latency", scenario_latency_and_idle), ("startup", scenario_startup),
                      ("notice", scenario_notice), ("queues", scenario_queues),
-                     ("download", scenario_download)]:
+                     ("download", scenario_download), ("traces", scenario_traces)]:
         if not only or name in only:
             fn(results)
     if not only:
@@ -1046,6 +1138,9 @@ def main():
         if "download" in results:
             write_download_section(results)
             log("\n".join(download_section(results)))
+        if "traces" in results:
+            write_traces_section(results)
+            log("\n".join(traces_section(results)))
         print(json.dumps(results, indent=1, default=str))
 
 
