@@ -16,7 +16,7 @@ use super::types::{Delivery, Handler, HandlerError};
 use crate::config::WebhookConfig;
 use crate::config::handlers::{WebhookSecretError, webhook_key};
 use crate::error::{error_chain, with_trust_hint};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, parse_retry_after};
 use async_trait::async_trait;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -194,21 +194,9 @@ impl WebhookHandler {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// `Retry-After` as seconds or an HTTP date ([`parse_retry_after`]).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
+    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
 }
 
 /// An attempt's result.
