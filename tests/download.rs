@@ -1271,3 +1271,61 @@ async fn a_hook_routed_with_a_download_gets_the_complete_model() {
     assert!(read(&ids[2], "env").is_err());
     assert_eq!(World::peek_all(&w.poison_queue()).await.len(), 1);
 }
+
+// ---------------------------------------------------------------------
+// Issue 17 (the trust boundary on the new surfaces), findings 2, 8, 10.
+
+/// Finding 10: a backup blob is named `{projectId} - {iterationId}.{platform}`,
+/// and whether Custom Vision encodes the spaces in `modelUri` is not
+/// documented (a .NET producer writing `Uri.OriginalString` does not). A
+/// literal space was a decode error, so such an export was poisoned at
+/// once. Now the literal form and the `%20` form store the same file, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_uri_with_literal_spaces_is_stored_under_the_backup_name() {
+    let blobs = Blobs::start().await;
+    let w = World::new().await;
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    let name = backup_name(p, i, "ONNX");
+    let bytes = model_bytes(200_000);
+    blobs.upload("models", &name, bytes.clone()).await;
+    let encoded = blobs.url("models", &name);
+    let literal = format!("{}/{name}", blobs.container_url("models"));
+    assert!(literal.contains(' ') && !encoded.contains(' '));
+    let dir = w.path("models");
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 1")
+        .handler(download_table(
+            &dir,
+            &container_key(&[blobs.container_url("models")]),
+        ))
+        .write("c.toml");
+    for (tag, uri) in [("literal", &literal), ("encoded", &encoded)] {
+        w.send_all(&[export(p, i, uri)]).await;
+        let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), tag);
+        assert!(
+            d.wait_timeout(LIMIT).await.unwrap().success(),
+            "{}",
+            d.logs()
+        );
+        assert!(
+            World::peek_all(&w.poison_queue()).await.is_empty(),
+            "{tag}: poisoned\n{}",
+            d.logs()
+        );
+        assert_eq!(World::length(&w.main_queue()).await, 0, "{tag}");
+        assert_eq!(files(&dir), stored(&name), "{tag}\n{}", d.logs());
+        assert!(
+            std::fs::read(dir.join(&name)).unwrap() == bytes,
+            "{tag}: content differs"
+        );
+        if tag == "encoded" {
+            // The same file: the second form found it stored.
+            assert!(
+                d.logs().contains("The model is already downloaded"),
+                "{}",
+                d.logs()
+            );
+        }
+    }
+}
