@@ -1329,3 +1329,151 @@ async fn a_model_uri_with_literal_spaces_is_stored_under_the_backup_name() {
         }
     }
 }
+
+/// Runs `cvnotify --config config run` in a new user and mount namespace
+/// in which `dir` is a tmpfs of `size` bytes holding a file `filler` of
+/// `filler` bytes. The process is the daemon itself (`unshare` and `sh`
+/// exec it), so it is stopped by its pid; the tmpfs goes with it. From
+/// outside, [`mounted`] reaches the tmpfs through `/proc/{pid}/root`.
+///
+/// Why a namespace: a real full file system is the only honest way to get
+/// ENOSPC out of the kernel in the middle of an unpack; a user namespace
+/// (`unshare --user --map-root-user --mount`) lets an ordinary user mount
+/// a small tmpfs as well as root, so the test runs the same way in CI (as
+/// root) and on a developer's machine, with no fault-injection seam in the
+/// daemon. Where user namespaces are off, the test fails saying so.
+fn daemon_on_a_small_tmpfs(
+    config: &Path,
+    dir: &Path,
+    size: usize,
+    filler: (&str, usize),
+    out_dir: &Path,
+) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let probe = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=64k tmpfs \"$1\"")
+        .arg("sh")
+        .arg(dir)
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        other => panic!(
+            "THIS TEST NEEDS A USER AND MOUNT NAMESPACE to mount a small tmpfs \
+             (`unshare --user --map-root-user --mount` then `mount -t tmpfs`), and \
+             it did not work here: {other:?}. Enable unprivileged user namespaces \
+             (sysctl user.max_user_namespaces > 0, kernel.unprivileged_userns_clone = 1, \
+             or the AppArmor restriction off), or run the test as root."
+        ),
+    }
+    let stdout = out_dir.join("tmpfs.stdout");
+    let stderr = out_dir.join("tmpfs.stderr");
+    let script = "mount -t tmpfs -o size=\"$2\" tmpfs \"$1\" \
+        && head -c \"$4\" /dev/zero > \"$1/$3\" \
+        && exec \"$5\" --config \"$6\" run";
+    let child = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(dir)
+        .arg(size.to_string())
+        .arg(filler.0)
+        .arg(filler.1.to_string())
+        .arg(bin())
+        .arg(config)
+        .env_remove("CVNOTIFY_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    Daemon {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+/// `dir` as the daemon sees it, inside its mount namespace.
+fn mounted(d: &Daemon, dir: &Path) -> PathBuf {
+    Path::new(&format!("/proc/{}/root", d.child.id())).join(dir.strip_prefix("/").unwrap())
+}
+
+/// Finding 2: with `extract = true` and `dir` on a small file system that
+/// another download's partial file filled, unpacking a healthy export
+/// failed with `No space left on device (os error 28)` and the message
+/// went to the poison queue on its first delivery: every archive error
+/// counted as permanent, I/O errors included. Now it is retried and
+/// stored, once, when space is back, and no partial file stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_while_unpacking_is_retried_and_the_model_stored_when_space_is_back() {
+    let blobs = Blobs::start().await;
+    let w = World::new().await;
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    let name = backup_name(p, i, "ONNX");
+    let model = model_bytes(640 * 1024);
+    let zip = onnx_export(&model);
+    blobs.upload("models", &name, zip.clone()).await;
+    w.send_all(&[export(p, i, &blobs.url("models", &name))])
+        .await;
+    // 4 MiB, 3 MiB of it taken: the download (about 640 KiB) fits, its
+    // unpacking (as much again) does not.
+    let filler = ".another-download.partial";
+    let dir = w.path("models");
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 10\nretry_max_delay = \"2s\"")
+        .handler(download_table(
+            &dir,
+            &format!(
+                "extract = true\n{}",
+                container_key(&[blobs.container_url("models")])
+            ),
+        ))
+        .write("c.toml");
+    let mut d = daemon_on_a_small_tmpfs(&cfg, &dir, 4 * MIB, (filler, 3 * MIB), w.dir.path());
+    assert!(
+        eventually(LIMIT, async || d.logs().contains("No space left on device")).await,
+        "{}",
+        d.logs()
+    );
+    let inside = mounted(&d, &dir);
+    std::fs::remove_file(inside.join(filler)).unwrap();
+    let q = w.main_queue();
+    assert!(
+        eventually(LIMIT, async || World::length(&q).await == 0).await,
+        "{}",
+        d.logs()
+    );
+    let logs = d.logs();
+    assert!(
+        World::peek_all(&w.poison_queue()).await.is_empty(),
+        "poisoned:\n{logs}"
+    );
+    assert!(
+        logs.contains("cannot check or unpack the archive"),
+        "the failure was not in the unpacking:\n{logs}"
+    );
+    assert_eq!(logs.matches("\"Model downloaded\"").count(), 1, "{logs}");
+    let unpacked = format!("{name}.unzipped");
+    let mut expected = stored(&name);
+    expected.push(unpacked.clone());
+    expected.sort();
+    // No partial file or folder of the failed attempts is left.
+    assert_eq!(files(&inside), expected, "{logs}");
+    assert!(std::fs::read(inside.join(&name)).unwrap() == zip);
+    assert!(std::fs::read(inside.join(&unpacked).join("model.onnx")).unwrap() == model);
+    d.signal(Signal::SIGTERM);
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
+}
