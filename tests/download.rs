@@ -1477,3 +1477,91 @@ async fn a_full_disk_while_unpacking_is_retried_and_the_model_stored_when_space_
         d.logs()
     );
 }
+
+/// Finding 8: with `keep_last = 1` and `link_current = true`, a model from
+/// a message-named SAS URL with an old `Last-Modified` took
+/// `current-{p}-ONNX` from a newer backup-container model. `current` now
+/// follows one rule across origins: the newest by `Last-Modified` (then
+/// the time stored), so the old one leaves it alone and a newer one from
+/// a URL takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_is_the_newest_model_across_origins() {
+    let blobs = Blobs::start().await;
+    blobs.create("uploads").await;
+    let old_model = onnx_export(&[2u8; 5000]);
+    let server = TestServer::start(Answer::Fixed {
+        head: format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nlast-modified: Sat, 01 Jan 2000 00:00:00 GMT\r\n\r\n",
+            old_model.len()
+        ),
+        body: old_model.clone(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let handler = keyed_handler(
+        dir.path(),
+        &format!(
+            "keep_last = 1\nextract = true\nlink_current = true\nallowed_hosts = [\"{}\", \"{}\"]\n{}",
+            blobs.host(),
+            server.host(),
+            container_key(&[blobs.container_url("models"), server.url("/models")])
+        ),
+    );
+    let p = Uuid::new_v4();
+    let hex = || Uuid::new_v4().simple().to_string();
+    let current = dir.path().join(format!("current-{p}-ONNX"));
+    let link = || std::fs::read_link(&current).unwrap();
+    // A backup in the container, Last-Modified now.
+    let i1 = Uuid::new_v4();
+    let backup = backup_name(p, i1, "ONNX");
+    blobs
+        .upload("models", &backup, onnx_export(&[1u8; 5000]))
+        .await;
+    handler
+        .handle(&delivery(&export(p, i1, &blobs.url("models", &backup))))
+        .await
+        .unwrap();
+    assert_eq!(link(), PathBuf::from(format!("{backup}.unzipped")));
+    // A message-named SAS URL whose blob is from 2000: stored, not current.
+    let i2 = Uuid::new_v4();
+    let (h, k) = (hex(), hex());
+    let old_url = server.url(&format!("/exports/m-{h}/{k}.ONNX.zip?sv=1&sig=x"));
+    handler
+        .handle(&delivery(&export(p, i2, &old_url)))
+        .await
+        .unwrap();
+    let old_name = backup_name(p, i2, "ONNX.zip");
+    assert_eq!(
+        std::fs::read(dir.path().join(&old_name)).unwrap(),
+        old_model
+    );
+    assert_eq!(
+        link(),
+        PathBuf::from(format!("{backup}.unzipped")),
+        "an older model took current"
+    );
+    assert_eq!(
+        std::fs::read(current.join("model.onnx")).unwrap(),
+        [1u8; 5000]
+    );
+    // A SAS URL uploaded after the backup was stored: newer, so current.
+    let i3 = Uuid::new_v4();
+    let blob = format!("{}.ONNX.zip", hex());
+    blobs
+        .upload("uploads", &blob, onnx_export(&[3u8; 5000]))
+        .await;
+    handler
+        .handle(&delivery(&export(p, i3, &blobs.sas_url("uploads", &blob))))
+        .await
+        .unwrap();
+    assert_eq!(link(), PathBuf::from(backup_name(p, i3, "ONNX")));
+    assert_eq!(
+        std::fs::read(current.join("model.onnx")).unwrap(),
+        [3u8; 5000]
+    );
+    // keep_last = 1 within each origin: the older URL model went, the
+    // backup stays.
+    let now = files(dir.path());
+    assert!(!now.contains(&old_name), "{now:?}");
+    assert!(now.contains(&backup), "{now:?}");
+}

@@ -511,7 +511,9 @@ pub struct DownloadConfig {
     pub extract: bool,
     /// Keep a `current-{projectId}-{platform}` symlink in `dir` pointing at
     /// the newest model of each project and platform (its unpacked folder
-    /// with `extract`), switched atomically.
+    /// with `extract`), switched atomically. Newest by the blob's
+    /// `Last-Modified`, then the time stored, whatever the model's origin
+    /// (`container` or a URL a message named).
     #[serde(default)]
     pub link_current: bool,
 }
