@@ -681,8 +681,11 @@ pub struct PublishConfig {
     /// Full Azure resource id of the Custom Vision *prediction* resource:
     /// `/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.CognitiveServices/accounts/<name>`.
     pub prediction_resource_id: String,
-    /// Unpublish the iteration currently holding `name` first. Without it,
-    /// a name held by another iteration is a permanent failure.
+    /// Move `name` from the iteration holding it: PublishIteration with
+    /// `overwrite=true`, read back; where the service refuses the parameter
+    /// or the name does not move, unpublish the holder and then publish
+    /// (with a WARN). Without it, a name held by another iteration is a
+    /// permanent failure.
     #[serde(default)]
     pub replace: bool,
 }

@@ -347,23 +347,30 @@ impl TrainingClient {
     }
 
     /// PublishIteration as `name` to the prediction resource
-    /// `prediction_id` (its full Azure resource id).
+    /// `prediction_id` (its full Azure resource id); with `overwrite`, the
+    /// spec's `overwrite=true` ("Whether to overwrite the published model
+    /// with the given name").
     pub async fn publish_iteration(
         &self,
         project: Uuid,
         iteration: Uuid,
         name: &str,
         prediction_id: &str,
+        overwrite: bool,
     ) -> Result<bool, CvError> {
         let (p, i) = (project.to_string(), iteration.to_string());
+        let mut query = vec![
+            ("publishName", name.to_owned()),
+            ("predictionId", prediction_id.to_owned()),
+        ];
+        if overwrite {
+            query.push(("overwrite", "true".to_owned()));
+        }
         self.json(
             Op::PublishIteration,
             Method::POST,
             &["projects", &p, "iterations", &i, "publish"],
-            &[
-                ("publishName", name.to_owned()),
-                ("predictionId", prediction_id.to_owned()),
-            ],
+            &query,
             None,
         )
         .await
