@@ -109,8 +109,9 @@ impl DownloadHandler {
 
     /// The model, when it is stored, matches its `.sha256`, and came from
     /// a source at least as trusted as this one (a URL's copy does not
-    /// stand in for the container's). Unpacks it and sets the link if
-    /// those are missing.
+    /// stand in for the container's). Unpacks it if that is missing, and
+    /// sets a missing link when it is the newest model (the one rule of
+    /// [`stored`]).
     async fn already_stored(&self, job: &Job) -> Result<Option<StoredModel>, DownloadError> {
         let dir = self.dir.clone();
         let file = job.name.file.clone();
@@ -155,7 +156,10 @@ impl DownloadHandler {
                 files::place_dir(&tmp, &unpacked).map_err(io("rename", &tmp))?;
             }
             let link = stored::link_name(project, name.platform());
-            if config.link_current && files::link_target(&dir, &link).is_none() {
+            if config.link_current
+                && files::link_target(&dir, &link).is_none()
+                && stored::is_newest(&dir, project, &name.rest, &name.file)
+            {
                 files::switch_link(&dir, &link, &link_target(&config, &name, archive))
                     .map_err(io("link", &dir.join(&link)))?;
             }
