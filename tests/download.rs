@@ -1,7 +1,9 @@
 //! The model-download handler against azurite-blob and loopback servers
 //! written here (ones that lie about sizes, stream without end, or record
 //! who asked), in process and through the daemon. Each hostile finding of
-//! issue 12 has a test named after it.
+//! issue 12 has a test named after it; issue 17's findings 2, 8 and 10 have
+//! theirs at the end (finding 2 on a small tmpfs in a user and mount
+//! namespace).
 
 mod common;
 
