@@ -60,6 +60,15 @@ pub const CREDENTIAL_VARIABLES: [&str; 4] = [
     "AZURE_CLIENT_CERTIFICATE_PASSWORD",
 ];
 
+/// Inherited variables withheld by their name: the `CVNOTIFY_*`
+/// configuration overrides (`CVNOTIFY__AUTH__SAS_TOKEN`...) and the
+/// OpenTelemetry exporter's headers (`OTEL_EXPORTER_OTLP_HEADERS`,
+/// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` and any other `OTEL_*HEADERS`), which
+/// carry the collector's credentials.
+fn withheld_by_name(name: &str) -> bool {
+    name.starts_with("CVNOTIFY_") || (name.starts_with("OTEL_") && name.ends_with("HEADERS"))
+}
+
 pub struct ShellHandler {
     config: ShellConfig,
     /// Inherited variables removed from the hook's environment.
@@ -96,7 +105,7 @@ impl ShellHandler {
             .process_group(0);
         if c.inherit_env {
             for (k, _) in std::env::vars_os() {
-                if k.to_string_lossy().starts_with("CVNOTIFY_") {
+                if withheld_by_name(&k.to_string_lossy()) {
                     cmd.env_remove(k);
                 }
             }
