@@ -99,6 +99,9 @@ pub struct CvOptions {
     pub test_blob_lifetime: Duration,
     /// PublishIteration's `overwrite=true`.
     pub overwrite: Overwrite,
+    /// A hostile (or careless) service: every error answer's message ends
+    /// with ` (Training-Key: <the key the request carried>)`.
+    pub echo_key: bool,
 }
 
 impl Default for CvOptions {
@@ -115,6 +118,7 @@ impl Default for CvOptions {
             export_delay: Duration::from_millis(300),
             test_blob_lifetime: Duration::from_secs(5),
             overwrite: Overwrite::Honoured,
+            echo_key: false,
         }
     }
 }
@@ -409,11 +413,50 @@ fn respond(
     }
 }
 
+/// With [`CvOptions::echo_key`], the key the request carried appended to
+/// an error answer's message (`{message}` or `{error: {message}}`).
+fn echo_key(status: u16, body: Option<Value>, key: &str) -> Option<Value> {
+    let mut body = body?;
+    if status >= 400 {
+        let echo = |m: &mut Value| {
+            if let Some(text) = m.as_str() {
+                *m = json!(format!("{text} (Training-Key: {key})"));
+            }
+        };
+        if let Some(m) = body.get_mut("message") {
+            echo(m);
+        } else if let Some(m) = body.get_mut("error").and_then(|e| e.get_mut("message")) {
+            echo(m);
+        }
+    }
+    Some(body)
+}
+
 async fn handle(
     state: &Arc<Mutex<State>>,
     o: &Arc<CvOptions>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
+    let received = req
+        .headers()
+        .get("training-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let (status, body, headers) = answer(state, o, req).await;
+    let body = match o.echo_key {
+        true => echo_key(status, body, &received),
+        false => body,
+    };
+    respond(status, body, &headers)
+}
+
+/// The status, JSON body and headers of the answer to `req`.
+async fn answer(
+    state: &Arc<Mutex<State>>,
+    o: &Arc<CvOptions>,
+    req: Request<hyper::body::Incoming>,
+) -> (u16, Option<Value>, Vec<(String, String)>) {
     let method = req.method().clone();
     let full_path = req.uri().path().to_owned();
     let query: Vec<(String, String)> =
@@ -436,10 +479,10 @@ async fn handle(
         .strip_prefix("/customvision/v3.3/training")
         .map(|r| full_path[full_path.len() - r.len()..].to_owned())
     else {
-        return respond(
+        return (
             404,
             Some(json!({"code": "NotFound", "message": "Resource not found"})),
-            &[],
+            Vec::new(),
         );
     };
     let fault = {
@@ -467,22 +510,22 @@ async fn handle(
     if let Some(f) = fault {
         let body =
             (!f.body.is_empty()).then(|| serde_json::from_str(&f.body).unwrap_or(json!(f.body)));
-        return respond(f.status, body, &f.headers);
+        return (f.status, body, f.headers);
     }
     if !key_ok {
         // Assumed: the Azure AI services gateway's answer to a wrong key.
-        return respond(
+        return (
             401,
             Some(
                 json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}),
             ),
-            &[],
+            Vec::new(),
         );
     }
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let (status, value) = route(state, o, &method, &segments, &q, &body);
-    respond(status, value, &[])
+    (status, value, Vec::new())
 }
 
 type Answer = (u16, Option<Value>);
