@@ -197,7 +197,7 @@ enum Pattern {
     Value,
 }
 
-/// The shapes, matched case-insensitively (except `eyJ`).
+/// The shapes, matched case-insensitively (`eyJ` then checked exactly).
 const SHAPES: [(&str, Pattern); 6] = [
     (
         "sig=",
@@ -227,22 +227,32 @@ const REDACTED: &str = "REDACTED";
 /// One automaton for the shapes and the registered values, so a line is
 /// scanned once however many values there are (a loop of `find`s would
 /// scan it once per value).
+///
+/// Matching is ASCII case-insensitive, but the automaton is built
+/// case-sensitive over lower-cased patterns and searches a lower-cased copy
+/// of the line (same length, same offsets): aho-corasick's own
+/// case-insensitive mode cannot use its fast prefilter, which made a
+/// typical line cost 3 µs instead of about 0.3 µs.
 struct Redactor {
     automaton: AhoCorasick,
     patterns: Vec<Pattern>,
 }
 
+thread_local! {
+    /// The lower-cased copy of the line being redacted, reused.
+    static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Redactor {
     fn new<'a>(values: impl Iterator<Item = &'a String>) -> Self {
-        let mut texts: Vec<&str> = SHAPES.iter().map(|(t, _)| *t).collect();
+        let mut texts: Vec<String> = SHAPES.iter().map(|(t, _)| t.to_ascii_lowercase()).collect();
         let mut patterns: Vec<Pattern> = SHAPES.iter().map(|(_, p)| *p).collect();
         for v in values {
-            texts.push(v);
+            texts.push(v.to_ascii_lowercase());
             patterns.push(Pattern::Value);
         }
-        let build = |texts: &[&str]| {
+        let build = |texts: &[String]| {
             AhoCorasick::builder()
-                .ascii_case_insensitive(true)
                 .match_kind(MatchKind::LeftmostLongest)
                 .build(texts)
         };
@@ -261,12 +271,21 @@ impl Redactor {
     }
 
     fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        LOWER.with_borrow_mut(|lower| {
+            lower.clear();
+            lower.extend(text.bytes().map(|b| b.to_ascii_lowercase()));
+            self.redact_with(text, lower)
+        })
+    }
+
+    /// `lower` is `text` lower-cased (ASCII only: same byte offsets).
+    fn redact_with<'t>(&self, text: &'t str, lower: &[u8]) -> Cow<'t, str> {
         let mut out = String::new();
         // Bytes of `text` already copied into `out`.
         let mut copied = 0;
         let mut at = 0;
         while at < text.len() {
-            let Some(m) = self.automaton.find(Input::new(text).span(at..text.len())) else {
+            let Some(m) = self.automaton.find(Input::new(lower).span(at..lower.len())) else {
                 break;
             };
             let (start, end) = match self.patterns[m.pattern().as_usize()] {
@@ -518,21 +537,31 @@ mod tests {
             "eyJhdWQiOiJzdG9yYWdlIn0".repeat(40)
         ));
         let line = "2026-12-02T04:21:16.675715Z  INFO message{message_id=eb671480-67a0-4423-b891-67899b09c0cb dequeue_count=1 event_type=\"Training\" project_id=1a8b6381-3e71-43fc-a141-b8e4a929bb5c iteration_id=d04ea56b-1359-40ed-8271-d27cb68cac1b}:handler{handler=log#0}: Custom Vision event event_type=\"Training\" project_id=\"1a8b6381-3e71-43fc-a141-b8e4a929bb5c\" iteration_id=\"d04ea56b-1359-40ed-8271-d27cb68cac1b\" status=\"TrainingFailed\" message_id=eb671480-67a0-4423-b891-67899b09c0cb dequeue_count=1\n";
+        let with_secret = line.replace(
+            "status=\"TrainingFailed\"",
+            "error=\"GET https://a.blob.core.windows.net/m?sv=1&sig=abc failed: key 0123456789abcdef0123456789abcdef\"",
+        );
         let n = 200_000;
-        let started = std::time::Instant::now();
-        let mut kept = 0;
-        for _ in 0..n {
-            kept += redact(std::hint::black_box(line)).len();
-        }
-        let per_line = started.elapsed() / n;
-        assert_eq!(kept, line.len() * n as usize);
+        let time = |line: &str| {
+            let started = std::time::Instant::now();
+            let mut kept = 0;
+            for _ in 0..n {
+                kept += redact(std::hint::black_box(line)).len();
+            }
+            (started.elapsed() / n, kept / n as usize)
+        };
+        let (clean, kept) = time(line);
+        assert_eq!(kept, line.len());
+        let (dirty, kept) = time(&with_secret);
+        assert!(kept < with_secret.len());
         let forms = {
             let r = REGISTRY.lock().unwrap();
             r.lasting.len() + r.temporary.len()
         };
         eprintln!(
-            "redact: {per_line:?} per {}-byte log line ({forms} registered forms)",
+            "redact: {clean:?} per {}-byte log line without a secret, {dirty:?} per {}-byte line with two ({forms} registered forms)",
             line.len(),
+            with_secret.len(),
         );
     }
 
