@@ -25,7 +25,8 @@
 //! 1. Leaves, importing nothing above them:
 //!    - [`event`]: the wire format and the decoder (pure; no I/O).
 //!    - [`filter`]: the `events` routing grammar, over [`event`].
-//!    - [`secret`]: the [`secret::Secret`] type and redaction of logged text.
+//!    - [`secret`]: the [`secret::Secret`] type, the registry of every secret
+//!      value the process holds, and redaction of every text that leaves it.
 //!    - [`error`]: one-line cause chains, the untrusted-certificate hint.
 //!    - [`retry`]: the one back-off primitive.
 //!    - [`notice`]: the exports cvnotify asked for, whose `Export`
