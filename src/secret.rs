@@ -369,6 +369,33 @@ pub fn redact_text(text: &str) -> String {
     redact(text).into_owned()
 }
 
+/// [`redact`] for text that was cut short where it arrived (a hook's
+/// output line beyond 4 KiB): also a trailing piece of a registered value,
+/// at least 4 characters of its start, whose rest was cut off. Where the
+/// whole text is at hand, redact first and cut after instead.
+pub fn redact_cut(text: &str) -> String {
+    let mut out = redact_text(text);
+    let lower = out.to_ascii_lowercase();
+    let registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let mut longest = 0;
+    for value in registry.lasting.iter().chain(&registry.temporary) {
+        let value = value.to_ascii_lowercase();
+        // The earliest start whose rest of `out` begins `value`.
+        let from = lower.len().saturating_sub(value.len() - 1);
+        for start in from..lower.len().saturating_sub(3) {
+            if lower.is_char_boundary(start) && value.starts_with(&lower[start..]) {
+                longest = longest.max(lower.len() - start);
+                break;
+            }
+        }
+    }
+    if longest > 0 {
+        out.truncate(out.len() - longest);
+        out.push_str(REDACTED);
+    }
+    out
+}
+
 /// Text from outside (a message, a service's answer, a hook) made fit for
 /// a terminal or a line of output: secrets redacted, control characters
 /// escaped (see [`escape_control`]).
@@ -474,6 +501,26 @@ mod tests {
         assert_eq!(
             redact_text("creds dXNlcjpwYXNzd29yZA== seen"),
             "creds REDACTED seen"
+        );
+    }
+
+    #[test]
+    fn a_value_cut_off_at_the_end_is_removed_from_cut_text() {
+        register("cut-off-secret-value-0001");
+        assert_eq!(
+            redact_cut("line ending cut-off-sec"),
+            "line ending REDACTED"
+        );
+        assert_eq!(
+            redact_cut("line ending CUT-OFF-SECRET-VALUE-00"),
+            "line ending REDACTED"
+        );
+        // Fewer than 4 characters of it, or none: left alone.
+        assert_eq!(redact_cut("line ending cut"), "line ending cut");
+        assert_eq!(redact_cut("plain line"), "plain line");
+        assert_eq!(
+            redact_cut("whole cut-off-secret-value-0001 x"),
+            "whole REDACTED x"
         );
     }
 

@@ -238,6 +238,63 @@ async fn a_training_key_the_service_echoes_reaches_no_output_log_envelope_or_spa
     assert!(!shown.contains(wrong), "{shown}");
 }
 
+/// Finding 4, where texts are cut: "Error text is cut and stripped of
+/// control characters, but known secret values are not removed." A cut
+/// through a secret kept its start: the service's message is cut at 500
+/// characters, a hook's output line at 4 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_split_by_a_cut_leaks_no_part_of_it() {
+    let w = World::new().await;
+    let cv = CustomVision::start(CvOptions {
+        echo_key: true,
+        ..Default::default()
+    })
+    .await;
+    let key = cv.options.key.clone();
+    let project = cv.add_project("birds");
+    // 474 characters, then " (Training-Key: " (16): the cut at 500 falls
+    // 10 characters into the key.
+    cv.inject(Fault {
+        method: "GET",
+        path_contains: project.to_string(),
+        status: 400,
+        headers: Vec::new(),
+        body: serde_json::json!({"code": "BadRequest", "message": "x".repeat(474)}).to_string(),
+        times: 1,
+    });
+    let header_value = "hook-cut-secret-0123456789";
+    // 4085 bytes, then the value: the cut at 4096 falls 11 bytes into it.
+    let script = hook(
+        &w,
+        "long.sh",
+        &format!("printf '%4085s{header_value}\\n' '' | tr ' ' a"),
+    );
+    w.send_all(&[training("TrainingCompleted")]).await;
+    let cfg = w
+        .config()
+        .log_level("info")
+        .extra(section(&cv, &format!("projects = [\"{project}\"]")))
+        .handler(shell_handler(&script, ""))
+        .write("c.toml");
+    let otlp = format!("api-key={header_value}");
+    let env = [
+        ("CV_KEY", key.as_str()),
+        ("OTEL_EXPORTER_OTLP_HEADERS", otlp.as_str()),
+    ];
+
+    let out = run(&cfg, &["check"], &env).await;
+    let shown = text(&out);
+    assert!(shown.contains(&"x".repeat(474)), "{shown}");
+    assert!(!shown.contains(&key[..8]), "{shown}");
+
+    let mut d = Daemon::start_with_env(&cfg, &["run", "--once"], w.dir.path(), "d", &env);
+    let status = d.wait_timeout(LIMIT).await.expect("--once did not exit");
+    assert!(status.success(), "{}", d.logs());
+    let logs = d.logs();
+    assert!(logs.contains("aaaaREDACTED..."), "{logs}");
+    assert!(!logs.contains(&header_value[..8]), "{logs}");
+}
+
 /// Finding 5: "A project name with ESC/BEL/CR/LF from GetProject reached
 /// the terminal raw in `check` and `setup` and forged an `ok` line."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
