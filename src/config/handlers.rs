@@ -195,10 +195,11 @@ pub struct ShellConfig {
     pub env: StringMap,
     /// Whether the program inherits the daemon's environment, minus every
     /// variable that may hold a secret: the `CVNOTIFY_*` ones (configuration
-    /// overrides), every handler's `secret_env`, and the credential
+    /// overrides), every handler's `secret_env`, the credential
     /// variables of managed and workload identity (`IDENTITY_HEADER`,
     /// `MSI_SECRET`, `AZURE_CLIENT_SECRET`,
-    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`).
+    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`), and the OpenTelemetry
+    /// exporter's `OTEL_*HEADERS` (the collector's credentials).
     #[serde(default = "yes")]
     pub inherit_env: bool,
     /// Exit codes that mean retrying cannot help (bad input, a model the
@@ -288,7 +289,8 @@ pub struct WebhookConfig {
     /// Where to POST. Only its scheme and host are ever logged (webhook
     /// URLs often carry a token in their path).
     pub url: Url,
-    /// Extra request headers.
+    /// Extra request headers. Their values are treated as secrets
+    /// (registered with [`crate::secret`] when the configuration loads).
     #[serde(default)]
     pub headers: StringMap,
     /// Timeout of one attempt.
