@@ -7,7 +7,11 @@
 //! here); above the config and metrics. It must not block message handling:
 //! finished spans go into a bounded queue with `try_send`, a thread of its
 //! own exports them, and a full queue drops spans and counts them
-//! ([`crate::metrics::spans_dropped`]).
+//! ([`crate::metrics::spans_dropped`]). That thread also removes secrets
+//! from every text of a span before export ([`crate::secret::redact`]).
+//! Attributes that only traces carry (the messaging conventions', the
+//! outcome) are set with [`set_attributes`], never as `tracing` fields, so
+//! log lines do not repeat them.
 
 use crate::config::TelemetryConfig;
 use crate::metrics::{spans_dropped, spans_exported};
