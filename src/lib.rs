@@ -29,6 +29,8 @@
 //!      value the process holds, and redaction of every text that leaves it.
 //!    - [`error`]: one-line cause chains, the untrusted-certificate hint.
 //!    - [`retry`]: the one back-off primitive.
+//!    - [`limit`]: response bodies read with a byte cap, and outside text
+//!      cut to a few KiB before it is logged or recorded.
 //!    - [`notice`]: the exports cvnotify asked for, whose `Export`
 //!      notification the poll loop waits for at its fastest interval.
 //!    - [`envelope`]: the retry envelope cvnotify wraps a failed message in.
@@ -68,6 +70,7 @@ pub mod exit;
 pub mod filter;
 pub mod handler;
 pub mod http;
+pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod notice;

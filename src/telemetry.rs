@@ -158,8 +158,13 @@ pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
         .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
+/// The largest collector answer read: an `ExportTraceServiceResponse` is
+/// empty, or a count and a message about rejected spans.
+const MAX_COLLECTOR_ANSWER: usize = 64 * 1024;
+
 /// The exporter's HTTP transport: reqwest, which the daemon already uses
-/// (the exporter's own reqwest feature would pull in a second reqwest).
+/// (the exporter's own reqwest feature would pull in a second reqwest),
+/// with answers read up to [`MAX_COLLECTOR_ANSWER`].
 #[derive(Debug)]
 struct OtlpClient(reqwest::Client);
 
@@ -178,10 +183,11 @@ impl opentelemetry_http::HttpClient for OtlpClient {
         for (k, v) in response.headers() {
             out = out.header(k.as_str(), v.as_bytes());
         }
-        // A collector's answer is small; more is not read.
-        let body = response.bytes().await?;
-        let body = body.slice(..body.len().min(64 * 1024));
-        Ok(out.body(body)?)
+        // Read as it arrives and only up to the cap: a collector (or a proxy
+        // in front of it) answering with a huge or endless body must not
+        // have the daemon buffer it. The rest is not read.
+        let body = crate::limit::read(response.bytes_stream(), MAX_COLLECTOR_ANSWER).await?;
+        Ok(out.body(body.bytes)?)
     }
 }
 

@@ -3,7 +3,8 @@
 //! It resolves the endpoint (account + cloud, connection string, or
 //! `queue.endpoint`), picks the authentication (token credential, Shared Key
 //! policy, or SAS query) and builds one HTTP transport with the request
-//! timeout, shared by the main queue and the poison queue; blob access for
+//! timeout and a cap on answers, shared by the main queue and the poison
+//! queue; blob access for
 //! downloads gets the same credential. It takes the config sections it
 //! needs (`[queue]`, `[auth]`, `[tls]`), not the whole configuration.
 
@@ -12,6 +13,7 @@ use super::container::AzureContainer;
 use super::credential::{STORAGE_SCOPE, credential_hint, token_credential};
 use super::queue::AzureQueue;
 use super::shared_key::SharedKeyPolicy;
+use super::transport::{MAX_LISTING_ANSWER, MAX_QUEUE_ANSWER, MAX_TOKEN_ANSWER, capped};
 use crate::config::{
     AuthConfig, AuthMode, ConnectionString, ConnectionStringError, QueueConfig, TlsConfig,
 };
@@ -21,7 +23,7 @@ use crate::secret::Secret;
 use crate::tls::CaFileError;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::policies::Policy;
-use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions};
 use azure_storage_queue::{QueueClient, QueueClientOptions};
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,7 +139,7 @@ impl Connector {
                     tls,
                     reqwest::Client::builder().timeout(Duration::from_secs(30)),
                 )?;
-                let transport = Transport::new(Arc::new(token_http));
+                let transport = capped(token_http, MAX_TOKEN_ANSWER);
                 credential = Some(
                     token_credential(auth, q.cloud, Some(transport))
                         .map_err(|source| ConnectError::Credential { mode, source })?,
@@ -181,7 +183,7 @@ impl Connector {
                     ),
                     max_delay: azure_core::time::Duration::seconds(2),
                 }),
-                transport: Some(Transport::new(Arc::new(http))),
+                transport: Some(capped(http, MAX_QUEUE_ANSWER)),
                 ..Default::default()
             },
             ..Default::default()
@@ -270,9 +272,10 @@ impl Connector {
             client_options: ClientOptions {
                 per_try_policies: per_try,
                 retry: self.options.client_options.retry.clone(),
-                transport: Some(Transport::new(Arc::new(
+                transport: Some(capped(
                     builder.build().map_err(ConnectError::Http)?,
-                ))),
+                    MAX_LISTING_ANSWER,
+                )),
                 ..Default::default()
             },
             ..Default::default()

@@ -158,9 +158,10 @@ impl TrainingClient {
                     token_http = crate::tls::add_ca_file(token_http, ca)
                         .map_err(ClientBuildError::CaFile)?;
                 }
-                let transport = azure_core::http::Transport::new(Arc::new(
+                let transport = crate::azure::capped_transport(
                     token_http.build().map_err(ClientBuildError::Http)?,
-                ));
+                    crate::azure::MAX_TOKEN_ANSWER,
+                );
                 Credential::Token(
                     crate::azure::token_credential(auth, cloud, Some(transport)).map_err(
                         |source| ClientBuildError::Credential {
@@ -542,9 +543,9 @@ impl TrainingClient {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         if status.is_success() {
-            return match read_capped(rsp, MAX_BODY).await {
-                Ok((bytes, false)) => Attempt::Done(bytes),
-                Ok((_, true)) => Attempt::Fatal(CvError::Unexpected {
+            return match crate::limit::read(rsp.bytes_stream(), MAX_BODY).await {
+                Ok(r) if r.complete => Attempt::Done(r.bytes),
+                Ok(_) => Attempt::Fatal(CvError::Unexpected {
                     op,
                     detail: format!("the answer is larger than {} MiB", MAX_BODY >> 20),
                 }),
@@ -558,9 +559,9 @@ impl TrainingClient {
                 },
             };
         }
-        let body = read_capped(rsp, MAX_ERROR_BODY)
+        let body = crate::limit::read(rsp.bytes_stream(), MAX_ERROR_BODY)
             .await
-            .map(|(b, _)| b)
+            .map(|r| r.bytes)
             .unwrap_or_default();
         let error = self.error_from(op, status, &body);
         // A project that is training again refuses exports for a while.
@@ -650,23 +651,6 @@ fn endpoint_of(url: &Url) -> String {
         ),
         None => format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default()),
     }
-}
-
-/// The body, at most `limit` bytes; true when there was more.
-async fn read_capped(
-    mut rsp: reqwest::Response,
-    limit: usize,
-) -> Result<(bytes::Bytes, bool), reqwest::Error> {
-    let mut buf = bytes::BytesMut::new();
-    while let Some(chunk) = rsp.chunk().await? {
-        if buf.len() + chunk.len() > limit {
-            let room = limit - buf.len();
-            buf.extend_from_slice(&chunk[..room]);
-            return Ok((buf.freeze(), true));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok((buf.freeze(), false))
 }
 
 #[cfg(test)]

@@ -252,6 +252,9 @@ impl WebhookHandler {
         let target = target.to_owned();
         match request.body(body.to_vec()).send().await {
             Ok(rsp) => {
+                // Only the status and Retry-After matter: the body is never
+                // read (dropping the answer closes its connection), so a
+                // receiver answering without end costs nothing.
                 let status = rsp.status();
                 if status.is_success() {
                     Attempt::Delivered
