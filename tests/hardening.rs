@@ -381,7 +381,7 @@ async fn an_endless_hook_line_costs_bounded_memory() {
     let pid = d.child.id();
     assert!(eventually(LIMIT, async || d.logs().contains("Listening")).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle = kib(pid, "VmRSS");
+    let idle = status_kib(pid, "VmRSS");
     w.send_all(&[training("TrainingCompleted")]).await;
     assert!(
         eventually(Duration::from_secs(120), async || d
@@ -391,7 +391,7 @@ async fn an_endless_hook_line_costs_bounded_memory() {
         "{}",
         d.logs()
     );
-    let peak = kib(pid, "VmHWM");
+    let peak = status_kib(pid, "VmHWM");
     let logs = d.logs();
     d.signal(Signal::SIGTERM);
     d.wait_timeout(LIMIT).await;
@@ -403,16 +403,6 @@ async fn an_endless_hook_line_costs_bounded_memory() {
         "peak RSS {peak} KiB, idle {idle} KiB"
     );
     eprintln!("hook flood: idle RSS {idle} KiB, peak {peak} KiB");
-}
-
-/// `VmRSS` / `VmHWM` of `pid`, in KiB.
-fn kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// Finding 7: `"  https://…/m.onnx\n$(touch x) `id`\t"` decoded, and that

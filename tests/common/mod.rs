@@ -9,12 +9,14 @@
 //!   keeps it running with its output in files.
 //! - [`World::config`] renders a config ([`ConfigBuilder`]).
 //! - [`Azurite::builder`] starts Azurite with options.
-//! - `tls`, `tokens` and `faults` are loopback servers for some tests;
-//!   `customvision` is a stand-in for the Custom Vision Training API.
+//! - `tls`, `tokens`, `faults` and `flood` are loopback servers for some
+//!   tests; `customvision` is a stand-in for the Custom Vision Training API.
+//! - [`status_kib`] reads a process's memory (`VmRSS`, `VmHWM`).
 #![allow(dead_code)]
 
 pub mod customvision;
 pub mod faults;
+pub mod flood;
 pub mod tls;
 pub mod tokens;
 
@@ -687,6 +689,17 @@ pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// A memory figure of process `pid` from `/proc/{pid}/status`, in KiB:
+/// `VmRSS` (now) or `VmHWM` (the peak so far).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"))
 }
 
 /// Lines of a file (empty if it does not exist).
