@@ -144,6 +144,20 @@ impl HttpState {
 /// Connections served at once; more wait in the kernel's accept backlog,
 /// costing the daemon no file descriptor (hooks need those).
 const MAX_CONNECTIONS: usize = 32;
+/// Slots kept for new clients: once fewer than this are free, idle
+/// keep-alive connections are closed and every answer carries
+/// `Connection: close`, so that a probe never waits behind clients that
+/// merely keep their connections open.
+const RESERVED_SLOTS: usize = 4;
+/// While every slot is taken, idle connections are asked to close this
+/// often (a probe in the backlog then gets a slot within this long).
+const RECLAIM_INTERVAL: Duration = Duration::from_millis(250);
+/// A new connection whose request head has not come within this long may
+/// be closed when slots are short (a real client sends it at once; the
+/// kernel holds it even before the connection is accepted).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
+/// Requests served on one connection before it is closed.
+const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
 /// A client must send a whole request head within this long, and an idle
 /// keep-alive connection is closed after it: half-open and idle
 /// connections cannot pile up.
@@ -155,17 +169,40 @@ const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 /// Serves until `stop` is cancelled. Bounded: at most [`MAX_CONNECTIONS`]
 /// connections, each closed when its request head is not complete within
-/// [`HEADER_READ_TIMEOUT`], when idle that long, and after
-/// [`CONNECTION_LIFETIME`] in any case. It serves no secret and has no
-/// authentication: health and counters only.
+/// [`HEADER_READ_TIMEOUT`], when idle that long, after
+/// [`MAX_REQUESTS_PER_CONNECTION`] requests, and after
+/// [`CONNECTION_LIFETIME`] in any case. A new client is answered whatever
+/// the others do: probes (`/healthz`, `/readyz`) get `Connection: close`,
+/// and when fewer than [`RESERVED_SLOTS`] slots are free, idle connections
+/// are closed and answers close theirs (see [`Pressure`]). It serves no
+/// secret and has no authentication: health and counters only.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: CancellationToken) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (reclaim, _) = tokio::sync::watch::channel(0u64);
+    let ask_idle_to_close = || reclaim.send_modify(|round| *round = round.wrapping_add(1));
     let mut accept_errors = 0u64;
     loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            // Full: until a slot frees, keep asking idle connections to
+            // close, so that a client waiting in the backlog gets one.
+            Err(_) => loop {
+                ask_idle_to_close();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    p = slots.clone().acquire_owned() => break p.expect("the semaphore is never closed"),
+                    _ = tokio::time::sleep(RECLAIM_INTERVAL) => {}
+                }
+            },
         };
+        let pressure = Pressure {
+            slots: slots.clone(),
+        };
+        // Slots are short (the one just taken waits for the next client):
+        // idle connections make room.
+        if pressure.high() {
+            ask_idle_to_close();
+        }
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -182,27 +219,191 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: Cancellat
                 }
             },
         };
+        // Subscribed after any request to close: this connection is new.
+        let reclaim = reclaim.subscribe();
+        tokio::spawn(serve_connection(
+            stream,
+            state.clone(),
+            pressure,
+            reclaim,
+            stop.clone(),
+            permit,
+        ));
+    }
+}
+
+/// Whether slots are short: fewer than [`RESERVED_SLOTS`] free (the
+/// accept loop holds one more for the next client).
+#[derive(Clone)]
+struct Pressure {
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Pressure {
+    fn high(&self) -> bool {
+        self.slots.available_permits() < RESERVED_SLOTS
+    }
+}
+
+/// One connection, holding its slot (`permit`) until it ends: closed at
+/// [`CONNECTION_LIFETIME`], at shutdown, or when asked through `reclaim`
+/// while it is idle between requests (or still without a request after
+/// [`FIRST_REQUEST_GRACE`]).
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    state: Arc<HttpState>,
+    pressure: Pressure,
+    mut reclaim: tokio::sync::watch::Receiver<u64>,
+    stop: CancellationToken,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let opened = tokio::time::Instant::now();
+    let served = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = served.clone();
+    let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(state.route(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_REQUEST_BYTES)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let lifetime = tokio::time::sleep(CONNECTION_LIFETIME);
-            tokio::pin!(lifetime);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = &mut lifetime => {}
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+        let pressure = pressure.clone();
+        let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+        async move {
+            let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+            let mut response = state.route(req).await;
+            // Probes open a connection per probe; the others close theirs
+            // when slots are short or they have asked enough.
+            if probe || pressure.high() || n >= MAX_REQUESTS_PER_CONNECTION {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
             }
-            drop(permit);
-        });
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let lifetime = tokio::time::sleep(CONNECTION_LIFETIME);
+    tokio::pin!(lifetime);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = &mut lifetime => break,
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                break;
+            }
+            changed = reclaim.changed(), if !closing => {
+                if changed.is_err() {
+                    closing = true;
+                } else if served.load(Ordering::Relaxed) > 0 {
+                    // Closes it at once when idle between requests, else
+                    // after the answer in progress.
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else if opened.elapsed() >= FIRST_REQUEST_GRACE {
+                    // Connected long ago and not a single request yet.
+                    break;
+                }
+            }
+        }
+    }
+    drop(permit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    async fn listening() -> (std::net::SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(HttpState::new(
+            Arc::new(MetricsRegistry::new(std::iter::empty())),
+            Vec::new(),
+        ));
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, state, stop.clone()));
+        (addr, stop)
+    }
+
+    /// Sends `GET path` on `s` and reads the answer's head (the bodies
+    /// here are a few bytes and come with it).
+    async fn get(s: &mut tokio::net::TcpStream, path: &str) -> String {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn probes_close_their_connection_and_metrics_keep_theirs() {
+        let (addr, stop) = listening().await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = get(&mut s, "/metrics").await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        for probe in ["/healthz", "/readyz"] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = get(&mut s, probe).await;
+            assert!(head.contains("connection: close"), "{probe}: {head}");
+            // And it is closed.
+            assert_eq!(s.read(&mut [0u8; 16]).await.unwrap(), 0, "{probe}");
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_closed_after_its_request_limit() {
+        let (addr, stop) = listening().await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for n in 1..MAX_REQUESTS_PER_CONNECTION {
+            let head = get(&mut s, "/metrics").await;
+            assert!(!head.contains("connection: close"), "request {n}: {head}");
+        }
+        let head = get(&mut s, "/metrics").await;
+        assert!(head.contains("connection: close"), "{head}");
+        assert_eq!(s.read(&mut [0u8; 16]).await.unwrap(), 0);
+        stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_slots_short_idle_connections_are_closed_and_answers_close() {
+        let (addr, stop) = listening().await;
+        // Keep-alive connections that were answered once and now idle;
+        // the accept loop holds one more slot for the next client.
+        let room = MAX_CONNECTIONS - RESERVED_SLOTS - 1;
+        let mut idle = Vec::new();
+        for i in 0..room {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = get(&mut s, "/metrics").await;
+            assert!(head.starts_with("http/1.1 200"), "{i}: {head}");
+            assert!(!head.contains("connection: close"), "{i}: {head}");
+            idle.push(s);
+        }
+        // One more leaves fewer than RESERVED_SLOTS free: its answer closes
+        // its connection, and the idle ones are closed at once (well
+        // before the 5 s idle timeout).
+        let started = std::time::Instant::now();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = get(&mut s, "/metrics").await;
+        assert!(head.contains("connection: close"), "{head}");
+        for (i, s) in idle.iter_mut().enumerate() {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut [0u8; 16]))
+                .await
+                .expect("an idle connection was left open");
+            assert!(matches!(n, Ok(0) | Err(_)), "connection {i}: {n:?}");
+        }
+        assert!(
+            started.elapsed() < HEADER_READ_TIMEOUT,
+            "closed only by the idle timeout, after {:?}",
+            started.elapsed()
+        );
+        stop.cancel();
     }
 }
