@@ -1,6 +1,7 @@
 //! Error chains and hints shared by every layer.
 //!
-//! A leaf: imports only [`crate::secret`] for redaction. Library errors are
+//! A leaf: imports only [`crate::secret`] for redaction and
+//! [`crate::limit`] for the length of a line. Library errors are
 //! `thiserror` enums that keep their causes as `#[source]`; this module turns
 //! a chain into one redacted line where a line is needed (log fields, the
 //! `check` output), and adds the fix for untrusted certificates. It must not
@@ -12,8 +13,9 @@ use crate::secret::redact_text;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The error and its sources on one line, secrets redacted (reqwest puts the
-/// request URL, which may carry a SAS signature, into its errors). A source
-/// whose text its parent already contains is skipped.
+/// request URL, which may carry a SAS signature, into its errors) and cut
+/// to [`crate::limit::MAX_TEXT`] (a service's message can be megabytes). A
+/// source whose text its parent already contains is skipped.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -25,7 +27,9 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         source = s.source();
     }
-    redact_text(&out)
+    // Redacted whole, then cut: a cut first could split a secret so that
+    // its shape is no longer recognised.
+    crate::limit::text(&redact_text(&out), crate::limit::MAX_TEXT).into_owned()
 }
 
 /// Adds what to do when a TLS error says a certificate is not trusted,

@@ -158,15 +158,24 @@ pub fn text(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= max {
         return std::borrow::Cow::Borrowed(text);
     }
+    let shown = prefix(text, max);
+    std::borrow::Cow::Owned(format!(
+        "{shown}... ({} more bytes not shown)",
+        text.len() - shown.len()
+    ))
+}
+
+/// The longest start of `text` of at most `max` bytes that ends at a
+/// character boundary.
+pub fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
     let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    std::borrow::Cow::Owned(format!(
-        "{}... ({} more bytes not shown)",
-        &text[..end],
-        text.len() - end
-    ))
+    &text[..end]
 }
 
 #[cfg(test)]
@@ -227,5 +236,7 @@ mod tests {
         let long = "é".repeat(100);
         let cut = text(&long, 11);
         assert_eq!(cut, "ééééé... (190 more bytes not shown)");
+        assert_eq!(prefix(&long, 3), "é");
+        assert_eq!(prefix("abc", 3), "abc");
     }
 }

@@ -472,6 +472,62 @@ async fn a_platform_the_service_refuses_is_poisoned_at_once_with_its_reason() {
     assert_eq!(cv.count("POST", "/export"), 1);
 }
 
+/// Issue 17, finding 9: GetIteration listing 3.5 MB of `exportableTo`
+/// made a 3.5 MB log line and a reason too large for the poison envelope:
+/// the message went to the poison queue verbatim, its reason lost. Now the
+/// reason is a few KiB, the envelope carries it, and no log line is long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_9_a_3_5_mb_exportable_to_list_gives_a_bounded_reason_the_envelope_carries() {
+    let w = World::new().await;
+    let cv = CustomVision::start(CvOptions::default()).await;
+    let project = cv.add_project("birds");
+    let platforms: Vec<String> = (0..200_000).map(|n| format!("Platform{n:08}")).collect();
+    let listed: Vec<&str> = platforms.iter().map(String::as_str).collect();
+    let iteration = cv.add_iteration(project, &listed, true);
+    assert!(cv.iteration(iteration).to_string().len() > 3_500_000);
+    let cfg = w
+        .config()
+        .log_level("info")
+        .queue("poison_format = \"envelope\"")
+        .extra(cv.section(""))
+        .handler(cv_handler("export = [{ platform = \"ONNX\" }]"))
+        .write("c.toml");
+    let body = training_of(project, iteration);
+    w.send_all(std::slice::from_ref(&body)).await;
+    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
+    let poisoned = World::peek_all(&w.poison_queue()).await;
+    assert_eq!(poisoned.len(), 1, "{}", d.logs());
+    assert!(
+        poisoned[0].contains("cvnotify_envelope"),
+        "poisoned verbatim, its reason lost: {:.300}",
+        poisoned[0]
+    );
+    let envelope: serde_json::Value = serde_json::from_str(&poisoned[0]).unwrap();
+    assert_eq!(envelope["body"], body.as_str());
+    let reason = envelope["reason"].as_str().expect("the envelope's reason");
+    assert!(
+        reason.starts_with("permanent failure: handler `customvision#0` failed: iteration"),
+        "{reason:.300}"
+    );
+    assert!(
+        reason.contains("exportable only to Platform00000000"),
+        "{reason:.300}"
+    );
+    assert!(reason.len() <= 8 * 1024, "{} bytes of reason", reason.len());
+    let longest = d.logs().lines().map(str::len).max().unwrap_or(0);
+    eprintln!(
+        "reason {} bytes, longest log line {longest} bytes, envelope {} bytes",
+        reason.len(),
+        poisoned[0].len()
+    );
+    assert!(longest <= 16 * 1024, "a log line of {longest} bytes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iteration_not_exportable_to_a_platform_is_refused_before_any_request() {
     let cv = CustomVision::start(CvOptions::default()).await;

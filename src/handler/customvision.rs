@@ -135,6 +135,11 @@ impl Handler for CustomVisionHandler {
     }
 }
 
+/// Platforms of `exportableTo` named in a reason (v3.3 has five).
+const MAX_PLATFORMS_SHOWN: usize = 16;
+/// The longest platform name shown (real ones are under 16 bytes).
+const MAX_PLATFORM_NAME: usize = 64;
+
 /// Why `iteration` cannot be exported to `target`, from what GetIteration
 /// says; None when it may be (or the service did not say).
 fn not_exportable(iteration: &Iteration, target: &ExportTarget) -> Option<String> {
@@ -150,9 +155,21 @@ fn not_exportable(iteration: &Iteration, target: &ExportTarget) -> Option<String
                     .iter()
                     .any(|p| p.eq_ignore_ascii_case(&target.platform)) =>
         {
+            // The service's list: a few names, but the answer may say
+            // anything (up to 4 MiB), and this becomes a reason and a log
+            // field.
+            let shown: Vec<&str> = list
+                .iter()
+                .take(MAX_PLATFORMS_SHOWN)
+                .map(|p| crate::limit::prefix(p, MAX_PLATFORM_NAME))
+                .collect();
+            let more = match list.len().saturating_sub(shown.len()) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
             Some(format!(
-                "it is exportable only to {} (the project's domain decides)",
-                list.join(", ")
+                "it is exportable only to {}{more} (the project's domain decides)",
+                shown.join(", ")
             ))
         }
         _ => None,
@@ -453,5 +470,26 @@ mod tests {
         assert!(not_exportable(&it, &target).is_none());
         it.exportable = Some(false);
         assert!(not_exportable(&it, &target).is_some());
+    }
+
+    #[test]
+    fn a_huge_exportable_to_list_is_named_in_part() {
+        let target = ExportTarget {
+            platform: "ONNX".into(),
+            flavor: None,
+        };
+        let mut list: Vec<String> = (0..100_000).map(|n| format!("P{n}")).collect();
+        list[0] = "x".repeat(1 << 20);
+        let it = Iteration {
+            exportable_to: Some(list),
+            ..Default::default()
+        };
+        let why = not_exportable(&it, &target).unwrap();
+        assert!(why.len() < 1024, "{} bytes", why.len());
+        assert!(why.contains(", P1, P2, "), "{why}");
+        assert!(
+            why.ends_with("P15 and 99984 more (the project's domain decides)"),
+            "{why}"
+        );
     }
 }

@@ -107,7 +107,12 @@ impl Shared {
             }
         };
         let event = &notification.event;
-        span.record("event_type", event.wire_type());
+        // Every log line of the message carries it: an unknown type is
+        // the message's own text, bounded like any outside text.
+        span.record(
+            "event_type",
+            crate::limit::text(event.wire_type(), crate::limit::MAX_TEXT).as_ref(),
+        );
         if let Some(p) = event.project_id() {
             span.record("project_id", tracing::field::display(p));
         }
@@ -191,7 +196,9 @@ impl Shared {
                         Outcome::Handled
                     } else {
                         Outcome::Failed(Failure {
-                            reason: reasons.join("; "),
+                            // Each handler's part is already bounded; so is
+                            // the whole, whatever the number of handlers.
+                            reason: crate::limit::text(&reasons.join("; "), crate::limit::MAX_TEXT).into_owned(),
                             handlers: handlers.join(", "),
                             permanent,
                         })

@@ -156,7 +156,9 @@ impl Shared {
             return;
         }
         let mut envelope = self.envelope(m, tracked, failures);
-        envelope.reason = Some(truncate(redact_text(&failure.reason), MAX_RECORDED_REASON));
+        envelope.reason = Some(
+            crate::limit::text(&redact_text(&failure.reason), MAX_RECORDED_REASON).into_owned(),
+        );
         envelope.handler = Some(failure.handlers);
         match self
             .queue
@@ -245,6 +247,9 @@ impl Shared {
         detail: &str,
         handler: Option<&str>,
     ) {
+        // The reason goes into the log line and the envelope: bounded, so
+        // the envelope has room for it beside the body.
+        let detail = &crate::limit::text(detail, crate::limit::MAX_TEXT);
         let ready = self
             .poison_ready
             .get_or_try_init(|| async {
@@ -317,17 +322,4 @@ impl Shared {
             .await
             .map(|_| ())
     }
-}
-
-/// `text` cut to at most `max` bytes, at a character boundary.
-fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push_str("...");
-    }
-    text
 }
