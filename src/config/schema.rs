@@ -354,7 +354,8 @@ pub struct TelemetryConfig {
     /// down, more are dropped (and counted in
     /// `cvnotify_spans_dropped_total`) rather than slowing message handling.
     pub max_queue_size: usize,
-    /// Timeout of one export request.
+    /// Timeout of one export request (the collector's answer is read up
+    /// to 64 KiB).
     #[serde(with = "humantime_serde")]
     pub export_timeout: Duration,
 }
@@ -383,7 +384,9 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address for `/healthz`, `/readyz` and `/metrics`, e.g.
-    /// `127.0.0.1:9464`. Off when absent.
+    /// `127.0.0.1:9464`. Off when absent. Bounded: 32 connections, 5 s for
+    /// a request head, 60 s and 100 requests per connection; a new client
+    /// (a probe) is answered within a second whatever the others do.
     pub listen: Option<std::net::SocketAddr>,
 }
 
