@@ -989,15 +989,6 @@ async fn finding_6_planted_symlinks_are_never_followed() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Finding 7: the SDK fetched ranges in parallel and buffered them (118 MB
 /// for a 200 MiB model). The daemon's peak RSS now stays within 40 MiB of
 /// its idle RSS.
@@ -1035,7 +1026,7 @@ async fn finding_7_a_200_mib_download_stays_within_40_mib_of_idle_rss() {
     );
     // A few idle polls first.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = status_kib(pid, "VmRSS:");
+    let idle = status_kib(pid, "VmRSS");
     w.send_all(&[export(p, i, &blobs.url("models", &name))])
         .await;
     let q = w.main_queue();
@@ -1046,7 +1037,7 @@ async fn finding_7_a_200_mib_download_stays_within_40_mib_of_idle_rss() {
         "{}",
         d.logs()
     );
-    let peak = status_kib(pid, "VmHWM:");
+    let peak = status_kib(pid, "VmHWM");
     d.signal(Signal::SIGTERM);
     assert!(d.wait_timeout(LIMIT).await.unwrap().success());
     let sha_file = std::fs::read_to_string(dir.join(format!("{name}.sha256"))).unwrap();
