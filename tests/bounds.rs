@@ -85,6 +85,23 @@ async fn assert_bounded(
     d.wait_timeout(LIMIT).await;
 }
 
+/// The whole measurement: `d`'s idle memory while it waits for `peer`,
+/// then the flood until `peer` finished three answers; the peak within
+/// `margin` KiB of idle and `needle` logged (see [`assert_bounded`]).
+async fn measure(d: Daemon, peer: &Flood, margin: u64, what: &str, needle: &str) {
+    let idle = idle_then_open(&d, peer).await;
+    answers(&d, peer, 3).await;
+    assert_bounded(d, idle, margin, peer, what, needle).await;
+}
+
+/// `cvnotify run` on `w`'s queue with `tables` (handlers, sections), after
+/// `bodies` were sent.
+async fn daemon_with(w: &World, tables: &str, bodies: &[String]) -> Daemon {
+    let cfg = w.config().log_level("info").extra(tables).write("c.toml");
+    w.send_all(bodies).await;
+    Daemon::start(&cfg, &["run"], w.dir.path(), "d")
+}
+
 /// A config without Azurite: queue `endpoint`, `auth` keys, JSON logs.
 fn config(dir: &Path, endpoint: &str, auth: &str) -> std::path::PathBuf {
     let p = dir.join("c.toml");
@@ -105,11 +122,9 @@ fn config(dir: &Path, endpoint: &str, auth: &str) -> std::path::PathBuf {
 /// are handled, and memory stays near idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_1_a_collector_answering_2_gib_costs_bounded_memory_and_messages_keep_flowing() {
-    let collector = Flood::start(
-        Answer::declaring_2_gib(200).header("content-type", "application/x-protobuf"),
-        false,
-    )
-    .await;
+    let collector =
+        Flood::start(Answer::declaring_2_gib(200).header("content-type", "application/x-protobuf"))
+            .await;
     let w = World::new().await;
     let (handled, table) = recording_hook(w.dir.path());
     let cfg = w
@@ -156,11 +171,8 @@ async fn finding_1_a_collector_answering_2_gib_costs_bounded_memory_and_messages
 /// receive fails with the cap in its error and is retried with back-off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_endpoint_answering_2_gib_costs_bounded_memory() {
-    let storage = Flood::start(
-        Answer::declaring_2_gib(200).header("content-type", "application/xml"),
-        false,
-    )
-    .await;
+    let storage =
+        Flood::start(Answer::declaring_2_gib(200).header("content-type", "application/xml")).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         dir.path(),
@@ -168,13 +180,10 @@ async fn a_queue_endpoint_answering_2_gib_costs_bounded_memory() {
         "mode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"",
     );
     let d = Daemon::start(&cfg, &["run"], dir.path(), "d");
-    let idle = idle_then_open(&d, &storage).await;
-    answers(&d, &storage, 3).await;
-    assert_bounded(
+    measure(
         d,
-        idle,
-        QUEUE_MARGIN_KIB,
         &storage,
+        QUEUE_MARGIN_KIB,
         "queue endpoint",
         "larger than 16 MiB",
     )
@@ -185,11 +194,8 @@ async fn a_queue_endpoint_answering_2_gib_costs_bounded_memory() {
 /// credential fails with the cap in its error and start-up keeps trying.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_endpoint_answering_2_gib_costs_bounded_memory() {
-    let identity = Flood::start(
-        Answer::declaring_2_gib(200).header("content-type", "application/json"),
-        false,
-    )
-    .await;
+    let identity =
+        Flood::start(Answer::declaring_2_gib(200).header("content-type", "application/json")).await;
     let dir = tempfile::tempdir().unwrap();
     // The queue is never reached: no token ever comes.
     let cfg = config(
@@ -208,13 +214,10 @@ async fn a_token_endpoint_answering_2_gib_costs_bounded_memory() {
             ("IDENTITY_HEADER", "test-identity-header"),
         ],
     );
-    let idle = idle_then_open(&d, &identity).await;
-    answers(&d, &identity, 3).await;
-    assert_bounded(
+    measure(
         d,
-        idle,
-        MARGIN_KIB,
         &identity,
+        MARGIN_KIB,
         "token endpoint",
         "larger than 1 MiB",
     )
@@ -225,85 +228,43 @@ async fn a_token_endpoint_answering_2_gib_costs_bounded_memory() {
 /// with the cap in its error and the message is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_training_api_answering_without_end_costs_bounded_memory() {
-    let cv = Flood::start(
-        Answer::endless(200).header("content-type", "application/json"),
-        false,
-    )
-    .await;
+    let cv = Flood::start(Answer::endless(200).header("content-type", "application/json")).await;
     let w = World::new().await;
-    let cfg = w
-        .config()
-        .log_level("info")
-        .extra(format!(
-            "[customvision]\nendpoint = \"{}\"\ntraining_key = \"test-training-key\"\nmax_attempts = 1\n",
-            cv.url()
-        ))
-        .handler("[[handlers]]\ntype = \"customvision\"\nexport = [{ platform = \"ONNX\" }]\n")
-        .write("c.toml");
+    let tables = format!(
+        "[customvision]\nendpoint = \"{}\"\ntraining_key = \"test-training-key\"\nmax_attempts = 1\n[[handlers]]\ntype = \"customvision\"\nexport = [{{ platform = \"ONNX\" }}]\n",
+        cv.url()
+    );
     let bodies: Vec<String> = (0..3).map(|_| training("TrainingCompleted")).collect();
-    w.send_all(&bodies).await;
-    let d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let idle = idle_then_open(&d, &cv).await;
-    answers(&d, &cv, 3).await;
-    assert_bounded(
-        d,
-        idle,
-        MARGIN_KIB,
-        &cv,
-        "Training API",
-        "larger than 4 MiB",
-    )
-    .await;
+    let d = daemon_with(&w, &tables, &bodies).await;
+    measure(d, &cv, MARGIN_KIB, "Training API", "larger than 4 MiB").await;
 }
 
 /// A webhook receiver answering 500 without end: only the status is read,
 /// the delivery is retried, and the body costs nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_receiver_answering_without_end_costs_bounded_memory() {
-    let receiver = Flood::start(Answer::endless(500), false).await;
+    let receiver = Flood::start(Answer::endless(500)).await;
     let w = World::new().await;
-    let cfg = w
-        .config()
-        .log_level("info")
-        .handler(format!(
-            "[[handlers]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nmax_attempts = 3\nretry_initial_delay = \"100ms\"\n",
-            receiver.url()
-        ))
-        .write("c.toml");
-    w.send_all(&[training("TrainingCompleted")]).await;
-    let d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let idle = idle_then_open(&d, &receiver).await;
-    answers(&d, &receiver, 3).await;
-    assert_bounded(
-        d,
-        idle,
-        MARGIN_KIB,
-        &receiver,
-        "webhook receiver",
-        "answered 500",
-    )
-    .await;
+    let table = format!(
+        "[[handlers]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nmax_attempts = 3\nretry_initial_delay = \"100ms\"\n",
+        receiver.url()
+    );
+    let d = daemon_with(&w, &table, &[training("TrainingCompleted")]).await;
+    measure(d, &receiver, MARGIN_KIB, "webhook receiver", "answered 500").await;
 }
 
 /// A blob server answering the model's GET with 404 and 2 GiB: the error
 /// answer's body is never read; the download fails and is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_server_answering_404_with_2_gib_costs_bounded_memory() {
-    let blobs = Flood::start(
-        Answer::declaring_2_gib(404).header("x-ms-error-code", "BlobNotFound"),
-        false,
-    )
-    .await;
+    let blobs =
+        Flood::start(Answer::declaring_2_gib(404).header("x-ms-error-code", "BlobNotFound")).await;
     let w = World::new().await;
     let container = format!("{}/models", blobs.url());
-    let cfg = w
-        .config()
-        .log_level("info")
-        .handler(format!(
-            "[[handlers]]\ntype = \"download\"\ndir = \"{}\"\ncontainer = \"{container}\"\n",
-            w.path("models").display()
-        ))
-        .write("c.toml");
+    let table = format!(
+        "[[handlers]]\ntype = \"download\"\ndir = \"{}\"\ncontainer = \"{container}\"\n",
+        w.path("models").display()
+    );
     let bodies: Vec<String> = (0..3)
         .map(|_| {
             let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
@@ -313,17 +274,6 @@ async fn a_blob_server_answering_404_with_2_gib_costs_bounded_memory() {
             .to_string()
         })
         .collect();
-    w.send_all(&bodies).await;
-    let d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let idle = idle_then_open(&d, &blobs).await;
-    answers(&d, &blobs, 3).await;
-    assert_bounded(
-        d,
-        idle,
-        MARGIN_KIB,
-        &blobs,
-        "blob server",
-        "Handling failed",
-    )
-    .await;
+    let d = daemon_with(&w, &table, &bodies).await;
+    measure(d, &blobs, MARGIN_KIB, "blob server", "Handling failed").await;
 }

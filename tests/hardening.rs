@@ -247,24 +247,33 @@ async fn a_starved_listener_never_fails_a_handler() {
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 }
 
-/// Finding 3, the timeout alone: a partial request stayed open past 45 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partial_request_is_closed_within_seconds() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let w = World::new().await;
+/// `cvnotify run` on `w` with the listener on a free port, once it
+/// accepts connections.
+async fn listening_daemon(w: &World) -> (Daemon, std::net::SocketAddr) {
     let port = free_port();
     let cfg = w
         .config()
         .extra(format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     assert!(
         eventually(LIMIT, async || tokio::net::TcpStream::connect(addr)
             .await
             .is_ok())
-        .await
+        .await,
+        "the listener never came up\n{}",
+        d.logs()
     );
+    (d, addr)
+}
+
+/// Finding 3, the timeout alone: a partial request stayed open past 45 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_request_is_closed_within_seconds() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::new().await;
+    let (mut d, addr) = listening_daemon(&w).await;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -341,21 +350,7 @@ async fn keep_alive_client(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_3_keep_alive_clients_never_starve_a_fresh_probe() {
     let w = World::new().await;
-    let port = free_port();
-    let cfg = w
-        .config()
-        .extra(format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
-        .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    assert!(
-        eventually(LIMIT, async || tokio::net::TcpStream::connect(addr)
-            .await
-            .is_ok())
-        .await,
-        "the listener never came up\n{}",
-        d.logs()
-    );
+    let (mut d, addr) = listening_daemon(&w).await;
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let clients: Vec<_> = (0..40)
         .map(|_| tokio::spawn(keep_alive_client(addr, answered.clone())))

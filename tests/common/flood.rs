@@ -6,8 +6,8 @@
 //! endpoint, a Training API, a webhook receiver or a blob server (or a
 //! proxy in front of one) gone wrong.
 //!
-//! Its answers can be held back until [`Flood::open`]: the daemon then
-//! waits on its first request, fully started, and a test can take its idle
+//! Its answers are held back until [`Flood::open`]: the daemon then waits
+//! on its first request, fully started, and a test can take its idle
 //! memory before the flood begins.
 #![allow(dead_code)]
 
@@ -78,13 +78,13 @@ impl Drop for Flood {
 }
 
 impl Flood {
-    /// Answers at once when `open`, else only after [`Flood::open`].
-    pub async fn start(answer: Answer, open: bool) -> Self {
+    /// Answers nothing before [`Flood::open`].
+    pub async fn start(answer: Answer) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (requests, finished, sent): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) =
             Default::default();
-        let (gate, _) = tokio::sync::watch::channel(open);
+        let (gate, _) = tokio::sync::watch::channel(false);
         let (r, f, s, g) = (
             Arc::clone(&requests),
             Arc::clone(&finished),
