@@ -147,7 +147,7 @@ const MAX_CONNECTIONS: usize = 32;
 /// Slots kept for new clients: once fewer than this are free, idle
 /// keep-alive connections are closed and every answer carries
 /// `Connection: close`, so that a probe never waits behind clients that
-/// merely keep their connections open.
+/// merely keep their connections open ([`Open::slots_short`]).
 const RESERVED_SLOTS: usize = 4;
 /// While every slot is taken, idle connections are asked to close this
 /// often (a probe in the backlog then gets a slot within this long).
@@ -174,10 +174,11 @@ const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// [`CONNECTION_LIFETIME`] in any case. A new client is answered whatever
 /// the others do: probes (`/healthz`, `/readyz`) get `Connection: close`,
 /// and when fewer than [`RESERVED_SLOTS`] slots are free, idle connections
-/// are closed and answers close theirs (see [`Pressure`]). It serves no
+/// are closed and answers close theirs (see [`Open`]). It serves no
 /// secret and has no authentication: health and counters only.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: CancellationToken) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let open = Open::default();
     let (reclaim, _) = tokio::sync::watch::channel(0u64);
     let ask_idle_to_close = || reclaim.send_modify(|round| *round = round.wrapping_add(1));
     let mut accept_errors = 0u64;
@@ -195,14 +196,6 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: Cancellat
                 }
             },
         };
-        let pressure = Pressure {
-            slots: slots.clone(),
-        };
-        // Slots are short (the one just taken waits for the next client):
-        // idle connections make room.
-        if pressure.high() {
-            ask_idle_to_close();
-        }
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -219,57 +212,87 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: Cancellat
                 }
             },
         };
-        // Subscribed after any request to close: this connection is new.
+        let slot = open.take(permit);
+        // Slots are short: idle connections make room.
+        if open.slots_short() {
+            ask_idle_to_close();
+        }
+        // Subscribed after that request to close: this connection is new.
         let reclaim = reclaim.subscribe();
         tokio::spawn(serve_connection(
             stream,
             state.clone(),
-            pressure,
+            open.clone(),
             reclaim,
             stop.clone(),
-            permit,
+            slot,
         ));
     }
 }
 
-/// Whether slots are short: fewer than [`RESERVED_SLOTS`] free (the
-/// accept loop holds one more for the next client).
-#[derive(Clone)]
-struct Pressure {
-    slots: Arc<tokio::sync::Semaphore>,
-}
+/// The number of open connections (counted apart from the semaphore,
+/// whose free permits also depend on whether the accept loop already holds
+/// one for the next client).
+#[derive(Clone, Default)]
+struct Open(Arc<std::sync::atomic::AtomicUsize>);
 
-impl Pressure {
-    fn high(&self) -> bool {
-        self.slots.available_permits() < RESERVED_SLOTS
+impl Open {
+    /// Counts a connection until the [`Slot`] is dropped.
+    fn take(&self, permit: tokio::sync::OwnedSemaphorePermit) -> Slot {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Slot {
+            open: self.clone(),
+            _permit: permit,
+        }
+    }
+
+    /// Fewer than [`RESERVED_SLOTS`] slots are free.
+    fn slots_short(&self) -> bool {
+        MAX_CONNECTIONS.saturating_sub(self.0.load(Ordering::Relaxed)) < RESERVED_SLOTS
     }
 }
 
-/// One connection, holding its slot (`permit`) until it ends: closed at
+/// One connection's place: its semaphore permit and its count in [`Open`].
+struct Slot {
+    open: Open,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether the answer to the `n`-th request of a connection closes it:
+/// probes open a connection per probe, and the others close theirs when
+/// slots are short or they have asked enough.
+fn closes_connection(path: &str, slots_short: bool, n: u32) -> bool {
+    matches!(path, "/healthz" | "/readyz") || slots_short || n >= MAX_REQUESTS_PER_CONNECTION
+}
+
+/// One connection, holding its `slot` until it ends: closed at
 /// [`CONNECTION_LIFETIME`], at shutdown, or when asked through `reclaim`
 /// while it is idle between requests (or still without a request after
 /// [`FIRST_REQUEST_GRACE`]).
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     state: Arc<HttpState>,
-    pressure: Pressure,
+    open: Open,
     mut reclaim: tokio::sync::watch::Receiver<u64>,
     stop: CancellationToken,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slot: Slot,
 ) {
     let opened = tokio::time::Instant::now();
     let served = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let count = served.clone();
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        let pressure = pressure.clone();
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+        let close = closes_connection(req.uri().path(), open.slots_short(), n);
         async move {
-            let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
             let mut response = state.route(req).await;
-            // Probes open a connection per probe; the others close theirs
-            // when slots are short or they have asked enough.
-            if probe || pressure.high() || n >= MAX_REQUESTS_PER_CONNECTION {
+            if close {
                 response.headers_mut().insert(
                     hyper::header::CONNECTION,
                     hyper::header::HeaderValue::from_static("close"),
@@ -310,7 +333,7 @@ async fn serve_connection(
             }
         }
     }
-    drop(permit);
+    drop(slot);
 }
 
 #[cfg(test)]
@@ -372,12 +395,35 @@ mod tests {
         stop.cancel();
     }
 
+    #[test]
+    fn which_answers_close_their_connection() {
+        assert!(closes_connection("/healthz", false, 1));
+        assert!(closes_connection("/readyz", false, 1));
+        assert!(!closes_connection("/metrics", false, 1));
+        assert!(closes_connection("/metrics", true, 1));
+        assert!(!closes_connection("/metrics", false, 99));
+        assert!(closes_connection(
+            "/metrics",
+            false,
+            MAX_REQUESTS_PER_CONNECTION
+        ));
+        let open = Open::default();
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut slots: Vec<Slot> = (0..MAX_CONNECTIONS - RESERVED_SLOTS)
+            .map(|_| open.take(semaphore.clone().try_acquire_owned().unwrap()))
+            .collect();
+        assert!(!open.slots_short(), "{RESERVED_SLOTS} slots are free");
+        slots.push(open.take(semaphore.clone().try_acquire_owned().unwrap()));
+        assert!(open.slots_short());
+        slots.pop();
+        assert!(!open.slots_short(), "a closed connection frees its slot");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn with_slots_short_idle_connections_are_closed_and_answers_close() {
+    async fn with_slots_short_idle_connections_are_closed_at_once() {
         let (addr, stop) = listening().await;
-        // Keep-alive connections that were answered once and now idle;
-        // the accept loop holds one more slot for the next client.
-        let room = MAX_CONNECTIONS - RESERVED_SLOTS - 1;
+        // Keep-alive connections that were answered once and now idle.
+        let room = MAX_CONNECTIONS - RESERVED_SLOTS;
         let mut idle = Vec::new();
         for i in 0..room {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -386,13 +432,12 @@ mod tests {
             assert!(!head.contains("connection: close"), "{i}: {head}");
             idle.push(s);
         }
-        // One more leaves fewer than RESERVED_SLOTS free: its answer closes
-        // its connection, and the idle ones are closed at once (well
-        // before the 5 s idle timeout).
+        // One more leaves fewer than RESERVED_SLOTS free: the idle ones
+        // are closed at once, well before the 5 s idle timeout.
         let started = std::time::Instant::now();
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let head = get(&mut s, "/metrics").await;
-        assert!(head.contains("connection: close"), "{head}");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
         for (i, s) in idle.iter_mut().enumerate() {
             let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut [0u8; 16]))
                 .await
