@@ -13,7 +13,7 @@
 //! fails on an import that runs up it.
 //!
 //! ```text
-//! layer 1  event filter secret error retry notice envelope tls metrics reaper exit
+//! layer 1  event filter secret error retry limit notice envelope tls metrics reaper exit
 //! layer 2  config telemetry logging
 //! layer 3  queue blob
 //! layer 4  azure customvision
