@@ -7,18 +7,6 @@
 # hooks leave behind and stops on SIGTERM within shutdown_timeout.
 # scripts/check-image builds this file and runs the image against Azurite.
 
-# Where the runtime stage's binary comes from: `build` (the default)
-# compiles it in the build stage; `prebuilt` takes prebuilt/cvnotify from
-# the build context instead (--build-arg BINARY=prebuilt). The argument, and
-# not a base image carrying the project's toolchain, because what differs
-# between the two is only the binary: the quick form of scripts/check-image
-# (in scripts/test) tests the runtime stage (user, working directory, CA
-# store, PID 1) with the binary the test run has just built on a Debian 12
-# host, instead of a release build from scratch inside the build, which
-# takes minutes of a 2-core CI run. Builders skip the stage not chosen
-# (BuildKit, buildah/podman).
-ARG BINARY=build
-
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
@@ -31,14 +19,9 @@ RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked \
     && cp target/release/cvnotify /cvnotify
 
-FROM scratch AS prebuilt
-COPY prebuilt/cvnotify /cvnotify
-
-FROM ${BINARY} AS binary
-
-# debian-slim rather than distroless: shell hooks need /bin/sh and the tools
-# users call from them.
-FROM debian:bookworm-slim
+# Everything of the image but its binary. debian-slim rather than
+# distroless: shell hooks need /bin/sh and the tools users call from them.
+FROM debian:bookworm-slim AS runtime
 # ca-certificates is left unpinned on purpose: the image should get the
 # current trust store and its security updates at every build.
 # hadolint ignore=DL3008
@@ -47,7 +30,6 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 cvnotify \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/cvnotify --create-home cvnotify
-COPY --from=binary /cvnotify /usr/local/bin/cvnotify
 COPY config/container.toml /etc/cvnotify/cvnotify.toml
 ENV CVNOTIFY_CONFIG=/etc/cvnotify/cvnotify.toml
 USER 10001:10001
@@ -55,3 +37,19 @@ WORKDIR /var/lib/cvnotify
 EXPOSE 9464
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["cvnotify", "run"]
+
+# `--target prebuilt`: the runtime with a binary built outside, taken from
+# prebuilt/cvnotify in the build context (built on Debian 12 or older). The
+# quick form of scripts/check-image (in scripts/test) builds this: what it
+# tests is the runtime (user, working directory, CA store, PID 1), with the
+# binary the test run has just built, instead of a release build from
+# scratch inside the image, which takes many minutes of a 2-core CI run.
+# A target rather than a base image carrying the project's toolchain: only
+# the binary differs, and builders skip the stages a target does not use.
+FROM runtime AS prebuilt
+COPY prebuilt/cvnotify /usr/local/bin/cvnotify
+
+# The image: the runtime with the build stage's binary. Last, so that a
+# plain `docker build .` makes it.
+FROM runtime
+COPY --from=build /cvnotify /usr/local/bin/cvnotify
