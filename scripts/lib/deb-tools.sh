@@ -47,7 +47,9 @@ _deb_fetch() {
         fi
         names=$(apt-get "${_DEB_APT_OPTS[@]}" -s -qq install --no-install-recommends "$pkg" 2>/dev/null |
             awk '/^Inst /{print $2}') || names=
-        [ -n "$names" ] || continue
+        # The package itself even when the machine has it installed (its
+        # command then is off PATH, or CVNOTIFY_FETCH_TOOLS asked for it).
+        case " $names " in *" $pkg "*) ;; *) names="$pkg $names" ;; esac
         # shellcheck disable=SC2086 # one word per package
         if (cd "$debs" && apt-get "${_DEB_APT_OPTS[@]}" -qq download $names >&2); then
             for name in $names; do
