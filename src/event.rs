@@ -409,12 +409,25 @@ fn optional_uri(c: &Map<String, Value>, name: &str) -> Result<Option<String>, De
     // differ from the URL validated here: refuse them, and forward the
     // parsed, normalized form.
     let s = s.trim_matches(' ');
-    if let Some(c) = s.chars().find(|c| c.is_control() || c.is_whitespace()) {
+    if let Some((at, c)) = s
+        .char_indices()
+        .find(|&(at, c)| (c.is_control() || c.is_whitespace()) && !space_in_path(s, at, c))
+    {
         return Err(field_err(
             format!("Content.{name}"),
             format!(
                 "not a URL: it contains {}",
-                if c.is_whitespace() && !c.is_control() {
+                if c == ' ' {
+                    // A SAS never holds a space: one there is a `+` that was
+                    // form-decoded, and encoding it would not give the
+                    // signature back.
+                    if s[..at].contains(['?', '#']) {
+                        "white space in its query (a SAS never has any: was a `+` decoded to a space?)"
+                            .to_owned()
+                    } else {
+                        "white space before its path".to_owned()
+                    }
+                } else if c.is_whitespace() && !c.is_control() {
                     "white space".to_owned()
                 } else {
                     format!("the control character U+{:04X}", c as u32)
@@ -422,6 +435,8 @@ fn optional_uri(c: &Map<String, Value>, name: &str) -> Result<Option<String>, De
             ),
         ));
     }
+    // The parser percent-encodes a space in the path (and leaves an `%20`
+    // as it is), so the literal and the encoded forms give the same URL.
     let url = url::Url::parse(s)
         .map_err(|e| field_err(format!("Content.{name}"), format!("not a URL ({e})")))?;
     // A model lives in blob storage; anything but http(s) (file://, ftp://, data:)
@@ -433,6 +448,25 @@ fn optional_uri(c: &Map<String, Value>, name: &str) -> Result<Option<String>, De
         ));
     }
     Ok(Some(url.to_string()))
+}
+
+/// Whether `c` at byte `at` of `s` is a plain space inside the URL's path:
+/// after the authority (`scheme://host/`) and before any `?` or `#`. Blob
+/// names hold spaces (a backup is `{projectId} - {iterationId}.{platform}`),
+/// and a producer writing `Uri.OriginalString` sends them unencoded; the
+/// parser encodes them once. Anywhere else a space is refused.
+fn space_in_path(s: &str, at: usize, c: char) -> bool {
+    if c != ' ' {
+        return false;
+    }
+    let Some(authority) = s.find("://").map(|i| i + 3) else {
+        return false;
+    };
+    let Some(path) = s[authority..].find('/').map(|i| authority + i) else {
+        return false;
+    };
+    let end = s.find(['?', '#']).unwrap_or(s.len());
+    path < at && at < end
 }
 
 impl fmt::Display for Event {
@@ -791,8 +825,9 @@ mod tests {
         for raw in [
             "  https://a.blob.core.windows.net/c/m.onnx\n$(touch x) `id`\t",
             "https://a.blob.core.windows.net/c/m.onnx\t",
-            "https://a.blob.core.windows.net/c/m .onnx",
+            "https://a.blob.core.windows.net/c/m\u{a0}.onnx",
             "https://a.blob.core.windows.net/c/m.onnx\r",
+            "https://a.blob.core.windows.net/c/p - i\n.onnx",
         ] {
             let body = serde_json::json!({"type":"Export","Content":{"projectId":P,"iterationId":I,"exportStatus":"ExportCompleted","modelUri":raw}}).to_string();
             let e = err(&body);
@@ -811,6 +846,82 @@ mod tests {
             n.event.model_uri(),
             Some("https://a.blob.core.windows.net/c/p%20-%20i.ONNX?sv=1&sig=a%2Bb")
         );
+    }
+
+    fn model_uri_of(raw: &str) -> Result<String, String> {
+        let body = serde_json::json!({"type":"Export","Content":{"projectId":P,"iterationId":I,"exportStatus":"ExportCompleted","modelUri":raw}}).to_string();
+        decode(body.as_bytes())
+            .map(|n| n.event.model_uri().unwrap().to_owned())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Regression (issue 17, finding 10): a backup blob is named
+    /// `{projectId} - {iterationId}.{platform}`, and a producer writing
+    /// `Uri.OriginalString` sends the spaces as they are; that was a decode
+    /// error, so every such export was poisoned. A space in the path is
+    /// now encoded once; `%20` stays `%20`; the forwarded URL is the
+    /// validated one either way.
+    #[test]
+    fn a_space_in_the_path_is_encoded_once() {
+        let encoded = format!("https://a.blob.core.windows.net/models/{P}%20-%20{I}.ONNX");
+        for raw in [
+            format!("https://a.blob.core.windows.net/models/{P} - {I}.ONNX"),
+            format!("https://a.blob.core.windows.net/models/{P}%20- {I}.ONNX"),
+            encoded.clone(),
+        ] {
+            assert_eq!(model_uri_of(&raw).as_deref(), Ok(encoded.as_str()), "{raw}");
+        }
+        assert_eq!(
+            model_uri_of(&format!(
+                "https://a.blob.core.windows.net/models/{P} - {I}.ONNX?sv=1&sig=a%2Bb"
+            ))
+            .unwrap(),
+            format!("{encoded}?sv=1&sig=a%2Bb")
+        );
+        // An encoded `%` stays what it is: `%2520` is not decoded.
+        assert_eq!(
+            model_uri_of("https://a.blob.core.windows.net/c/a%2520b c.ONNX").unwrap(),
+            "https://a.blob.core.windows.net/c/a%2520b%20c.ONNX"
+        );
+    }
+
+    /// A space anywhere but the path stays a decode error: in a SAS it can
+    /// only be a `+` someone form-decoded, and encoding it would not give
+    /// the signature back.
+    #[test]
+    fn a_space_outside_the_path_is_refused() {
+        for (raw, why) in [
+            (
+                "https://a.blob.core.windows.net/c/m.ONNX?sv=1&sig=a b",
+                "white space in its query",
+            ),
+            (
+                "https://a.blob.core.windows.net/c/m.ONNX#a b",
+                "white space in its query",
+            ),
+            (
+                "https://a.blob.core.windows.net?x=/ y",
+                "white space in its query",
+            ),
+            (
+                "https://a b.blob.core.windows.net/c/m.ONNX",
+                "before its path",
+            ),
+            (
+                "https://u v@a.blob.core.windows.net/c/m.ONNX",
+                "before its path",
+            ),
+            (
+                "https://a.blob.core.windows.net c/m.ONNX",
+                "before its path",
+            ),
+        ] {
+            let e = model_uri_of(raw).unwrap_err();
+            assert!(
+                e.starts_with("`Content.modelUri`: not a URL: it contains") && e.contains(why),
+                "{raw:?}: {e}"
+            );
+        }
     }
 
     #[test]

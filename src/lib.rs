@@ -7,23 +7,37 @@
 //!
 //! # Layout
 //!
-//! Layers, lowest first. A module imports only from layers below its own
-//! (`scripts/check-layers`, run by `scripts/test`, fails on any import
-//! circle between files).
+//! Layers, lowest first. A module imports only from its own layer or a
+//! lower one, and files never import each other in a circle:
+//! `scripts/check-layers` (run by `scripts/test`) reads the table below and
+//! fails on an import that runs up it.
+//!
+//! ```text
+//! layer 1  event filter secret error retry notice envelope tls metrics reaper exit
+//! layer 2  config telemetry logging
+//! layer 3  queue blob
+//! layer 4  azure customvision
+//! layer 5  handler
+//! layer 6  worker http
+//! layer 7  daemon commands
+//! ```
 //!
 //! 1. Leaves, importing nothing above them:
 //!    - [`event`]: the wire format and the decoder (pure; no I/O).
 //!    - [`filter`]: the `events` routing grammar, over [`event`].
-//!    - [`secret`]: the [`secret::Secret`] type and redaction of logged text.
+//!    - [`secret`]: the [`secret::Secret`] type, the registry of every secret
+//!      value the process holds, and redaction of every text that leaves it.
 //!    - [`error`]: one-line cause chains, the untrusted-certificate hint.
 //!    - [`retry`]: the one back-off primitive.
 //!    - [`notice`]: the exports cvnotify asked for, whose `Export`
 //!      notification the poll loop waits for at its fastest interval.
+//!    - [`envelope`]: the retry envelope cvnotify wraps a failed message in.
 //!    - [`tls`]: extra trusted CAs. [`metrics`]: Prometheus counters and
 //!      health state. [`reaper`]: reaping orphans as PID 1. [`exit`]: exit
 //!      codes.
 //! 2. [`config`]: the TOML file, `CVNOTIFY__*` overrides, every handler's
 //!    table, and validation that reports every problem at once. Then
+//!    [`telemetry`] (OpenTelemetry traces, from `[telemetry]`) and
 //!    [`logging`], which reads `[log]`.
 //! 3. Narrow traits for storage: [`queue`] (the `Queue` trait, its errors, an
 //!    in-memory queue for unit tests) and [`blob`] (`BlobSource`, what the

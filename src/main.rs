@@ -10,7 +10,7 @@ use cvnotify::daemon::{self, StartError};
 use cvnotify::exit;
 use cvnotify::logging::{self, Target};
 use cvnotify::queue::Queue;
-use cvnotify::secret::redact_text;
+use cvnotify::secret::redact;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -250,7 +250,7 @@ fn with_traced_config(path: Option<PathBuf>, f: impl FnOnce(&Config) -> i32) -> 
         Ok(Some((tracer, telemetry))) => (Some(tracer), Some(telemetry)),
         Ok(None) => (None, None),
         Err(e) => {
-            eprintln!("error: {}", report(&e.into()));
+            print_error(report(&e.into()));
             return exit::CONFIG;
         }
     };
@@ -268,22 +268,28 @@ fn with_queue(config: &Config, name: Option<&str>, f: impl FnOnce(&Config) -> i3
     match config.for_queue(name) {
         Ok(one) => f(&one),
         Err(e) => {
-            eprintln!("error: {e}");
+            print_error(e);
             exit::USAGE
         }
     }
 }
 
 fn config_error(e: &ConfigError) -> i32 {
-    eprintln!("error: {e}");
+    print_error(e);
     eprintln!("See config/cvnotify.example.toml for every key and its default.");
     exit::CONFIG
 }
 
-/// The error and its causes on one line (`{:#}`), secrets redacted: some
-/// causes come from HTTP clients that put request URLs in their messages.
+/// The error and its causes on one line (`{:#}`).
 fn report(e: &anyhow::Error) -> String {
-    redact_text(&format!("{e:#}"))
+    format!("{e:#}")
+}
+
+/// `error: {text}` on stderr, secrets removed ([`redact`]): some causes
+/// come from HTTP clients and services that put request URLs, or a key
+/// they were sent, in their messages.
+fn print_error(text: impl std::fmt::Display) {
+    eprintln!("error: {}", redact(&text.to_string()));
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -299,13 +305,13 @@ fn run(config: &Config, once: bool) -> i32 {
         Ok(_) => exit::OK,
         Err(StartError::Credential(e)) => {
             tracing::error!(error = %e, "Cannot start");
-            eprintln!("error: {e}");
+            print_error(e);
             exit::UNAVAILABLE
         }
         Err(e) => {
             let e = report(&e.into());
             tracing::error!(error = %e, "Cannot start");
-            eprintln!("error: {e}");
+            print_error(e);
             exit::FAILURE
         }
     }
@@ -345,7 +351,7 @@ fn send(config: &Config, spec: &SendSpec) -> i32 {
     let body = match send::build_message(spec) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("error: {e}");
+            print_error(e);
             return exit::USAGE;
         }
     };
@@ -356,7 +362,7 @@ fn send(config: &Config, spec: &SendSpec) -> i32 {
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {}", report(&e));
+            print_error(report(&e));
             exit::FAILURE
         }
     }
@@ -390,7 +396,7 @@ fn poison(config: &Config, command: PoisonCommand) -> i32 {
                     eprintln!("not found: {id}");
                 }
                 for (id, why) in &report.failed {
-                    eprintln!("failed: {id}: {why}");
+                    eprintln!("failed: {id}: {}", redact(why));
                 }
                 Ok(if report.missing.is_empty() && report.failed.is_empty() {
                     exit::OK
@@ -401,7 +407,7 @@ fn poison(config: &Config, command: PoisonCommand) -> i32 {
         }
     });
     result.unwrap_or_else(|e| {
-        eprintln!("error: {}", report(&e));
+        print_error(report(&e));
         exit::FAILURE
     })
 }

@@ -7,15 +7,21 @@
 //! here); above the config and metrics. It must not block message handling:
 //! finished spans go into a bounded queue with `try_send`, a thread of its
 //! own exports them, and a full queue drops spans and counts them
-//! ([`crate::metrics::spans_dropped`]).
+//! ([`crate::metrics::spans_dropped`]). That thread also removes secrets
+//! from every text of a span before export ([`crate::secret::redact`]).
+//! Attributes that only traces carry (the messaging conventions', the
+//! outcome) are set with [`set_attributes`], never as `tracing` fields, so
+//! log lines do not repeat them.
 
 use crate::config::TelemetryConfig;
 use crate::metrics::{spans_dropped, spans_exported};
+use crate::secret::redact;
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -98,12 +104,36 @@ pub fn init(config: &TelemetryConfig) -> Result<Option<(Tracer, Telemetry)>, Tel
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("cvnotify");
+    ON.store(true, Ordering::Relaxed);
     Ok(Some((tracer, Telemetry { provider })))
 }
 
 /// `{base}/v1/traces`, as for `OTEL_EXPORTER_OTLP_ENDPOINT`.
 fn traces_url(base: &url::Url) -> String {
     format!("{}/v1/traces", base.as_str().trim_end_matches('/'))
+}
+
+/// Whether [`init`] started exporting: attributes that only traces carry
+/// are not even built otherwise.
+static ON: AtomicBool = AtomicBool::new(false);
+
+/// Sets attributes on `span`'s OpenTelemetry span only, never as its
+/// `tracing` fields: log lines do not carry them. `make` runs only with
+/// traces on.
+pub fn set_attributes<I>(span: &tracing::Span, make: impl FnOnce() -> I)
+where
+    I: IntoIterator<Item = (&'static str, opentelemetry::Value)>,
+{
+    if ON.load(Ordering::Relaxed) {
+        for (key, value) in make() {
+            span.set_attribute(key, value);
+        }
+    }
+}
+
+/// [`set_attributes`] for one attribute.
+pub fn set_attribute(span: &tracing::Span, key: &'static str, value: &'static str) {
+    set_attributes(span, || [(key, value.into())]);
 }
 
 /// The W3C `traceparent` of `span`, when traces are on.
@@ -230,7 +260,8 @@ fn export_loop<E: SpanExporter>(
         if batch.is_empty() {
             return;
         }
-        let spans = std::mem::take(batch);
+        let mut spans = std::mem::take(batch);
+        spans.iter_mut().for_each(redact_span);
         let n = spans.len() as u64;
         let _ = runtime.block_on(exporter.export(spans));
         spans_exported().inc_by(n);
@@ -262,6 +293,42 @@ fn export_loop<E: SpanExporter>(
                 }
             }
         }
+    }
+}
+
+/// Removes secrets ([`crate::secret::redact`]) from every text of a span
+/// before it leaves the process: its name, string attributes, events (log
+/// lines inside the span become events, with their fields) and status.
+/// Done on the export thread, off the message's path.
+fn redact_span(span: &mut SpanData) {
+    use opentelemetry::{Array, StringValue, Value};
+    fn text(s: &mut std::borrow::Cow<'static, str>) {
+        if let std::borrow::Cow::Owned(r) = redact(s) {
+            *s = r.into();
+        }
+    }
+    fn string(s: &mut StringValue) {
+        if let std::borrow::Cow::Owned(r) = redact(s.as_str()) {
+            *s = r.into();
+        }
+    }
+    fn attributes(kvs: &mut [opentelemetry::KeyValue]) {
+        for kv in kvs {
+            match &mut kv.value {
+                Value::String(s) => string(s),
+                Value::Array(Array::String(list)) => list.iter_mut().for_each(string),
+                _ => {}
+            }
+        }
+    }
+    text(&mut span.name);
+    attributes(&mut span.attributes);
+    for event in span.events.events.iter_mut() {
+        text(&mut event.name);
+        attributes(&mut event.attributes);
+    }
+    if let opentelemetry::trace::Status::Error { description } = &mut span.status {
+        text(description);
     }
 }
 

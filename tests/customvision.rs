@@ -155,8 +155,13 @@ async fn a_completed_training_is_exported_backed_up_downloaded_and_handed_to_a_h
     assert_eq!(lines(&got).len(), 1);
 }
 
+/// Issue 17, finding 11: `replace` unpublished the iteration holding the
+/// name and then published the new one, so between the two calls (and for
+/// good if the second failed) nothing answered predictions under the name.
+/// Now one PublishIteration with `overwrite=true` moves it: the name is
+/// never without an iteration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_with_replace_moves_the_name_and_a_redelivery_changes_nothing() {
+async fn publish_with_replace_moves_the_name_in_one_call_and_a_redelivery_changes_nothing() {
     let cv = CustomVision::start(CvOptions::default()).await;
     let project = cv.add_project("birds");
     let old = cv.add_iteration(project, &["ONNX"], true);
@@ -176,7 +181,7 @@ async fn publish_with_replace_moves_the_name_and_a_redelivery_changes_nothing() 
     assert_eq!(cv.iteration(new)["publishName"], "production");
     assert_eq!(cv.iteration(new)["originalPublishResourceId"], PREDICTION);
     assert!(cv.iteration(old)["publishName"].is_null());
-    assert_eq!(cv.count("DELETE", &format!("/iterations/{old}/publish")), 1);
+    assert_eq!(cv.count("DELETE", "/publish"), 0, "{:?}", cv.requests());
     let publish = cv
         .requests()
         .into_iter()
@@ -186,13 +191,163 @@ async fn publish_with_replace_moves_the_name_and_a_redelivery_changes_nothing() 
         publish.query,
         vec![
             ("publishName".to_owned(), "production".to_owned()),
-            ("predictionId".to_owned(), PREDICTION.to_owned())
+            ("predictionId".to_owned(), PREDICTION.to_owned()),
+            ("overwrite".to_owned(), "true".to_owned())
         ]
     );
+    // Never a moment without an iteration under the name.
+    assert_eq!(cv.holders_of("production"), vec![vec![new]]);
     // Redelivered: already published under the name.
     handler.handle(&delivery_of(&event, "m1", 2)).await.unwrap();
     assert_eq!(cv.count("POST", "/publish"), 1);
-    assert_eq!(cv.count("DELETE", "/publish"), 1);
+    assert_eq!(cv.count("DELETE", "/publish"), 0);
+}
+
+/// The fallback of finding 11: where the service refuses `overwrite`,
+/// ignores it (the name is then "in use"), or answers `true` while the
+/// name stays with the old iteration (read back with GetIterations), the
+/// handler unpublishes the holder and publishes, as before, and says so in
+/// a WARN. Through the daemon, for each of the three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_with_replace_falls_back_to_two_calls_when_overwrite_does_not_move_the_name() {
+    use common::customvision::Overwrite;
+    let w = World::new().await;
+    for (mode, reason) in [
+        (
+            Overwrite::Rejected,
+            "the service refused PublishIteration with overwrite=true: PublishIteration: the service answered 400 BadRequest",
+        ),
+        (
+            Overwrite::Ignored,
+            "the service refused PublishIteration with overwrite=true: PublishIteration: the service answered 400 BadRequestInvalidPublishName",
+        ),
+        (
+            Overwrite::TrueButUnchanged,
+            "PublishIteration with overwrite=true answered true, but GetIterations shows `production` still on iteration",
+        ),
+    ] {
+        let cv = CustomVision::start(CvOptions {
+            overwrite: mode,
+            ..CvOptions::default()
+        })
+        .await;
+        let project = cv.add_project("birds");
+        let old = cv.add_iteration(project, &["ONNX"], true);
+        let new = cv.add_iteration(project, &["ONNX"], true);
+        cv.set_published(old, "production");
+        let cfg = w
+            .config()
+            .queue("max_dequeue_count = 1")
+            .extra(cv.section(""))
+            .handler(cv_handler(&format!(
+                "publish = {{ name = \"production\", prediction_resource_id = \"{PREDICTION}\", replace = true }}"
+            )))
+            .write("c.toml");
+        w.send_all(&[training_of(project, new)]).await;
+        let tag = format!("{mode:?}");
+        let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), &tag);
+        assert!(
+            d.wait_timeout(LIMIT).await.unwrap().success(),
+            "{tag}: {}",
+            d.logs()
+        );
+        assert!(
+            World::peek_all(&w.poison_queue()).await.is_empty(),
+            "{tag}: {}",
+            d.logs()
+        );
+        assert_eq!(World::length(&w.main_queue()).await, 0, "{tag}");
+        assert_eq!(cv.iteration(new)["publishName"], "production", "{tag}");
+        assert!(cv.iteration(old)["publishName"].is_null(), "{tag}");
+        let calls: Vec<(String, String, bool)> = cv
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/publish"))
+            .map(|r| {
+                let overwrite = r.query.iter().any(|(k, v)| k == "overwrite" && v == "true");
+                (r.method, r.path, overwrite)
+            })
+            .collect();
+        let path = |i: Uuid| format!("/projects/{project}/iterations/{i}/publish");
+        assert_eq!(
+            calls,
+            vec![
+                ("POST".to_owned(), path(new), true),
+                ("DELETE".to_owned(), path(old), false),
+                ("POST".to_owned(), path(new), false),
+            ],
+            "{tag}"
+        );
+        // The fallback has the gap the one call avoids, and says so.
+        assert_eq!(
+            cv.holders_of("production"),
+            vec![vec![], vec![new]],
+            "{tag}"
+        );
+        let warn = d
+            .records()
+            .into_iter()
+            .find(|r| {
+                r["level"] == "WARN"
+                    && r["message"]
+                        == "Falling back to UnpublishIteration then PublishIteration; predictions under the name fail in between"
+            })
+            .unwrap_or_else(|| panic!("{tag}: no WARN\n{}", d.logs()));
+        assert!(
+            warn["reason"].as_str().unwrap().starts_with(reason),
+            "{tag}: {warn}"
+        );
+    }
+}
+
+/// The fallback is not taken when the overwrite call failed for a reason
+/// the second call would hit too (a wrong prediction resource) or for a
+/// moment (the service busy): the old iteration keeps the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_with_replace_never_unpublishes_when_the_publish_itself_cannot_succeed() {
+    let cv = CustomVision::start(CvOptions::default()).await;
+    let project = cv.add_project("birds");
+    let old = cv.add_iteration(project, &["ONNX"], true);
+    let new = cv.add_iteration(project, &["ONNX"], true);
+    cv.set_published(old, "production");
+    let text = format!(
+        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
+        cv.section("retry_max_delay = \"1s\""),
+        cv_handler(&format!(
+            "publish = {{ name = \"production\", prediction_resource_id = \"{PREDICTION}\", replace = true }}"
+        ))
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let handler = config.handlers[0].build(&handler_ctx(&config)).unwrap();
+    let event = training_of(project, new);
+    // A 400 is answered once (not retried); a 503 to each of the call's
+    // max_attempts = 3.
+    for (status, body, times, permanent) in [
+        (
+            400,
+            r#"{"code":"BadRequestInvalidPublishTarget","message":"Invalid prediction resource"}"#,
+            1,
+            true,
+        ),
+        (503, r#"{"code":"ErrorUnknown","message":"Busy"}"#, 3, false),
+    ] {
+        cv.inject(Fault {
+            method: "POST",
+            path_contains: "/publish".into(),
+            status,
+            headers: vec![],
+            body: body.into(),
+            times,
+        });
+        let e = handler
+            .handle(&delivery_of(&event, "m1", 1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.is_permanent(), permanent, "{e}");
+        assert_eq!(cv.iteration(old)["publishName"], "production", "{e}");
+        assert_eq!(cv.count("DELETE", "/publish"), 0, "{e}");
+    }
+    assert_eq!(cv.count("POST", "/publish"), 1 + 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! The model-download handler against azurite-blob and loopback servers
 //! written here (ones that lie about sizes, stream without end, or record
 //! who asked), in process and through the daemon. Each hostile finding of
-//! issue 12 has a test named after it.
+//! issue 12 has a test named after it; issue 17's findings 2, 8 and 10 have
+//! theirs at the end (finding 2 on a small tmpfs in a user and mount
+//! namespace).
 
 mod common;
 
@@ -1270,4 +1272,298 @@ async fn a_hook_routed_with_a_download_gets_the_complete_model() {
     // A failed download: the hook did not run.
     assert!(read(&ids[2], "env").is_err());
     assert_eq!(World::peek_all(&w.poison_queue()).await.len(), 1);
+}
+
+// ---------------------------------------------------------------------
+// Issue 17 (the trust boundary on the new surfaces), findings 2, 8, 10.
+
+/// Finding 10: a backup blob is named `{projectId} - {iterationId}.{platform}`,
+/// and whether Custom Vision encodes the spaces in `modelUri` is not
+/// documented (a .NET producer writing `Uri.OriginalString` does not). A
+/// literal space was a decode error, so such an export was poisoned at
+/// once. Now the literal form and the `%20` form store the same file, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_uri_with_literal_spaces_is_stored_under_the_backup_name() {
+    let blobs = Blobs::start().await;
+    let w = World::new().await;
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    let name = backup_name(p, i, "ONNX");
+    let bytes = model_bytes(200_000);
+    blobs.upload("models", &name, bytes.clone()).await;
+    let encoded = blobs.url("models", &name);
+    let literal = format!("{}/{name}", blobs.container_url("models"));
+    assert!(literal.contains(' ') && !encoded.contains(' '));
+    let dir = w.path("models");
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 1")
+        .handler(download_table(
+            &dir,
+            &container_key(&[blobs.container_url("models")]),
+        ))
+        .write("c.toml");
+    for (tag, uri) in [("literal", &literal), ("encoded", &encoded)] {
+        w.send_all(&[export(p, i, uri)]).await;
+        let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), tag);
+        assert!(
+            d.wait_timeout(LIMIT).await.unwrap().success(),
+            "{}",
+            d.logs()
+        );
+        assert!(
+            World::peek_all(&w.poison_queue()).await.is_empty(),
+            "{tag}: poisoned\n{}",
+            d.logs()
+        );
+        assert_eq!(World::length(&w.main_queue()).await, 0, "{tag}");
+        assert_eq!(files(&dir), stored(&name), "{tag}\n{}", d.logs());
+        assert!(
+            std::fs::read(dir.join(&name)).unwrap() == bytes,
+            "{tag}: content differs"
+        );
+        if tag == "encoded" {
+            // The same file: the second form found it stored.
+            assert!(
+                d.logs().contains("The model is already downloaded"),
+                "{}",
+                d.logs()
+            );
+        }
+    }
+}
+
+/// Runs `cvnotify --config config run` in a new user and mount namespace
+/// in which `dir` is a tmpfs of `size` bytes holding a file `filler` of
+/// `filler` bytes. The process is the daemon itself (`unshare` and `sh`
+/// exec it), so it is stopped by its pid; the tmpfs goes with it. From
+/// outside, [`mounted`] reaches the tmpfs through `/proc/{pid}/root`.
+///
+/// Why a namespace: a real full file system is the only honest way to get
+/// ENOSPC out of the kernel in the middle of an unpack; a user namespace
+/// (`unshare --user --map-root-user --mount`) lets an ordinary user mount
+/// a small tmpfs as well as root, so the test runs the same way in CI (as
+/// root) and on a developer's machine, with no fault-injection seam in the
+/// daemon. Where user namespaces are off, the test fails saying so.
+fn daemon_on_a_small_tmpfs(
+    config: &Path,
+    dir: &Path,
+    size: usize,
+    filler: (&str, usize),
+    out_dir: &Path,
+) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let probe = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=64k tmpfs \"$1\"")
+        .arg("sh")
+        .arg(dir)
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        other => panic!(
+            "THIS TEST NEEDS A USER AND MOUNT NAMESPACE to mount a small tmpfs \
+             (`unshare --user --map-root-user --mount` then `mount -t tmpfs`), and \
+             it did not work here: {other:?}. Enable unprivileged user namespaces \
+             (sysctl user.max_user_namespaces > 0, kernel.unprivileged_userns_clone = 1, \
+             or the AppArmor restriction off), or run the test as root."
+        ),
+    }
+    let stdout = out_dir.join("tmpfs.stdout");
+    let stderr = out_dir.join("tmpfs.stderr");
+    let script = "mount -t tmpfs -o size=\"$2\" tmpfs \"$1\" \
+        && head -c \"$4\" /dev/zero > \"$1/$3\" \
+        && exec \"$5\" --config \"$6\" run";
+    let child = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(dir)
+        .arg(size.to_string())
+        .arg(filler.0)
+        .arg(filler.1.to_string())
+        .arg(bin())
+        .arg(config)
+        .env_remove("CVNOTIFY_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    Daemon {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+/// `dir` as the daemon sees it, inside its mount namespace.
+fn mounted(d: &Daemon, dir: &Path) -> PathBuf {
+    Path::new(&format!("/proc/{}/root", d.child.id())).join(dir.strip_prefix("/").unwrap())
+}
+
+/// Finding 2: with `extract = true` and `dir` on a small file system that
+/// another download's partial file filled, unpacking a healthy export
+/// failed with `No space left on device (os error 28)` and the message
+/// went to the poison queue on its first delivery: every archive error
+/// counted as permanent, I/O errors included. Now it is retried and
+/// stored, once, when space is back, and no partial file stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_while_unpacking_is_retried_and_the_model_stored_when_space_is_back() {
+    let blobs = Blobs::start().await;
+    let w = World::new().await;
+    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+    let name = backup_name(p, i, "ONNX");
+    let model = model_bytes(640 * 1024);
+    let zip = onnx_export(&model);
+    blobs.upload("models", &name, zip.clone()).await;
+    w.send_all(&[export(p, i, &blobs.url("models", &name))])
+        .await;
+    // 4 MiB, 3 MiB of it taken: the download (about 640 KiB) fits, its
+    // unpacking (as much again) does not.
+    let filler = ".another-download.partial";
+    let dir = w.path("models");
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 10\nretry_max_delay = \"2s\"")
+        .handler(download_table(
+            &dir,
+            &format!(
+                "extract = true\n{}",
+                container_key(&[blobs.container_url("models")])
+            ),
+        ))
+        .write("c.toml");
+    let mut d = daemon_on_a_small_tmpfs(&cfg, &dir, 4 * MIB, (filler, 3 * MIB), w.dir.path());
+    assert!(
+        eventually(LIMIT, async || d.logs().contains("No space left on device")).await,
+        "{}",
+        d.logs()
+    );
+    let inside = mounted(&d, &dir);
+    std::fs::remove_file(inside.join(filler)).unwrap();
+    let q = w.main_queue();
+    assert!(
+        eventually(LIMIT, async || World::length(&q).await == 0).await,
+        "{}",
+        d.logs()
+    );
+    let logs = d.logs();
+    assert!(
+        World::peek_all(&w.poison_queue()).await.is_empty(),
+        "poisoned:\n{logs}"
+    );
+    assert!(
+        logs.contains("cannot check or unpack the archive"),
+        "the failure was not in the unpacking:\n{logs}"
+    );
+    assert_eq!(logs.matches("\"Model downloaded\"").count(), 1, "{logs}");
+    let unpacked = format!("{name}.unzipped");
+    let mut expected = stored(&name);
+    expected.push(unpacked.clone());
+    expected.sort();
+    // No partial file or folder of the failed attempts is left.
+    assert_eq!(files(&inside), expected, "{logs}");
+    assert!(std::fs::read(inside.join(&name)).unwrap() == zip);
+    assert!(std::fs::read(inside.join(&unpacked).join("model.onnx")).unwrap() == model);
+    d.signal(Signal::SIGTERM);
+    assert!(
+        d.wait_timeout(LIMIT).await.unwrap().success(),
+        "{}",
+        d.logs()
+    );
+}
+
+/// Finding 8: with `keep_last = 1` and `link_current = true`, a model from
+/// a message-named SAS URL with an old `Last-Modified` took
+/// `current-{p}-ONNX` from a newer backup-container model. `current` now
+/// follows one rule across origins: the newest by `Last-Modified` (then
+/// the time stored), so the old one leaves it alone and a newer one from
+/// a URL takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_is_the_newest_model_across_origins() {
+    let blobs = Blobs::start().await;
+    blobs.create("uploads").await;
+    let old_model = onnx_export(&[2u8; 5000]);
+    let server = TestServer::start(Answer::Fixed {
+        head: format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nlast-modified: Sat, 01 Jan 2000 00:00:00 GMT\r\n\r\n",
+            old_model.len()
+        ),
+        body: old_model.clone(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let handler = keyed_handler(
+        dir.path(),
+        &format!(
+            "keep_last = 1\nextract = true\nlink_current = true\nallowed_hosts = [\"{}\", \"{}\"]\n{}",
+            blobs.host(),
+            server.host(),
+            container_key(&[blobs.container_url("models"), server.url("/models")])
+        ),
+    );
+    let p = Uuid::new_v4();
+    let hex = || Uuid::new_v4().simple().to_string();
+    let current = dir.path().join(format!("current-{p}-ONNX"));
+    let link = || std::fs::read_link(&current).unwrap();
+    // A backup in the container, Last-Modified now.
+    let i1 = Uuid::new_v4();
+    let backup = backup_name(p, i1, "ONNX");
+    blobs
+        .upload("models", &backup, onnx_export(&[1u8; 5000]))
+        .await;
+    handler
+        .handle(&delivery(&export(p, i1, &blobs.url("models", &backup))))
+        .await
+        .unwrap();
+    assert_eq!(link(), PathBuf::from(format!("{backup}.unzipped")));
+    // A message-named SAS URL whose blob is from 2000: stored, not current.
+    let i2 = Uuid::new_v4();
+    let (h, k) = (hex(), hex());
+    let old_url = server.url(&format!("/exports/m-{h}/{k}.ONNX.zip?sv=1&sig=x"));
+    handler
+        .handle(&delivery(&export(p, i2, &old_url)))
+        .await
+        .unwrap();
+    let old_name = backup_name(p, i2, "ONNX.zip");
+    assert_eq!(
+        std::fs::read(dir.path().join(&old_name)).unwrap(),
+        old_model
+    );
+    assert_eq!(
+        link(),
+        PathBuf::from(format!("{backup}.unzipped")),
+        "an older model took current"
+    );
+    assert_eq!(
+        std::fs::read(current.join("model.onnx")).unwrap(),
+        [1u8; 5000]
+    );
+    // A SAS URL uploaded after the backup was stored: newer, so current.
+    let i3 = Uuid::new_v4();
+    let blob = format!("{}.ONNX.zip", hex());
+    blobs
+        .upload("uploads", &blob, onnx_export(&[3u8; 5000]))
+        .await;
+    handler
+        .handle(&delivery(&export(p, i3, &blobs.sas_url("uploads", &blob))))
+        .await
+        .unwrap();
+    assert_eq!(link(), PathBuf::from(backup_name(p, i3, "ONNX")));
+    assert_eq!(
+        std::fs::read(current.join("model.onnx")).unwrap(),
+        [3u8; 5000]
+    );
+    // keep_last = 1 within each origin: the older URL model went, the
+    // backup stays.
+    let now = files(dir.path());
+    assert!(!now.contains(&old_name), "{now:?}");
+    assert!(now.contains(&backup), "{now:?}");
 }

@@ -13,6 +13,10 @@
 //!   request. The SDK's workload identity credential re-reads it only every
 //!   10 minutes, which can hand out an assertion Kubernetes already rotated.
 //!
+//! Every token fetched, and every federated token read, is registered
+//! with [`crate::secret::register_temporary`], so no text that leaves the
+//! process carries it.
+//!
 //! Also the scope of storage tokens and what to tell a user whose identity
 //! gets none ([`credential_hint`]).
 
@@ -86,6 +90,8 @@ impl TokenCredential for RefreshingCredential {
         }
         match self.inner.get_token(scopes, options).await {
             Ok(token) => {
+                // Removed from every text that leaves the process from now on.
+                crate::secret::register_temporary(token.token.secret());
                 tracing::debug!(
                     expires_in_s = (token.expires_on - now).whole_seconds(),
                     "Got a new token"
@@ -126,7 +132,11 @@ impl azure_identity::ClientAssertion for FileAssertion {
     ) -> azure_core::Result<String> {
         tokio::fs::read_to_string(&self.path)
             .await
-            .map(|s| s.trim().to_owned())
+            .map(|s| {
+                let s = s.trim().to_owned();
+                crate::secret::register_temporary(&s);
+                s
+            })
             .map_err(|e| {
                 azure_core::Error::with_error(
                     azure_core::error::ErrorKind::Credential,

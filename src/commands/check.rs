@@ -12,21 +12,27 @@ use crate::azure::Connector;
 use crate::config::Config;
 use crate::error::error_chain;
 use crate::queue::{Expiry, Queue, QueueError};
+use crate::secret::redact;
 use std::fmt;
 use std::time::Duration;
 
-/// One check's result.
+/// One check's result (also one line of `setup`).
 #[derive(Debug, Clone)]
 pub struct CheckLine {
     pub name: &'static str,
     pub ok: bool,
+    /// cvnotify's own text, with anything from outside (a project name, a
+    /// URI or an error a service sent) put in through
+    /// [`crate::secret::printable`].
     pub detail: String,
 }
 
 impl fmt::Display for CheckLine {
+    /// The line as printed: every registered secret and secret-shaped text
+    /// removed, whatever part of the detail carried it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mark = if self.ok { "ok  " } else { "FAIL" };
-        write!(f, "{mark}  {:<10} {}", self.name, self.detail)
+        write!(f, "{mark}  {:<10} {}", self.name, redact(&self.detail))
     }
 }
 

@@ -10,6 +10,7 @@ use crate::azure::Connector;
 use crate::config::Config;
 use crate::customvision::TrainingClient;
 use crate::error::error_chain;
+use crate::secret::{printable, redact_url};
 
 fn line(name: &'static str, ok: bool, detail: impl Into<String>) -> CheckLine {
     CheckLine {
@@ -70,12 +71,16 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
                 continue;
             }
         };
+        // What GetProject answered is shown escaped, and its URIs without
+        // their query (a SAS would be a credential in the output).
+        let shown = |uri: Option<&str>| uri.map_or("not set".into(), |u| printable(&redact_url(u)));
+        let name = printable(&p.name);
         let mut wrong = Vec::new();
         let notifications = p.settings.notification_queue_uri.as_deref();
         if !notifications.is_some_and(|n| same_uri(n, queue.as_str())) {
             wrong.push(format!(
                 "notificationQueueUri is {}, not this daemon's queue {queue}",
-                notifications.unwrap_or("not set")
+                shown(notifications)
             ));
         }
         let backups = p.settings.export_model_container_uri.as_deref();
@@ -84,7 +89,7 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
         {
             wrong.push(format!(
                 "exportModelContainerUri is {}, not the download handler's container {c}",
-                backups.unwrap_or("not set")
+                shown(backups)
             ));
         }
         let l = if wrong.is_empty() {
@@ -95,15 +100,14 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
             line(
                 "project",
                 true,
-                format!("{id} `{}`: notifications → this queue{backups}", p.name),
+                format!("{id} `{name}`: notifications → this queue{backups}"),
             )
         } else {
             line(
                 "project",
                 false,
                 format!(
-                    "{id} `{}`: {}; run `cvnotify setup --project {id}`",
-                    p.name,
+                    "{id} `{name}`: {}; run `cvnotify setup --project {id}`",
                     wrong.join("; ")
                 ),
             )

@@ -19,6 +19,7 @@ use crate::envelope::Envelope;
 use crate::error::error_chain;
 use crate::event::{Event, decode};
 use crate::queue::{Queue, QueueError};
+use crate::secret::{printable, redact_url};
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -139,8 +140,10 @@ fn line(name: &'static str, ok: bool, detail: impl Into<String>) -> CheckLine {
     }
 }
 
-fn show(v: Option<&str>) -> &str {
-    v.unwrap_or("(not set)")
+/// A URI as the output shows it: without its query (a SAS), escaped (it
+/// may come from GetProject).
+fn show(v: Option<&str>) -> String {
+    v.map_or("(not set)".into(), |v| printable(&redact_url(v)))
 }
 
 /// Whether the project's settings show `uris`.
@@ -281,7 +284,11 @@ impl<F: FnMut(&CheckLine)> Setup<F> {
         let project = match (opts.project, &opts.create) {
             (Some(id), _) => match client.get_project(id).await {
                 Ok(p) => {
-                    self.push(line("project", true, format!("`{}` ({id}) read", p.name)));
+                    self.push(line(
+                        "project",
+                        true,
+                        format!("`{}` ({id}) read", printable(&p.name)),
+                    ));
                     (id, p)
                 }
                 Err(e) => {
@@ -293,8 +300,8 @@ impl<F: FnMut(&CheckLine)> Setup<F> {
                 self.push(line(
                     "project",
                     true,
-                    format!("dry run: would create project `{name}` with notificationQueueUri = {}, exportModelContainerUri = {}; nothing changed",
-                        queue_uri, show(uris.export_model_container_uri.as_deref())),
+                    format!("dry run: would create project `{}` with notificationQueueUri = {}, exportModelContainerUri = {}; nothing changed",
+                        printable(name), show(Some(queue_uri.as_str())), show(uris.export_model_container_uri.as_deref())),
                 ));
                 return;
             }
@@ -311,7 +318,7 @@ impl<F: FnMut(&CheckLine)> Setup<F> {
                     self.push(line(
                         "project",
                         true,
-                        format!("created `{}` ({id})", p.name),
+                        format!("created `{}` ({id})", printable(&p.name)),
                     ));
                     (id, p)
                 }
@@ -331,9 +338,9 @@ impl<F: FnMut(&CheckLine)> Setup<F> {
             let change = |name: &str, have: Option<&str>, want: Option<&str>| match want {
                 None => format!("{name}: left as {}", show(have)),
                 Some(w) if have.is_some_and(|h| same_uri(h, w)) => {
-                    format!("{name}: already {w}")
+                    format!("{name}: already {}", show(Some(w)))
                 }
-                Some(w) => format!("{name}: {} → {w}", show(have)),
+                Some(w) => format!("{name}: {} → {}", show(have), show(Some(w))),
             };
             self.push(line(
                 "settings",

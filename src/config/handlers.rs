@@ -234,10 +234,11 @@ pub struct ShellConfig {
     pub env: StringMap,
     /// Whether the program inherits the daemon's environment, minus every
     /// variable that may hold a secret: the `CVNOTIFY_*` ones (configuration
-    /// overrides), every handler's `secret_env`, and the credential
+    /// overrides), every handler's `secret_env`, the credential
     /// variables of managed and workload identity (`IDENTITY_HEADER`,
     /// `MSI_SECRET`, `AZURE_CLIENT_SECRET`,
-    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`).
+    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`), and the OpenTelemetry
+    /// exporter's `OTEL_*HEADERS` (the collector's credentials).
     #[serde(default = "yes")]
     pub inherit_env: bool,
     /// Exit codes that mean retrying cannot help (bad input, a model the
@@ -327,7 +328,8 @@ pub struct WebhookConfig {
     /// Where to POST. Only its scheme and host are ever logged (webhook
     /// URLs often carry a token in their path).
     pub url: Url,
-    /// Extra request headers.
+    /// Extra request headers. Their values are treated as secrets
+    /// (registered with [`crate::secret`] when the configuration loads).
     #[serde(default)]
     pub headers: StringMap,
     /// Timeout of one attempt.
@@ -556,7 +558,9 @@ pub struct DownloadConfig {
     pub extract: bool,
     /// Keep a `current-{projectId}-{platform}` symlink in `dir` pointing at
     /// the newest model of each project and platform (its unpacked folder
-    /// with `extract`), switched atomically.
+    /// with `extract`), switched atomically. Newest by the blob's
+    /// `Last-Modified`, then the time stored, whatever the model's origin
+    /// (`container` or a URL a message named).
     #[serde(default)]
     pub link_current: bool,
 }
@@ -731,8 +735,11 @@ pub struct PublishConfig {
     /// Full Azure resource id of the Custom Vision *prediction* resource:
     /// `/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.CognitiveServices/accounts/<name>`.
     pub prediction_resource_id: String,
-    /// Unpublish the iteration currently holding `name` first. Without it,
-    /// a name held by another iteration is a permanent failure.
+    /// Move `name` from the iteration holding it: PublishIteration with
+    /// `overwrite=true`, read back; where the service refuses the parameter
+    /// or the name does not move, unpublish the holder and then publish
+    /// (with a WARN). Without it, a name held by another iteration is a
+    /// permanent failure.
     #[serde(default)]
     pub replace: bool,
 }

@@ -6,7 +6,7 @@
 use super::handlers::HandlerConfig;
 use super::issues::{ConfigError, Issues, as_table, deserialize_collecting};
 use super::schema::{AuthConfig, Config, ENV_PREFIX, FileConfig, QueueConfig, QueueEntry};
-use crate::secret::redact_text;
+use crate::secret::{redact_text, register};
 use std::path::Path;
 
 /// A file the TOML parser rejects: its message quotes the offending source
@@ -89,6 +89,7 @@ impl Config {
         }
         let env: config::Map<String, String> = env
             .into_iter()
+            .inspect(|(k, v)| register_otlp_headers(k, v))
             .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
             .collect();
         builder = builder.add_source(
@@ -150,7 +151,40 @@ impl Config {
             customvision: file.customvision,
         };
         config.validate(&mut issues);
+        register_secrets(&config);
         issues.into_result(config)
+    }
+}
+
+/// Registers the secret values the configuration holds outside a
+/// [`crate::secret::Secret`] (which registers itself): a webhook's header
+/// values (`Authorization`, API keys under any header name) and the
+/// password and query values of its URL (an Azure Functions `code=`).
+fn register_secrets(config: &Config) {
+    let queue_handlers = config.queues.iter().filter_map(|q| q.handlers.as_ref());
+    for handler in std::iter::once(&config.handlers)
+        .chain(queue_handlers)
+        .flatten()
+    {
+        if let HandlerConfig::Webhook(w) = handler {
+            w.headers.values().for_each(|v| register(v));
+            if let Some(p) = w.url.password() {
+                register(p);
+            }
+            w.url.query_pairs().for_each(|(_, v)| register(&v));
+        }
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (and
+/// any `OTEL_*HEADERS`): `key=value,...` with percent-encoded values, the
+/// collector's credentials. Each value is registered (read here, where the
+/// environment is read, for every command).
+fn register_otlp_headers(name: &str, list: &str) {
+    if name.starts_with("OTEL_") && name.ends_with("HEADERS") {
+        for (_, value) in list.split(',').filter_map(|h| h.split_once('=')) {
+            register(value);
+        }
     }
 }
 

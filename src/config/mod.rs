@@ -11,8 +11,11 @@
 //! JSON Schema derived from it), [`validate`] (semantic rules) and [`load`]
 //! (file + environment → a validated [`Config`]).
 //!
-//! This layer is pure apart from reading the file: it must not build
-//! clients, start anything, or log. It imports only the leaves (`secret`,
+//! This layer is pure apart from reading the file and registering the
+//! secret values it finds with [`crate::secret`] (every `Secret` on
+//! deserialization; webhook header values and URL credentials, and the
+//! `OTEL_*HEADERS` variables, when loading): it must not build clients,
+//! start anything, or log. It imports only the leaves (`secret`,
 //! `filter`, `event`).
 
 pub mod connection_string;

@@ -347,23 +347,30 @@ impl TrainingClient {
     }
 
     /// PublishIteration as `name` to the prediction resource
-    /// `prediction_id` (its full Azure resource id).
+    /// `prediction_id` (its full Azure resource id); with `overwrite`, the
+    /// spec's `overwrite=true` ("Whether to overwrite the published model
+    /// with the given name").
     pub async fn publish_iteration(
         &self,
         project: Uuid,
         iteration: Uuid,
         name: &str,
         prediction_id: &str,
+        overwrite: bool,
     ) -> Result<bool, CvError> {
         let (p, i) = (project.to_string(), iteration.to_string());
+        let mut query = vec![
+            ("publishName", name.to_owned()),
+            ("predictionId", prediction_id.to_owned()),
+        ];
+        if overwrite {
+            query.push(("overwrite", "true".to_owned()));
+        }
         self.json(
             Op::PublishIteration,
             Method::POST,
             &["projects", &p, "iterations", &i, "publish"],
-            &[
-                ("publishName", name.to_owned()),
-                ("predictionId", prediction_id.to_owned()),
-            ],
+            &query,
             None,
         )
         .await
@@ -571,10 +578,13 @@ impl TrainingClient {
     fn error_from(&self, op: Op, status: StatusCode, body: &[u8]) -> CvError {
         let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
         let (code, message) = parsed.parts();
-        // The service's text goes into logs: no control characters (they
-        // could rewrite a terminal), and not more than a few lines of it.
+        // The service's text goes into logs: no secret (a key it echoes;
+        // removed before the cut, which could split it), no control
+        // characters (they could rewrite a terminal), and not more than a
+        // few lines of it.
         let clean = |t: String| -> String {
-            t.chars()
+            crate::secret::redact(&t)
+                .chars()
                 .filter(|c| !c.is_control())
                 .take(MAX_MESSAGE)
                 .collect()
@@ -583,7 +593,7 @@ impl TrainingClient {
         let message = message.map(clean);
         let message = message.unwrap_or_else(|| {
             let text = String::from_utf8_lossy(body);
-            let text: String = text
+            let text: String = crate::secret::redact(&text)
                 .chars()
                 .filter(|c| !c.is_control())
                 .take(MAX_MESSAGE)

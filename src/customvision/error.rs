@@ -156,7 +156,7 @@ pub fn hint_for(code: &str) -> &'static str {
             "publish.prediction_resource_id must be the full Azure resource id of a Custom Vision prediction resource in the same region and subscription as the training resource"
         }
         "BadRequestIterationIsPublished" => {
-            "the iteration is published; unpublish it first (publish.replace = true does that for the iteration holding the name)"
+            "the iteration is already published (under another name, or to another prediction resource); unpublish it first"
         }
         "BadRequestIterationNotPublished" => "the iteration is not published",
         "BadRequestProjectName" | "BadRequestProjectNameNotUnique" => "choose another project name",

@@ -6,8 +6,12 @@
 //!   `Exporting` or `Done` counts as done; no second request is made. A
 //!   `Failed` one is requested again.
 //! - An iteration already published under the name counts as published.
-//!   With `replace`, the iteration holding the name is unpublished first;
-//!   without it, a name held by another iteration is a permanent failure.
+//!   With `replace`, a name held by another iteration is moved in one call,
+//!   PublishIteration with `overwrite=true`, and read back with
+//!   GetIterations; if the service refuses the parameter or the name did
+//!   not move, the holder is unpublished and the iteration published (two
+//!   calls, a gap between them), with a WARN saying so. Without `replace`,
+//!   a name held by another iteration is a permanent failure.
 //!
 //! A platform the iteration cannot export to (its `exportableTo`, or the
 //! service's export error codes) is a permanent failure carrying the
@@ -222,8 +226,8 @@ impl CustomVisionHandler {
         errors
     }
 
-    /// Publishes the iteration as `publish.name`, unpublishing the holder
-    /// of the name first with `replace`.
+    /// Publishes the iteration as `publish.name`; with `replace`, in place
+    /// of the iteration holding the name ([`Self::replace`]).
     async fn publish(&self, p: Uuid, i: Uuid, publish: &PublishConfig) -> Result<(), StepError> {
         let name = publish.name.as_str();
         let iterations = self
@@ -238,34 +242,33 @@ impl CustomVisionHandler {
             tracing::info!(publish_name = name, "The iteration is already published");
             return Ok(());
         }
-        if let Some(holder) = iterations
+        let Some(holder) = iterations
             .iter()
             .find(|it| it.id != i && it.published_as() == Some(name))
-        {
-            if !publish.replace {
-                return Err(StepError::NameTaken {
-                    name: name.to_owned(),
-                    holder: holder.id,
-                    iteration: i,
-                });
-            }
-            match self.client.unpublish_iteration(p, holder.id).await {
-                Ok(()) => {
-                    tracing::info!(publish_name = name, previous = %holder.id, "Unpublished the iteration holding the name")
-                }
-                // Unpublished meanwhile: the name is free all the same.
-                Err(e) if e.code() == Some("BadRequestIterationNotPublished") => {}
-                Err(e) => {
-                    return Err(StepError::api(format!(
-                        "unpublishing iteration {} to free `{name}`",
-                        holder.id
-                    ))(e));
-                }
-            }
+        else {
+            return self.publish_once(p, i, publish).await;
+        };
+        if !publish.replace {
+            return Err(StepError::NameTaken {
+                name: name.to_owned(),
+                holder: holder.id,
+                iteration: i,
+            });
         }
+        self.replace(p, i, publish, holder.id).await
+    }
+
+    /// PublishIteration without `overwrite`.
+    async fn publish_once(
+        &self,
+        p: Uuid,
+        i: Uuid,
+        publish: &PublishConfig,
+    ) -> Result<(), StepError> {
+        let name = publish.name.as_str();
         let published = self
             .client
-            .publish_iteration(p, i, name, &publish.prediction_resource_id)
+            .publish_iteration(p, i, name, &publish.prediction_resource_id, false)
             .await
             .map_err(StepError::api(format!("publishing as `{name}`")))?;
         if !published {
@@ -276,11 +279,159 @@ impl CustomVisionHandler {
         tracing::info!(publish_name = name, "Published the iteration");
         Ok(())
     }
+
+    /// Moves `publish.name` from `holder` to iteration `i` with one call,
+    /// PublishIteration with `overwrite=true`, so that predictions under the
+    /// name never find it unpublished. The spec documents the parameter but
+    /// not what the service does with it, so the result is read back; when
+    /// the service refused the parameter or the name did not move, the two
+    /// calls of before (unpublish the holders, publish), with a WARN.
+    async fn replace(
+        &self,
+        p: Uuid,
+        i: Uuid,
+        publish: &PublishConfig,
+        holder: Uuid,
+    ) -> Result<(), StepError> {
+        let name = publish.name.as_str();
+        let (why, holders, mine) = match self
+            .client
+            .publish_iteration(p, i, name, &publish.prediction_resource_id, true)
+            .await
+        {
+            Ok(answer) => {
+                let after =
+                    self.client
+                        .get_iterations(p)
+                        .await
+                        .map_err(StepError::api(format!(
+                            "reading back `{name}` after PublishIteration with overwrite=true"
+                        )))?;
+                let mine = after
+                    .iter()
+                    .any(|it| it.id == i && it.published_as() == Some(name));
+                let holders: Vec<Uuid> = after
+                    .iter()
+                    .filter(|it| it.id != i && it.published_as() == Some(name))
+                    .map(|it| it.id)
+                    .collect();
+                if mine && holders.is_empty() {
+                    tracing::info!(publish_name = name, previous = %holder, "Published the iteration in place of the one holding the name (PublishIteration with overwrite=true)");
+                    return Ok(());
+                }
+                let shows = match (mine, holders.as_slice()) {
+                    (true, others) => format!("on this iteration and on {}", ids(others)),
+                    (false, []) => "on no iteration".to_owned(),
+                    (false, others) => format!("still on {}", ids(others)),
+                };
+                (
+                    format!(
+                        "PublishIteration with overwrite=true answered {answer}, but GetIterations shows `{name}` {shows}"
+                    ),
+                    holders,
+                    mine,
+                )
+            }
+            Err(e) if overwrite_refused(&e) => (
+                format!(
+                    "the service refused PublishIteration with overwrite=true: {}",
+                    crate::error::error_chain(&e)
+                ),
+                vec![holder],
+                false,
+            ),
+            Err(e) => return Err(StepError::api(format!("publishing as `{name}`"))(e)),
+        };
+        tracing::warn!(publish_name = name, previous = %holder, reason = %why, "Falling back to UnpublishIteration then PublishIteration; predictions under the name fail in between");
+        for h in holders {
+            match self.client.unpublish_iteration(p, h).await {
+                Ok(()) => {
+                    tracing::info!(publish_name = name, previous = %h, "Unpublished the iteration holding the name")
+                }
+                // Unpublished meanwhile: the name is free all the same.
+                Err(e) if e.code() == Some("BadRequestIterationNotPublished") => {}
+                Err(e) => {
+                    return Err(StepError::api(format!(
+                        "unpublishing iteration {h} to free `{name}`"
+                    ))(e));
+                }
+            }
+        }
+        if mine {
+            tracing::info!(publish_name = name, "Published the iteration");
+            return Ok(());
+        }
+        self.publish_once(p, i, publish).await
+    }
+}
+
+fn ids(ids: &[Uuid]) -> String {
+    ids.iter()
+        .map(|u| format!("iteration {u}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a PublishIteration with `overwrite=true` failed in a way that
+/// may be about the parameter (the service does not take it, or ignored it
+/// and found the name in use), so the two calls are worth trying: a 400 or
+/// 409 whose code does not say the publish itself is impossible (a wrong
+/// prediction resource, an untrained or already published iteration).
+fn overwrite_refused(e: &CvError) -> bool {
+    const NOT_ABOUT_OVERWRITE: &[&str] = &[
+        "BadRequestInvalidPublishTarget",
+        "BadRequestIterationIsNotTrained",
+        "BadRequestIterationValidationFailed",
+        "BadRequestIterationIsPublished",
+        "BadRequestInvalidIds",
+        "BadRequestWorkspaceCannotBeModified",
+    ];
+    matches!(
+        e,
+        CvError::Service {
+            status: 400 | 409,
+            ..
+        }
+    ) && !e.code().is_some_and(|c| {
+        NOT_ABOUT_OVERWRITE.contains(&c) || c.starts_with("NotFound") || c.starts_with("Forbidden")
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refusal_that_may_be_about_overwrite_falls_back() {
+        let e = |status: u16, code: Option<&str>| CvError::Service {
+            op: crate::customvision::Op::PublishIteration,
+            status,
+            code: code.map(str::to_owned),
+            message: String::new(),
+            hint: "",
+        };
+        for (status, code) in [
+            (400, Some("BadRequest")),
+            (400, Some("BadRequestInvalid")),
+            (400, Some("BadRequestInvalidPublishName")),
+            (400, None),
+            (409, Some("Conflict")),
+        ] {
+            assert!(overwrite_refused(&e(status, code)), "{status} {code:?}");
+        }
+        for (status, code) in [
+            (400, Some("BadRequestInvalidPublishTarget")),
+            (400, Some("BadRequestIterationIsNotTrained")),
+            (400, Some("BadRequestIterationIsPublished")),
+            (404, Some("NotFoundIteration")),
+            (400, Some("NotFoundIteration")),
+            (403, Some("ForbiddenUser")),
+            (429, None),
+            (503, None),
+        ] {
+            assert!(!overwrite_refused(&e(status, code)), "{status} {code:?}");
+        }
+    }
 
     #[test]
     fn exportable_to_decides_before_any_request() {

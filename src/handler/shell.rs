@@ -8,7 +8,7 @@
 
 use super::types::{Delivery, Handler, HandlerError};
 use crate::config::ShellConfig;
-use crate::secret::{escape_control, redact_text};
+use crate::secret::{escape_control, redact_cut, redact_text};
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -60,6 +60,15 @@ pub const CREDENTIAL_VARIABLES: [&str; 4] = [
     "AZURE_CLIENT_CERTIFICATE_PASSWORD",
 ];
 
+/// Inherited variables withheld by their name: the `CVNOTIFY_*`
+/// configuration overrides (`CVNOTIFY__AUTH__SAS_TOKEN`...) and the
+/// OpenTelemetry exporter's headers (`OTEL_EXPORTER_OTLP_HEADERS`,
+/// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` and any other `OTEL_*HEADERS`), which
+/// carry the collector's credentials.
+fn withheld_by_name(name: &str) -> bool {
+    name.starts_with("CVNOTIFY_") || (name.starts_with("OTEL_") && name.ends_with("HEADERS"))
+}
+
 pub struct ShellHandler {
     config: ShellConfig,
     /// Inherited variables removed from the hook's environment.
@@ -96,7 +105,7 @@ impl ShellHandler {
             .process_group(0);
         if c.inherit_env {
             for (k, _) in std::env::vars_os() {
-                if k.to_string_lossy().starts_with("CVNOTIFY_") {
+                if withheld_by_name(&k.to_string_lossy()) {
                     cmd.env_remove(k);
                 }
             }
@@ -178,7 +187,8 @@ impl Drop for GroupGuard {
 /// chunks, keeps at most [`MAX_LINE`] bytes of the current line and
 /// discards the rest of an over-long line as it arrives (a hook printing
 /// 100 MB without a newline costs one buffer, not 100 MB). Text is
-/// redacted and its control characters escaped before it is logged.
+/// redacted (a cut line also loses the start of a secret the cut split)
+/// and its control characters escaped before it is logged.
 fn log_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     mut reader: R,
     stream: &'static str,
@@ -233,11 +243,13 @@ impl LineBuffer {
     }
 
     fn emit(&mut self, stream: &'static str) {
-        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
-        if self.cut {
-            text.push_str("...");
-        }
-        let text = redact_text(text.trim_end());
+        let text = String::from_utf8_lossy(&self.bytes);
+        // A secret the cut split leaves its start at the end: removed too.
+        let text = if self.cut {
+            redact_cut(&text) + "..."
+        } else {
+            redact_text(text.trim_end())
+        };
         tracing::info!(stream, output = %escape_control(&text), "Hook output");
         self.bytes.clear();
         self.cut = false;

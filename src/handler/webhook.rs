@@ -155,6 +155,11 @@ impl WebhookHandler {
             ),
             _ => None,
         };
+        // Read from a variable or a file: registered here, as a `Secret`
+        // from the configuration is when it is loaded.
+        if let Some(s) = &secret {
+            crate::secret::register(s);
+        }
         let signer = secret
             .map(|s| Signer::new(&s).map_err(WebhookBuildError::Secret))
             .transpose()?;

@@ -25,9 +25,11 @@ impl Shared {
     /// (shutdown timeout), in which case it is released.
     pub(super) async fn process(self: Arc<Self>, m: ReceivedMessage, abort: CancellationToken) {
         let queue = self.queue.name();
-        // The message's span: its fields are the log lines' context and,
-        // with traces on, the OpenTelemetry span's attributes (messaging
-        // semantic conventions for a consumer's "process" span).
+        // The message's span. Its fields are every log line's context and,
+        // with traces on, attributes of the OpenTelemetry span, whose name
+        // and kind come from the `otel.*` fields (log lines leave those
+        // out). The messaging semantic conventions' attributes of a
+        // consumer's "process" span and the outcome go to the trace only.
         let span = info_span!(
             "message",
             message_id = %m.id,
@@ -35,17 +37,20 @@ impl Shared {
             event_type = tracing::field::Empty,
             project_id = tracing::field::Empty,
             iteration_id = tracing::field::Empty,
-            outcome = tracing::field::Empty,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
             "otel.name" = %format_args!("process {queue}"),
             "otel.kind" = "consumer",
-            "messaging.system" = "azure_storage_queues",
-            "messaging.destination.name" = queue,
-            "messaging.operation.type" = "process",
-            "messaging.operation.name" = "process",
-            "messaging.message.id" = %m.id,
         );
+        crate::telemetry::set_attributes(&span, || {
+            [
+                ("messaging.system", "azure_storage_queues".into()),
+                ("messaging.destination.name", queue.to_owned().into()),
+                ("messaging.operation.type", "process".into()),
+                ("messaging.operation.name", "process".into()),
+                ("messaging.message.id", m.id.clone().into()),
+            ]
+        });
         if let Some((trace_id, span_id)) = crate::telemetry::ids(&span) {
             span.record("trace_id", trace_id);
             span.record("span_id", span_id);
@@ -112,7 +117,7 @@ impl Shared {
         let router = self.router.clone();
         let routes = router.route(&notification);
         if routes.is_empty() {
-            span.record("outcome", "handled");
+            crate::telemetry::set_attribute(&span, "outcome", "handled");
             NoRoute.emit(&self.metrics);
             self.delete(&m.id, &m.pop_receipt).await;
             return;

@@ -78,18 +78,18 @@ impl Shared {
         let span = tracing::Span::current();
         let failure = match outcome {
             Outcome::Handled => {
-                span.record("outcome", "handled");
+                crate::telemetry::set_attribute(&span, "outcome", "handled");
                 self.delete(&m.id, receipt).await;
                 MessageHandled { took }.emit(&self.metrics);
                 return;
             }
             Outcome::Aborted => {
-                span.record("outcome", "released");
+                crate::telemetry::set_attribute(&span, "outcome", "released");
                 return self.release(&m.id, receipt).await;
             }
             Outcome::Failed(f) => f,
         };
-        span.record("outcome", "failed");
+        crate::telemetry::set_attribute(&span, "outcome", "failed");
         // Without Update Message nothing can be recorded in the message:
         // then every earlier delivery counts as a failure, as the queue's
         // dequeue count says.
@@ -269,7 +269,7 @@ impl Shared {
         };
         match sent {
             Ok(()) => {
-                tracing::Span::current().record("outcome", "poisoned");
+                crate::telemetry::set_attribute(&tracing::Span::current(), "outcome", "poisoned");
                 self.delete(&m.id, receipt).await;
                 Poisoned {
                     reason,

@@ -32,8 +32,12 @@
 //! wrong key (`{"error": {"code": "401", ...}}`, the shape Azure AI services
 //! use); the codes for "already exported" and "publish name in use"; the
 //! name of the test blob; HTTP statuses per code (400/403/404 from the code
-//! names). Scripted faults ([`Fault`]) give 429s with `Retry-After` and the
-//! like.
+//! names); what PublishIteration does with `overwrite=true` ([`Overwrite`]:
+//! the spec documents the parameter, "Whether to overwrite the published
+//! model with the given name", not its effect; by default the name moves
+//! from the iteration holding it, and the other modes are what a service
+//! refusing or ignoring it would do). Scripted faults ([`Fault`]) give 429s
+//! with `Retry-After` and the like.
 
 use super::{DEV_KEY, SharedKeyPolicy, queue_client};
 use cvnotify::queue::Queue as _;
@@ -64,6 +68,22 @@ pub struct Forms {
     pub create_body: bool,
 }
 
+/// What PublishIteration does with `overwrite=true` (assumed: the spec
+/// documents the parameter, not its effect).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overwrite {
+    /// The name moves from the iteration holding it to this one, in one
+    /// step (how the spec's description reads).
+    Honoured,
+    /// 400 `BadRequest` naming the parameter (a service that does not take
+    /// it).
+    Rejected,
+    /// Ignored: a name another iteration holds is refused as without it.
+    Ignored,
+    /// Answers `true` and changes nothing: the name stays where it was.
+    TrueButUnchanged,
+}
+
 /// How the stand-in behaves.
 #[derive(Clone, Debug)]
 pub struct CvOptions {
@@ -77,6 +97,11 @@ pub struct CvOptions {
     pub export_delay: Duration,
     /// How long the `CustomVision-TestPermission/` blob exists.
     pub test_blob_lifetime: Duration,
+    /// PublishIteration's `overwrite=true`.
+    pub overwrite: Overwrite,
+    /// A hostile (or careless) service: every error answer's message ends
+    /// with ` (Training-Key: <the key the request carried>)`.
+    pub echo_key: bool,
 }
 
 impl Default for CvOptions {
@@ -92,6 +117,8 @@ impl Default for CvOptions {
             },
             export_delay: Duration::from_millis(300),
             test_blob_lifetime: Duration::from_secs(5),
+            overwrite: Overwrite::Honoured,
+            echo_key: false,
         }
     }
 }
@@ -145,6 +172,9 @@ struct State {
     requests: Vec<Recorded>,
     faults: VecDeque<Fault>,
     written: Vec<Written>,
+    /// After each publish or unpublish: the publish name it concerned and
+    /// the iterations holding that name then.
+    holders: Vec<(String, Vec<Uuid>)>,
 }
 
 /// The running stand-in; stopped when dropped.
@@ -324,6 +354,32 @@ impl CustomVision {
     pub fn inject(&self, fault: Fault) {
         self.state.lock().unwrap().faults.push_back(fault);
     }
+
+    /// The iterations holding publish name `name` after each publish or
+    /// unpublish that changed who holds it (an empty entry: a moment
+    /// in which the name answered no predictions).
+    pub fn holders_of(&self, name: &str) -> Vec<Vec<Uuid>> {
+        self.state
+            .lock()
+            .unwrap()
+            .holders
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+}
+
+/// Records who holds `name` now (see [`CustomVision::holders_of`]).
+fn record_holders(st: &mut State, project: Uuid, name: &str) {
+    let mut holders: Vec<Uuid> = st
+        .iterations
+        .iter()
+        .filter(|(_, it)| it.project == project && it.json["publishName"] == json!(name))
+        .map(|(id, _)| *id)
+        .collect();
+    holders.sort();
+    st.holders.push((name.to_owned(), holders));
 }
 
 fn new_project(id: Uuid, name: &str) -> Value {
@@ -357,11 +413,50 @@ fn respond(
     }
 }
 
+/// With [`CvOptions::echo_key`], the key the request carried appended to
+/// an error answer's message (`{message}` or `{error: {message}}`).
+fn echo_key(status: u16, body: Option<Value>, key: &str) -> Option<Value> {
+    let mut body = body?;
+    if status >= 400 {
+        let echo = |m: &mut Value| {
+            if let Some(text) = m.as_str() {
+                *m = json!(format!("{text} (Training-Key: {key})"));
+            }
+        };
+        if let Some(m) = body.get_mut("message") {
+            echo(m);
+        } else if let Some(m) = body.get_mut("error").and_then(|e| e.get_mut("message")) {
+            echo(m);
+        }
+    }
+    Some(body)
+}
+
 async fn handle(
     state: &Arc<Mutex<State>>,
     o: &Arc<CvOptions>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
+    let received = req
+        .headers()
+        .get("training-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let (status, body, headers) = answer(state, o, req).await;
+    let body = match o.echo_key {
+        true => echo_key(status, body, &received),
+        false => body,
+    };
+    respond(status, body, &headers)
+}
+
+/// The status, JSON body and headers of the answer to `req`.
+async fn answer(
+    state: &Arc<Mutex<State>>,
+    o: &Arc<CvOptions>,
+    req: Request<hyper::body::Incoming>,
+) -> (u16, Option<Value>, Vec<(String, String)>) {
     let method = req.method().clone();
     let full_path = req.uri().path().to_owned();
     let query: Vec<(String, String)> =
@@ -384,10 +479,10 @@ async fn handle(
         .strip_prefix("/customvision/v3.3/training")
         .map(|r| full_path[full_path.len() - r.len()..].to_owned())
     else {
-        return respond(
+        return (
             404,
             Some(json!({"code": "NotFound", "message": "Resource not found"})),
-            &[],
+            Vec::new(),
         );
     };
     let fault = {
@@ -415,22 +510,22 @@ async fn handle(
     if let Some(f) = fault {
         let body =
             (!f.body.is_empty()).then(|| serde_json::from_str(&f.body).unwrap_or(json!(f.body)));
-        return respond(f.status, body, &f.headers);
+        return (f.status, body, f.headers);
     }
     if !key_ok {
         // Assumed: the Azure AI services gateway's answer to a wrong key.
-        return respond(
+        return (
             401,
             Some(
                 json!({"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}),
             ),
-            &[],
+            Vec::new(),
         );
     }
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let (status, value) = route(state, o, &method, &segments, &q, &body);
-    respond(status, value, &[])
+    (status, value, Vec::new())
 }
 
 type Answer = (u16, Option<Value>);
@@ -498,19 +593,24 @@ fn route(
                     )),
                 ),
                 ("POST", ["export"]) => export(state, o, p, i, q),
-                ("POST", ["publish"]) => publish(state, p, i, q),
+                ("POST", ["publish"]) => publish(state, o, p, i, q),
                 ("DELETE", ["publish"]) => {
                     let mut st = state.lock().unwrap();
                     let it = &mut st.iterations.get_mut(&i).unwrap().json;
-                    if it["publishName"].as_str().is_none_or(str::is_empty) {
+                    let Some(name) = it["publishName"]
+                        .as_str()
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                    else {
                         return some(error(
                             400,
                             "BadRequestIterationNotPublished",
                             "Iteration is not published",
                         ));
-                    }
+                    };
                     it["publishName"] = Value::Null;
                     it["originalPublishResourceId"] = Value::Null;
+                    record_holders(&mut st, p, &name);
                     (204, None)
                 }
                 _ => some(error(404, "NotFound", "Resource not found")),
@@ -825,6 +925,7 @@ fn same_export(e: &Value, platform: &str, flavor: Option<&str>) -> bool {
 
 fn publish(
     state: &Arc<Mutex<State>>,
+    o: &Arc<CvOptions>,
     p: Uuid,
     i: Uuid,
     q: &dyn Fn(&str) -> Option<String>,
@@ -855,6 +956,35 @@ fn publish(
             ),
         );
     }
+    // The spec: `overwrite` bool, optional, default false.
+    let overwrite = match q("overwrite").as_deref() {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(_) => {
+            return (
+                400,
+                Some(error(400, "BadRequestInvalid", "overwrite must be a boolean").1),
+            );
+        }
+    };
+    if overwrite && o.overwrite == Overwrite::Rejected {
+        return (
+            400,
+            Some(
+                error(
+                    400,
+                    "BadRequest",
+                    "The query parameter 'overwrite' is not supported",
+                )
+                .1,
+            ),
+        );
+    }
+    if overwrite && o.overwrite == Overwrite::TrueButUnchanged {
+        return (200, Some(json!(true)));
+    }
+    let overwrite = overwrite && o.overwrite == Overwrite::Honoured;
     let mut st = state.lock().unwrap();
     if st.iterations[&i].json["publishName"]
         .as_str()
@@ -872,11 +1002,20 @@ fn publish(
             ),
         );
     }
-    if st
+    let held_by: Vec<Uuid> = st
         .iterations
         .iter()
-        .any(|(id, it)| *id != i && it.project == p && it.json["publishName"] == json!(name))
-    {
+        .filter(|(id, it)| **id != i && it.project == p && it.json["publishName"] == json!(name))
+        .map(|(id, _)| *id)
+        .collect();
+    if overwrite {
+        // Assumed effect: the name leaves its holder in the same step.
+        for h in held_by {
+            let it = &mut st.iterations.get_mut(&h).unwrap().json;
+            it["publishName"] = Value::Null;
+            it["originalPublishResourceId"] = Value::Null;
+        }
+    } else if !held_by.is_empty() {
         // Assumed code for a name another iteration holds.
         return (
             400,
@@ -893,6 +1032,7 @@ fn publish(
     let it = &mut st.iterations.get_mut(&i).unwrap().json;
     it["publishName"] = json!(name);
     it["originalPublishResourceId"] = json!(prediction);
+    record_holders(&mut st, p, &name);
     (200, Some(json!(true)))
 }
 

@@ -6,7 +6,12 @@
 //! private folder in `dir` (then moved into place in one rename by the
 //! caller), counts the bytes actually written against `max_size` (a zip
 //! bomb's declared sizes may lie), and gives every file mode 0644.
-//! Blocking calls: run them off the async threads.
+//!
+//! Errors say whose fault they are ([`ArchiveError::is_permanent`]): the
+//! bytes (a broken zip, an unsafe or colliding entry, a bomb), which no
+//! retry changes, or the machine (a full disk, a quota, too many open
+//! files, a failing device, an interrupted call), which can pass, so the
+//! delivery is retried. Blocking calls: run them off the async threads.
 
 use super::files::{Removes, create_new, temp_path};
 use std::fs::File;
@@ -43,12 +48,34 @@ pub enum ArchiveError {
     Duplicate(String),
     #[error("the zip unpacks to {size} bytes or more, more than max_size ({max}) (a zip bomb?)")]
     TooLarge { size: u64, max: bytesize::ByteSize },
+    #[error("entry `{0}` collides with another entry (a file where a folder is, or the reverse)")]
+    Collision(String),
+    #[error("entry `{0}` has a name the file system does not take (too long)")]
+    BadName(String),
+    /// Writing the unpacked files failed on this machine.
     #[error("cannot unpack into {}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// Reading the downloaded archive failed on this machine.
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ArchiveError {
+    /// Whether the archive's bytes make it impossible, so that no retry
+    /// can help; false for the machine's I/O errors (a full disk, a quota,
+    /// too many open files, a device error, an interrupted call...), which
+    /// can pass.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, ArchiveError::Io { .. } | ArchiveError::Read { .. })
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
@@ -56,14 +83,68 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
     move |source| ArchiveError::Io { path, source }
 }
 
+/// Whether an error reading a file we wrote ourselves comes from its bytes:
+/// they end early or hold nonsense (a seek past the end, a corrupt
+/// stream). Anything else (EIO, EMFILE, ENFILE, EAGAIN, EINTR, ENOMEM...)
+/// is the machine's.
+fn from_the_bytes(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+    )
+}
+
+/// An error reading the archive at `path`, classified by its cause.
+fn read_error(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
+    let path = path.to_owned();
+    move |e| {
+        if from_the_bytes(&e) {
+            ArchiveError::Unreadable(e.into())
+        } else {
+            ArchiveError::Read { path, source: e }
+        }
+    }
+}
+
+/// A zip reader's error on the archive at `path`: its I/O errors
+/// classified by cause, everything else the bytes'.
+fn zip_error(path: &Path) -> impl FnOnce(zip::result::ZipError) -> ArchiveError {
+    let path = path.to_owned();
+    move |e| match e {
+        zip::result::ZipError::Io(io) => read_error(&path)(io),
+        other => ArchiveError::Unreadable(other),
+    }
+}
+
+/// An error creating entry `name`'s file or folder at `path`: the entry's
+/// fault when it collides with another entry or its name is too long for
+/// the file system, the machine's otherwise (a full disk...).
+fn entry_error(name: &str, path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
+    let (name, path) = (shown(name), path.to_owned());
+    move |e| match e.kind() {
+        io::ErrorKind::AlreadyExists
+        | io::ErrorKind::NotADirectory
+        | io::ErrorKind::IsADirectory => ArchiveError::Collision(name),
+        io::ErrorKind::InvalidFilename => ArchiveError::BadName(name),
+        _ => ArchiveError::Io { path, source: e },
+    }
+}
+
+/// An entry name for a message: at most 200 characters.
+fn shown(name: &str) -> String {
+    name.chars().take(200).collect()
+}
+
 /// Whether the file starts like a zip (a local header or an empty zip's
-/// end record).
-pub fn looks_like_zip(path: &Path) -> bool {
+/// end record). An error opening or reading it is the machine's and
+/// returned: guessing "not a zip" would store an archive unchecked.
+pub fn looks_like_zip(path: &Path) -> io::Result<bool> {
     let mut magic = [0u8; 4];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && (magic == *b"PK\x03\x04" || magic == *b"PK\x05\x06")
+    match File::open(path)?.read_exact(&mut magic) {
+        Ok(()) => Ok(magic == *b"PK\x03\x04" || magic == *b"PK\x05\x06"),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn u16_at(b: &[u8], at: usize) -> u64 {
@@ -80,15 +161,13 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// directory record in the file's tail (and the ZIP64 record a locator
 /// points to) and refuses any that is too large. Written by hand because
 /// the zip crate offers no limit, and sizes its tables from these numbers.
-fn check_directory_size(f: &mut File) -> Result<(), ArchiveError> {
-    let len = f
-        .seek(SeekFrom::End(0))
-        .map_err(|e| ArchiveError::Unreadable(e.into()))?;
+fn check_directory_size(f: &mut File, path: &Path) -> Result<(), ArchiveError> {
+    let len = f.seek(SeekFrom::End(0)).map_err(read_error(path))?;
     let tail_len = len.min(22 + 65_535);
     let mut tail = vec![0u8; tail_len as usize];
     f.seek(SeekFrom::Start(len - tail_len))
         .and_then(|_| f.read_exact(&mut tail))
-        .map_err(|e| ArchiveError::Unreadable(e.into()))?;
+        .map_err(read_error(path))?;
     let mut found = false;
     for at in (0..tail.len().saturating_sub(21)).rev() {
         if tail[at..at + 4] != *b"PK\x05\x06" {
@@ -102,12 +181,13 @@ fn check_directory_size(f: &mut File) -> Result<(), ArchiveError> {
         {
             let offset = u64_at(&tail, at - 20 + 8);
             let mut record = [0u8; 56];
-            if offset.checked_add(56).is_none_or(|end| end > len)
-                || f.seek(SeekFrom::Start(offset))
-                    .and_then(|_| f.read_exact(&mut record))
-                    .is_err()
-                || record[..4] != *b"PK\x06\x06"
-            {
+            if offset.checked_add(56).is_none_or(|end| end > len) {
+                return Err(ArchiveError::Corrupt("a broken ZIP64 end record"));
+            }
+            f.seek(SeekFrom::Start(offset))
+                .and_then(|_| f.read_exact(&mut record))
+                .map_err(read_error(path))?;
+            if record[..4] != *b"PK\x06\x06" {
                 return Err(ArchiveError::Corrupt("a broken ZIP64 end record"));
             }
             entries = u64_at(&record, 32);
@@ -125,7 +205,7 @@ fn check_directory_size(f: &mut File) -> Result<(), ArchiveError> {
 
 /// `name` as safe relative components; a trailing `/` (a folder) dropped.
 fn components(name: &str) -> Result<Vec<&str>, ArchiveError> {
-    let bad = || ArchiveError::UnsafePath(name.chars().take(200).collect());
+    let bad = || ArchiveError::UnsafePath(shown(name));
     let trimmed = name.strip_suffix('/').unwrap_or(name);
     let parts: Vec<&str> = trimmed.split('/').collect();
     let drive = parts
@@ -153,11 +233,13 @@ pub struct Summary {
 }
 
 fn open(path: &Path) -> Result<zip::ZipArchive<BufReader<File>>, ArchiveError> {
-    let mut f = File::open(path).map_err(|e| ArchiveError::Unreadable(e.into()))?;
-    check_directory_size(&mut f)?;
-    f.seek(SeekFrom::Start(0))
-        .map_err(|e| ArchiveError::Unreadable(e.into()))?;
-    zip::ZipArchive::new(BufReader::new(f)).map_err(ArchiveError::Unreadable)
+    let mut f = File::open(path).map_err(|source| ArchiveError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    check_directory_size(&mut f, path)?;
+    f.seek(SeekFrom::Start(0)).map_err(read_error(path))?;
+    zip::ZipArchive::new(BufReader::new(f)).map_err(zip_error(path))
 }
 
 /// Checks the zip at `path` (see the module doc) and that the sizes its
@@ -167,14 +249,14 @@ pub fn check(path: &Path, max_size: u64) -> Result<Summary, ArchiveError> {
     let meta = archive.metadata();
     let mut declared = 0u64;
     for i in 0..meta.len() {
-        let e = meta.entry(i).map_err(ArchiveError::Unreadable)?;
-        let name = e.name().map_err(ArchiveError::Unreadable)?;
+        let e = meta.entry(i).map_err(zip_error(path))?;
+        let name = e.name().map_err(zip_error(path))?;
         components(&name)?;
         if e.is_symlink() {
-            return Err(ArchiveError::Symlink(name.chars().take(200).collect()));
+            return Err(ArchiveError::Symlink(shown(&name)));
         }
         if e.encrypted() {
-            return Err(ArchiveError::Encrypted(name.chars().take(200).collect()));
+            return Err(ArchiveError::Encrypted(shown(&name)));
         }
         declared = declared.saturating_add(e.size());
     }
@@ -207,27 +289,24 @@ pub fn unpack(path: &Path, dir: &Path, name: &str, max_size: u64) -> Result<Path
     let guard = Removes(Some(tmp.clone()));
     let mut written = 0u64;
     for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(ArchiveError::Unreadable)?;
-        let entry_name = entry.name().map_err(ArchiveError::Unreadable)?.into_owned();
+        let mut entry = archive.by_index(i).map_err(zip_error(path))?;
+        let entry_name = entry.name().map_err(zip_error(path))?.into_owned();
         let parts = components(&entry_name)?;
         let target = parts.iter().fold(tmp.clone(), |p, c| p.join(c));
         if entry.is_dir() {
-            std::fs::create_dir_all(&target).map_err(io_at(&target))?;
+            std::fs::create_dir_all(&target).map_err(entry_error(&entry_name, &target))?;
             continue;
         }
         if let Some(parent) = target.parent() {
             // Only inside the private folder made above: no one else can
             // have put a symlink there.
-            std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+            std::fs::create_dir_all(parent).map_err(entry_error(&entry_name, parent))?;
         }
         let mut out = create_new(&target).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
-                ArchiveError::Duplicate(entry_name.chars().take(200).collect())
+                ArchiveError::Duplicate(shown(&entry_name))
             } else {
-                ArchiveError::Io {
-                    path: target.clone(),
-                    source: e,
-                }
+                entry_error(&entry_name, &target)(e)
             }
         })?;
         let room = max_size - written;
@@ -309,7 +388,7 @@ mod tests {
                 ("python/predict.py", b"print(1)"),
             ]),
         );
-        assert!(looks_like_zip(&p));
+        assert!(looks_like_zip(&p).unwrap());
         let s = check(&p, 1 << 20).unwrap();
         assert_eq!(s.entries, 4);
         let out = unpack(&p, dir.path(), "m.zip", 1 << 20).unwrap();
@@ -352,6 +431,68 @@ mod tests {
             .unwrap();
         let p = write(dir.path(), &w.finish().unwrap().into_inner());
         assert!(matches!(check(&p, 1 << 20), Err(ArchiveError::Symlink(_))));
+    }
+
+    /// Issue 17, finding 2: every archive error counted as permanent, so a
+    /// full disk while unpacking poisoned a healthy model. The machine's
+    /// I/O errors can pass; only the bytes' are permanent.
+    #[test]
+    fn the_machines_io_errors_can_pass_and_only_the_bytes_are_permanent() {
+        let p = Path::new("/m.zip");
+        for errno in [
+            libc::ENOSPC,
+            libc::EDQUOT,
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::EIO,
+            libc::EAGAIN,
+            libc::EINTR,
+        ] {
+            let e = || io::Error::from_raw_os_error(errno);
+            for got in [
+                io_at(p)(e()),
+                read_error(p)(e()),
+                zip_error(p)(zip::result::ZipError::Io(e())),
+                entry_error("model.onnx", p)(e()),
+            ] {
+                assert!(!got.is_permanent(), "errno {errno}: {got:?}");
+            }
+        }
+        assert!(!io_at(p)(io::Error::from(io::ErrorKind::Interrupted)).is_permanent());
+        for kind in [
+            io::ErrorKind::UnexpectedEof,
+            io::ErrorKind::InvalidData,
+            io::ErrorKind::InvalidInput,
+        ] {
+            let got = zip_error(p)(zip::result::ZipError::Io(kind.into()));
+            assert!(got.is_permanent(), "{kind:?}: {got:?}");
+        }
+        assert!(zip_error(p)(zip::result::ZipError::InvalidArchive("x".into())).is_permanent());
+        for errno in [
+            libc::EEXIST,
+            libc::ENOTDIR,
+            libc::EISDIR,
+            libc::ENAMETOOLONG,
+        ] {
+            let got = entry_error("a/b", p)(io::Error::from_raw_os_error(errno));
+            assert!(got.is_permanent(), "errno {errno}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_and_a_folder_of_one_name_collide_and_are_permanent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), &zip_of(&[("a", b"file"), ("a/b", b"inside")]));
+        check(&p, 1 << 20).unwrap();
+        let e = unpack(&p, dir.path(), "m.zip", 1 << 20).unwrap_err();
+        assert!(matches!(e, ArchiveError::Collision(_)), "{e:?}");
+        assert!(e.is_permanent());
+        // The private folder went with the error.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("m.zip")]);
     }
 
     #[test]

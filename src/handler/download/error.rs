@@ -60,8 +60,12 @@ pub enum DownloadError {
     Long { expected: u64 },
     #[error("the downloaded model does not match the blob's Content-MD5")]
     Md5Mismatch,
+    /// The archive's bytes are refused ([`ArchiveError::is_permanent`]).
     #[error("the model is not a usable archive")]
     Archive(#[source] ArchiveError),
+    /// Checking or unpacking it failed on this machine (a full disk...).
+    #[error("cannot check or unpack the archive")]
+    Unpack(#[source] ArchiveError),
     #[error("cannot {what} {}", path.display())]
     Io {
         what: &'static str,
@@ -74,9 +78,21 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
+    /// An archive error, by whose fault it is: the bytes' ([`Self::Archive`])
+    /// or the machine's ([`Self::Unpack`]).
+    pub fn archive(e: ArchiveError) -> Self {
+        if e.is_permanent() {
+            DownloadError::Archive(e)
+        } else {
+            DownloadError::Unpack(e)
+        }
+    }
+
     /// Whether retrying cannot help: the URL was refused by the
-    /// configuration, or the model itself is unacceptable (too large, a bad
-    /// archive). The message is then poisoned at once.
+    /// configuration, or the model's bytes make it unacceptable (too large,
+    /// a bad archive). The message is then poisoned at once. I/O errors of
+    /// the machine (a full disk, a quota, too many open files, a device
+    /// error) are not: they can pass, so the delivery is retried.
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,

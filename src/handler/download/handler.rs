@@ -109,8 +109,9 @@ impl DownloadHandler {
 
     /// The model, when it is stored, matches its `.sha256`, and came from
     /// a source at least as trusted as this one (a URL's copy does not
-    /// stand in for the container's). Unpacks it and sets the link if
-    /// those are missing.
+    /// stand in for the container's). Unpacks it if that is missing, and
+    /// sets a missing link when it is the newest model (the one rule of
+    /// [`stored`]).
     async fn already_stored(&self, job: &Job) -> Result<Option<StoredModel>, DownloadError> {
         let dir = self.dir.clone();
         let file = job.name.file.clone();
@@ -142,7 +143,7 @@ impl DownloadHandler {
         let (dir, name, config) = (self.dir.clone(), job.name.clone(), self.config.clone());
         let project = job.project;
         tokio::task::spawn_blocking(move || -> Result<(), DownloadError> {
-            let archive = is_archive(&name, &dir.join(&name.file));
+            let archive = is_archive(&name, &dir.join(&name.file))?;
             let unpacked = dir.join(name.unpacked());
             if config.extract && archive && std::fs::symlink_metadata(&unpacked).is_err() {
                 let tmp = archive::unpack(
@@ -151,11 +152,14 @@ impl DownloadHandler {
                     &name.file,
                     config.max_size.as_u64(),
                 )
-                .map_err(DownloadError::Archive)?;
+                .map_err(DownloadError::archive)?;
                 files::place_dir(&tmp, &unpacked).map_err(io("rename", &tmp))?;
             }
             let link = stored::link_name(project, name.platform());
-            if config.link_current && files::link_target(&dir, &link).is_none() {
+            if config.link_current
+                && files::link_target(&dir, &link).is_none()
+                && stored::is_newest(&dir, project, &name.rest, &name.file)
+            {
                 files::switch_link(&dir, &link, &link_target(&config, &name, archive))
                     .map_err(io("link", &dir.join(&link)))?;
             }
@@ -211,8 +215,8 @@ struct Job {
     authority: crate::blob::Authority,
 }
 
-fn is_archive(name: &ModelName, path: &Path) -> bool {
-    name.says_zip() || archive::looks_like_zip(path)
+fn is_archive(name: &ModelName, path: &Path) -> Result<bool, DownloadError> {
+    Ok(name.says_zip() || archive::looks_like_zip(path).map_err(io("read", path))?)
 }
 
 /// What `current-…` points at: the unpacked folder, or the model.
@@ -239,13 +243,13 @@ fn finish(
     sha256: &str,
 ) -> Result<PathBuf, DownloadError> {
     let max = config.max_size.as_u64();
-    let archive = is_archive(name, partial);
+    let archive = is_archive(name, partial)?;
     let mut unpacked = None;
     if archive {
-        archive::check(partial, max).map_err(DownloadError::Archive)?;
+        archive::check(partial, max).map_err(DownloadError::archive)?;
         if config.extract {
             let tmp =
-                archive::unpack(partial, dir, &name.file, max).map_err(DownloadError::Archive)?;
+                archive::unpack(partial, dir, &name.file, max).map_err(DownloadError::archive)?;
             unpacked = Some(Removes(Some(tmp)));
         }
     }

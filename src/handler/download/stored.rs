@@ -10,10 +10,16 @@
 //! container. "Newest" is by the blob's `Last-Modified` (so re-delivering an
 //! old export makes it no newer), then by the time it was stored. A model
 //! without a side file (stored by an older version) counts as `container`.
-//! Blocking calls.
+//!
+//! `current-{projectId}-{platform}` follows one rule across origins: the
+//! newest model of the project and platform by that same order, whatever
+//! its origin and whether its name says `.zip` (a backup blob is
+//! `….ONNX`, a SAS URL's `….ONNX.zip`: one link). A message-named URL
+//! with an old `Last-Modified` does not take it from a newer backup, and a
+//! newer one does. Blocking calls.
 
 use super::files::{mtime_ns, read_small, write_file};
-use super::name::{ModelName, split_backup_name};
+use super::name::{ModelName, platform_of, split_backup_name};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use uuid::Uuid;
@@ -68,8 +74,9 @@ struct Stored {
     key: (i128, i128),
 }
 
-/// The regular files `{project} - {any iteration}.{rest}` in `dir`.
-fn models_of(dir: &Path, project: Uuid, rest: &str) -> Vec<Stored> {
+/// The regular files `{project} - {any iteration}.{r}` in `dir` whose `r`
+/// passes `wanted`.
+fn models_of(dir: &Path, project: Uuid, wanted: impl Fn(&str) -> bool) -> Vec<Stored> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -78,7 +85,7 @@ fn models_of(dir: &Path, project: Uuid, rest: &str) -> Vec<Stored> {
         .filter_map(|e| {
             let file = e.file_name().into_string().ok()?;
             let (p, _, r) = split_backup_name(&file)?;
-            if p != project || r != rest {
+            if p != project || !wanted(r) {
                 return None;
             }
             let stored = mtime_ns(&e.path())?;
@@ -96,22 +103,21 @@ fn models_of(dir: &Path, project: Uuid, rest: &str) -> Vec<Stored> {
 }
 
 /// Whether `file` is at least as new as every other stored model of its
-/// project, platform and origin.
+/// project and platform, of any origin: whether `current-…` points at it.
 pub fn is_newest(dir: &Path, project: Uuid, rest: &str, file: &str) -> bool {
-    let all = models_of(dir, project, rest);
+    let platform = platform_of(rest);
+    let all = models_of(dir, project, |r| platform_of(r) == platform);
     let Some(me) = all.iter().find(|s| s.file == file) else {
         return false;
     };
-    all.iter()
-        .filter(|s| s.meta.origin == me.meta.origin)
-        .all(|s| s.key <= me.key)
+    all.iter().all(|s| s.key <= me.key)
 }
 
 /// Removes all but the newest `keep` models of `project` and `rest` that
 /// have the origin of `just_stored`, never `just_stored` itself, each with
 /// its `.sha256`, side file and unpacked folder. Returns the removed names.
 pub fn prune(dir: &Path, project: Uuid, rest: &str, just_stored: &str, keep: usize) -> Vec<String> {
-    let all = models_of(dir, project, rest);
+    let all = models_of(dir, project, |r| r == rest);
     let Some(origin) = all
         .iter()
         .find(|s| s.file == just_stored)
@@ -186,7 +192,30 @@ mod tests {
         assert_eq!(prune(d, p, "ONNX", &z, 2), vec![x.clone()]);
         assert!(d.join(&a).exists() && d.join(&b).exists() && d.join(&y).exists());
         assert!(!d.join(format!("{x}.sha256")).exists());
-        assert!(is_newest(d, p, "ONNX", &b) && !is_newest(d, p, "ONNX", &a));
+        // `current` is one rule across origins: the newest, a URL's here.
+        assert!(is_newest(d, p, "ONNX", &z) && !is_newest(d, p, "ONNX", &b));
+        assert!(!is_newest(d, p, "ONNX", &a));
+    }
+
+    /// Issue 17, finding 8: with `keep_last = 1`, a message-named URL
+    /// model with an old `Last-Modified` took `current-…` from a newer
+    /// backup, because the newest was looked for within its origin (and
+    /// its `.ONNX.zip` apart from the backup's `.ONNX`).
+    #[test]
+    fn current_is_the_newest_of_the_platform_across_origins_and_extensions() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let p = Uuid::new_v4();
+        let backup = store(d, p, "ONNX", Origin::Container, Some(2_000));
+        let old_url = store(d, p, "ONNX.zip", Origin::Url, Some(1_000));
+        assert!(!is_newest(d, p, "ONNX.zip", &old_url));
+        assert!(is_newest(d, p, "ONNX", &backup));
+        let new_url = store(d, p, "ONNX.zip", Origin::Url, Some(3_000));
+        assert!(is_newest(d, p, "ONNX.zip", &new_url));
+        assert!(!is_newest(d, p, "ONNX", &backup));
+        // Another platform is another link.
+        let coreml = store(d, p, "CoreML.zip", Origin::Url, Some(1));
+        assert!(is_newest(d, p, "CoreML.zip", &coreml));
     }
 
     #[test]
