@@ -16,7 +16,8 @@
 //! [`EventFilter`] once, when the configuration is loaded.
 
 use crate::event::Event;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pattern {
@@ -26,9 +27,10 @@ struct Pattern {
     status: Option<String>,
 }
 
-/// A parsed `events` list.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "Vec<String>")]
+/// A parsed `events` list. Serialized back to its patterns (lower case)
+/// for the defaults the configuration's JSON Schema shows.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
 pub struct EventFilter {
     patterns: Vec<Pattern>,
 }
@@ -53,6 +55,68 @@ impl TryFrom<Vec<String>> for EventFilter {
     type Error = FilterError;
     fn try_from(patterns: Vec<String>) -> Result<Self, FilterError> {
         Self::parse(&patterns)
+    }
+}
+
+impl From<EventFilter> for Vec<String> {
+    fn from(f: EventFilter) -> Self {
+        f.patterns
+            .iter()
+            .map(|p| match (&p.ty, &p.status) {
+                (None, None) => "*".to_owned(),
+                (Some(t), None) => t.clone(),
+                (t, Some(s)) => format!("{}.{s}", t.as_deref().unwrap_or("*")),
+            })
+            .collect()
+    }
+}
+
+/// A non-empty list of patterns, each matched (case-insensitively, as
+/// [`EventFilter::parse`] does) by a regular expression built from the same
+/// type and status names, so an editor flags the typos start-up rejects.
+impl schemars::JsonSchema for EventFilter {
+    fn schema_name() -> Cow<'static, str> {
+        "EventFilter".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // JSON Schema patterns have no case-insensitive flag: `[tT]`.
+        let any_case = |s: &str| {
+            s.chars()
+                .map(|c| match c {
+                    '*' => "\\*".to_owned(),
+                    c if c.is_ascii_alphabetic() => {
+                        format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                    }
+                    c => c.to_string(),
+                })
+                .collect::<String>()
+        };
+        let alt = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| any_case(n))
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        let (with_status, without): (Vec<&str>, Vec<&str>) = TYPES
+            .iter()
+            .partition(|t| !matches!(**t, "connection_test" | "unknown"));
+        let statuses = alt(&[&["*"], &STATUSES[..]].concat());
+        let pattern = format!(
+            "^\\s*(?:(?:{})(?:\\.(?:{statuses}))?|(?:{})(?:\\.\\*)?)\\s*$",
+            alt(&[&["*"], &with_status[..]].concat()),
+            alt(&without),
+        );
+        schemars::json_schema!({
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "string",
+                "pattern": pattern,
+            },
+            "examples": [["*"], ["training.completed", "export.*"], ["*.failed"]],
+        })
     }
 }
 
@@ -186,6 +250,58 @@ mod tests {
         assert!(!f(&["training"]).matches(&unknown));
         assert!(f(&["Connection_Test"]).matches(&ct));
         assert!(f(&["training.completed", "export.failed"]).matches(&ef));
+    }
+
+    /// The JSON Schema's pattern accepts what `parse` accepts, in any case,
+    /// and rejects what it rejects; the serialized form parses back.
+    #[test]
+    fn schema_pattern_agrees_with_the_parser() {
+        let schema = schemars::schema_for!(EventFilter);
+        let pattern = schema
+            .as_value()
+            .pointer("/items/pattern")
+            .and_then(|p| p.as_str())
+            .expect("a pattern");
+        let re = regex::Regex::new(pattern).unwrap();
+        let mut candidates = vec![
+            " export.completed ".to_owned(),
+            "".to_owned(),
+            ".".to_owned(),
+        ];
+        for t in [
+            "*",
+            "connection_test",
+            "training",
+            "export",
+            "unknown",
+            "trainig",
+            "exports",
+        ] {
+            for s in [
+                "",
+                ".*",
+                ".completed",
+                ".failed",
+                ".fail",
+                ".",
+                ".completed.x",
+            ] {
+                candidates.push(format!("{t}{s}"));
+                candidates.push(format!("{t}{s}").to_uppercase());
+            }
+        }
+        for c in &candidates {
+            let parsed = EventFilter::parse(std::slice::from_ref(c));
+            assert_eq!(
+                re.is_match(c),
+                parsed.is_ok(),
+                "{c:?}: {parsed:?} vs {pattern}"
+            );
+            if let Ok(f) = parsed {
+                let back: Vec<String> = f.clone().into();
+                assert_eq!(EventFilter::parse(&back).unwrap(), f, "{c:?} -> {back:?}");
+            }
+        }
     }
 
     #[test]

@@ -93,6 +93,12 @@ enum Command {
         #[arg(long, value_name = "NAME", global = true)]
         queue: Option<String>,
     },
+    /// Describe the configuration file.
+    #[command(name = "config")]
+    ConfigFile {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Enqueue a message exactly as Custom Vision writes it.
     Send {
         /// Event type.
@@ -121,6 +127,14 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the JSON Schema (draft 2020-12) of the configuration file:
+    /// every key with its description and default, for editors (taplo,
+    /// Even Better TOML) and validators. Reads no configuration.
+    Schema,
+}
+
+#[derive(Subcommand)]
 enum PoisonCommand {
     /// Print one line per message (id, insertion time, deliveries, decoded
     /// summary or decode error) without changing anything.
@@ -145,6 +159,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Decode { file } => decode(file),
+        Command::ConfigFile {
+            command: ConfigCommand::Schema,
+        } => {
+            let schema = Config::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("serializable")
+            );
+            exit::OK
+        }
         Command::Run { once } => with_traced_config(cli.config, |c| run(c, once)),
         Command::Check { config_only, queue } => with_config(cli.config, Target::Stderr, |c| {
             println!("ok    config     valid");

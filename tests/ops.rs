@@ -381,13 +381,26 @@ fn children(pid: i32) -> Vec<(i32, String)> {
 /// namespace reaps what hooks leave behind and exits 0 on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
+    // An ordinary user may make a PID namespace inside a user namespace of
+    // its own (mapped to itself); root needs none.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let userns: &[&str] = if unsafe { libc::geteuid() } == 0 {
+        &[]
+    } else {
+        &["--user", "--map-root-user"]
+    };
     if std::process::Command::new("unshare")
+        .args(userns)
         .args(["--fork", "--pid", "--mount-proc", "true"])
         .status()
         .map(|s| !s.success())
         .unwrap_or(true)
     {
-        panic!("unshare --pid does not work here; this test needs it (run as root)");
+        panic!(
+            "`unshare {} --fork --pid --mount-proc` does not work here; this test needs a PID \
+             namespace (as an ordinary user, unprivileged user namespaces)",
+            userns.join(" ")
+        );
     }
     let w = World::new().await;
     let done = w.path("done.txt");
@@ -414,6 +427,7 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
         .write("c.toml");
     let stdout = w.path("pid1.stdout");
     let mut unshare = std::process::Command::new("unshare")
+        .args(userns)
         .args(["--fork", "--pid", "--mount-proc"])
         .arg(bin())
         .arg("--config")

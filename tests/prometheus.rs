@@ -26,8 +26,9 @@ struct Prometheus {
 
 impl Prometheus {
     /// The first line of `prometheus --version`; panics, saying how to
-    /// install it, when there is no Prometheus on PATH (never a silent
-    /// skip: CI installs it through scripts/check-deploy).
+    /// get it, when there is no Prometheus on PATH (never a silent skip:
+    /// scripts/check-deploy fetches Debian's into target/deb-tools/bin,
+    /// which scripts/test puts on PATH).
     fn version() -> String {
         match Command::new("prometheus").arg("--version").output() {
             Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
@@ -37,8 +38,9 @@ impl Prometheus {
                 .to_owned(),
             other => panic!(
                 "cannot run `prometheus --version` ({other:?}): this test needs the Prometheus \
-                 server on PATH. scripts/check-deploy installs it (Debian's package: \
-                 apt-get install prometheus); scripts/test runs check-deploy first."
+                 server on PATH. scripts/check-deploy fetches Debian's package into \
+                 target/deb-tools (no root needed) and scripts/test puts target/deb-tools/bin \
+                 on PATH; alone: PATH=$PWD/target/deb-tools/bin:$PATH cargo nextest run --test prometheus"
             ),
         }
     }

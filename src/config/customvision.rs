@@ -8,16 +8,18 @@
 //! tables in [`super::handlers`]; the platform/flavor rules it is validated
 //! with live here.
 
+use super::formats::HumanDuration;
 use super::issues::Issues;
 use crate::secret::Secret;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 use uuid::Uuid;
 
-/// The Custom Vision training resource.
-#[derive(Debug, Clone, Deserialize)]
+/// `[customvision]`: the Custom Vision training resource.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomVisionConfig {
     /// The training resource's endpoint, as the Azure portal shows it under
@@ -43,6 +45,7 @@ pub struct CustomVisionConfig {
     pub projects: Vec<Uuid>,
     /// Timeout of one Training API request.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub request_timeout: Duration,
     /// Attempts per Training API call: 429, 5xx, timeouts and connection
     /// errors are retried with exponential back-off, honouring `Retry-After`.
@@ -51,6 +54,7 @@ pub struct CustomVisionConfig {
     /// Longest wait between two attempts. A `Retry-After` beyond it ends
     /// the attempts (a handler's message is then retried by the queue).
     #[serde(default = "default_retry_max_delay", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub retry_max_delay: Duration,
 }
 

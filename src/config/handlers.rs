@@ -10,11 +10,14 @@
 //! is [`crate::handler`]'s.
 
 use super::customvision::check_export_target;
+use super::formats::{HumanDuration, HumanSize};
 use super::issues::{Issues, as_table, deserialize_collecting};
 use crate::filter::EventFilter;
 use crate::secret::Secret;
 use base64::Engine as _;
+use schemars::JsonSchema;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -40,6 +43,27 @@ macro_rules! handler_types {
         #[derive(Debug, Clone)]
         pub enum HandlerConfig {
             $($variant($config)),+
+        }
+
+        /// Each type's table as one `if type = ... then` branch, so that an
+        /// editor reports a wrong key against the type it belongs to
+        /// (`oneOf` would only say that no branch matched).
+        impl JsonSchema for HandlerConfig {
+            fn schema_name() -> Cow<'static, str> {
+                "HandlerConfig".into()
+            }
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                let branches = vec![
+                    $(type_branch($name, <$config as JsonSchema>::json_schema(generator)),)+
+                ];
+                schemars::json_schema!({
+                    "description": "A handler (`[[handlers]]`): `type` picks it, the other keys are that type's.",
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": { "type": { "type": "string", "enum": Self::TYPES } },
+                    "allOf": branches,
+                })
+            }
         }
 
         impl HandlerConfig {
@@ -86,6 +110,20 @@ handler_types! {
     Webhook(WebhookConfig) => "webhook",
     Download(DownloadConfig) => "download",
     CustomVision(CustomVisionHandlerConfig) => "customvision",
+}
+
+/// `if type = name then table`, the table's keys plus its `type`.
+fn type_branch(name: &str, mut table: schemars::Schema) -> serde_json::Value {
+    if let Some(props) = table
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        props.insert("type".into(), serde_json::json!({ "const": name }));
+    }
+    serde_json::json!({
+        "if": { "required": ["type"], "properties": { "type": { "const": name } } },
+        "then": table,
+    })
 }
 
 impl HandlerConfig {
@@ -144,7 +182,7 @@ fn all_events() -> EventFilter {
 }
 
 /// `type = "log"`: one structured log record per event.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogHandlerConfig {
     /// Name used in logs; default `log#<index>`.
@@ -173,7 +211,7 @@ impl HandlerTable for LogHandlerConfig {
 }
 
 /// `type = "shell"`: runs a program for each event.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellConfig {
     /// Name used in logs; default `shell#<index>`.
@@ -186,6 +224,7 @@ pub struct ShellConfig {
     pub command: Vec<String>,
     /// The program is killed (with its process group) after this long.
     #[serde(default = "default_shell_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub timeout: Duration,
     /// Working directory; default: the daemon's.
     #[serde(default)]
@@ -277,7 +316,7 @@ impl HandlerTable for ShellConfig {
 }
 
 /// `type = "webhook"`: POSTs each event as signed JSON.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Name used in logs; default `webhook#<index>`.
@@ -295,6 +334,7 @@ pub struct WebhookConfig {
     pub headers: StringMap,
     /// Timeout of one attempt.
     #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub timeout: Duration,
     /// Signing secret, `whsec_<base64>`. Prefer `secret_env` or `secret_file`.
     #[serde(default)]
@@ -311,10 +351,12 @@ pub struct WebhookConfig {
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt, with jitter.
     #[serde(default = "default_initial_delay", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub retry_initial_delay: Duration,
     /// Longest wait between attempts. A `Retry-After` longer than this
     /// fails the attempt series instead (the queue's retry delay takes over).
     #[serde(default = "default_max_delay", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub retry_max_delay: Duration,
     /// PEM bundle of extra trusted CAs (a private CA); added to the system
     /// roots.
@@ -470,7 +512,7 @@ impl HandlerTable for WebhookConfig {
 }
 
 /// `type = "download"`: keeps a local copy of every exported model.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadConfig {
     /// Name used in logs; default `download#<index>`.
@@ -489,6 +531,7 @@ pub struct DownloadConfig {
     /// URLs carrying their own SAS are fetched. `cvnotify setup` sets the
     /// first one on the project and `check` verifies it.
     #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(schema_with = "one_or_many_schema")]
     pub container: Vec<Url>,
     /// Keep only the newest N models of each project and platform.
     #[serde(default)]
@@ -500,10 +543,12 @@ pub struct DownloadConfig {
     pub allowed_hosts: Vec<String>,
     /// Limit for one whole download.
     #[serde(default = "default_download_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub timeout: Duration,
     /// Largest model accepted (and largest total an archive may unpack
     /// to), e.g. "500MiB".
     #[serde(default = "default_max_size")]
+    #[schemars(with = "HumanSize")]
     pub max_size: bytesize::ByteSize,
     /// Downloads this handler runs at once; more wait for a slot.
     #[serde(default = "default_max_downloads")]
@@ -545,6 +590,12 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Url>, D::Er
         OneOrMany::One(u) => vec![u],
         OneOrMany::Many(v) => v,
     })
+}
+
+/// What [`one_or_many`] reads: a URL or a list of URLs.
+fn one_or_many_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let url = generator.subschema_for::<Url>();
+    schemars::json_schema!({ "anyOf": [url, { "type": "array", "items": url }] })
 }
 
 /// Storage container naming rules: 3-63 lowercase letters, digits and
@@ -628,7 +679,7 @@ impl HandlerTable for DownloadConfig {
 
 /// `type = "customvision"`: acts on the Training API when training
 /// completes: exports the iteration and publishes it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomVisionHandlerConfig {
     /// Name used in logs; default `customvision#<index>`.
@@ -650,11 +701,12 @@ pub struct CustomVisionHandlerConfig {
     /// `queue.min_poll_interval` until its `Export` notification arrived or
     /// this long passed.
     #[serde(default = "default_export_wait", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub export_wait: Duration,
 }
 
 /// One export of an iteration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportTarget {
     /// `CoreML`, `TensorFlow`, `DockerFile`, `ONNX` or `VAIDK`.
@@ -675,7 +727,7 @@ impl std::fmt::Display for ExportTarget {
 }
 
 /// Publishing a trained iteration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishConfig {
     /// The publish name prediction clients use (`production`).

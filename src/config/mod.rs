@@ -6,8 +6,10 @@
 //! [`issues`] (the collector; the lowest), [`connection_string`] (the format
 //! of `auth.connection_string`), [`customvision`] (`[customvision]` and the
 //! export platform table), [`handlers`] (`[[handlers]]` tables),
-//! [`schema`] (the whole shape and defaults), [`validate`] (semantic rules)
-//! and [`load`] (file + environment → a validated [`Config`]).
+//! [`formats`] (how durations and sizes are written, as JSON Schema; the
+//! lowest with `issues`), [`schema`] (the whole shape and defaults, and the
+//! JSON Schema derived from it), [`validate`] (semantic rules) and [`load`]
+//! (file + environment → a validated [`Config`]).
 //!
 //! This layer is pure apart from reading the file and registering the
 //! secret values it finds with [`crate::secret`] (every `Secret` on
@@ -18,6 +20,7 @@
 
 pub mod connection_string;
 pub mod customvision;
+pub mod formats;
 pub mod handlers;
 pub mod issues;
 mod load;

@@ -6,9 +6,11 @@
 //! semantic rules in [`super::validate`]. This file only describes shapes.
 
 use super::customvision::CustomVisionConfig;
+use super::formats::HumanDuration;
 use super::handlers::HandlerConfig;
 use crate::secret::Secret;
-use serde::{Deserialize, Deserializer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Duration;
 use url::Url;
 
@@ -47,35 +49,67 @@ pub struct Config {
 }
 
 /// The file's shape before handlers are parsed (they are parsed one by one
-/// so that an error inside one carries its exact path).
-#[derive(Deserialize)]
+/// so that an error inside one carries its exact path). The JSON Schema
+/// (`cvnotify config schema`) is derived from it: its doc comments are the
+/// descriptions an editor shows for the top-level keys.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "cvnotify configuration",
+    description = "The cvnotify configuration file (TOML). Every key can also be set from the environment: its path in upper case after CVNOTIFY__, joined by __ (CVNOTIFY__QUEUE__NAME). See config/cvnotify.example.toml.",
+    extend("not" = { "required": ["queue", "queues"] })
+)]
 pub(super) struct FileConfig {
+    /// The queue Custom Vision writes to (one queue). Mutually exclusive
+    /// with `[[queues]]`.
     #[serde(default)]
     pub(super) queue: Option<QueueConfig>,
+    /// Several queues in one daemon, each with the keys of `[queue]` and
+    /// optionally its own `auth` table and `[[queues.handlers]]`. Mutually
+    /// exclusive with `[queue]`.
     #[serde(default)]
+    #[schemars(with = "Vec<QueueEntry>")]
     pub(super) queues: Vec<config::Value>,
+    /// With `[[queues]]`: messages handled at once by the whole process
+    /// (default 32); while several queues are busy, each keeps a reserved
+    /// share of it. With `[queue]`, use `queue.max_concurrency` instead.
     #[serde(default)]
     pub(super) max_concurrency: Option<usize>,
+    /// Storage credentials; a `[[queues]]` entry without its own `auth`
+    /// table uses this one.
     #[serde(default)]
     pub(super) auth: AuthConfig,
+    /// Logging.
     #[serde(default)]
     pub(super) log: LogConfig,
+    /// The health and metrics listener.
     #[serde(default)]
     pub(super) http: HttpConfig,
+    /// Trust for outgoing HTTPS.
     #[serde(default)]
     pub(super) tls: TlsConfig,
+    /// OpenTelemetry traces.
     #[serde(default)]
     pub(super) telemetry: TelemetryConfig,
+    /// How long in-flight handlers may run after SIGTERM/SIGINT before their
+    /// messages are released back to the queue.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub(super) shutdown_timeout: Duration,
+    /// Handlers each event is routed to (`[[handlers]]`, each with a
+    /// `type`). None: a single `log` handler.
     #[serde(default)]
+    #[schemars(with = "Vec<HandlerConfig>")]
     pub(super) handlers: Vec<config::Value>,
+    /// The Custom Vision training resource (`setup`, `check`, the
+    /// `customvision` handler). Absent: cvnotify only reads the queue.
     #[serde(default)]
     pub(super) customvision: Option<CustomVisionConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[queue]`, and each `[[queues]]` entry: the storage queue Custom Vision
+/// writes to and how it is consumed.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Name of the queue Custom Vision writes to. Required.
@@ -95,15 +129,18 @@ pub struct QueueConfig {
     /// How long a received message stays invisible to other consumers; it is
     /// renewed while a handler still runs.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub visibility_timeout: Duration,
     /// Messages handled at once; receiving never asks for more than this
     /// leaves free.
     pub max_concurrency: usize,
     /// Poll interval after the first empty receive.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub min_poll_interval: Duration,
     /// The interval empty receives back off to.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub max_poll_interval: Duration,
     /// Failed deliveries before a message is moved to the poison queue.
     /// Deliveries that end without an outcome (a shutdown, a restart, a
@@ -123,12 +160,15 @@ pub struct QueueConfig {
     pub poison_format: PoisonFormat,
     /// Delay before a failed message is visible again, doubled per delivery.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub retry_base_delay: Duration,
     /// Upper bound of that delay.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub retry_max_delay: Duration,
     /// Timeout of one storage request.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub request_timeout: Duration,
 }
 
@@ -157,11 +197,13 @@ impl Default for QueueConfig {
 
 /// One `[[queues]]` entry: the keys of `[queue]`, plus an optional `auth`
 /// table and optional `[[queues.handlers]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct QueueEntry {
     /// The keys of `[queue]`. `name` also identifies the queue in metrics
     /// (`queue` label), logs, `/readyz` and `--queue NAME`, so names must be
     /// unique across `[[queues]]`.
+    #[schemars(flatten)]
     pub queue: QueueConfig,
     /// This queue's storage credentials. Default: the top-level `[auth]`.
     pub auth: Option<AuthConfig>,
@@ -214,11 +256,27 @@ pub(super) fn default_shutdown_timeout() -> Duration {
 
 /// Implements `Deserialize` for a config enum from its snake_case names, so
 /// that a wrong value is reported with the allowed ones (config's own enum
-/// support does not list them).
+/// support does not list them); `Serialize` and the JSON Schema (an `enum`
+/// of the same names) come from the same list.
 macro_rules! string_enum {
     ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
         impl $ty {
             pub const NAMES: &'static [&'static str] = &[$($name),+];
+        }
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(match self {
+                    $($ty::$variant => $name,)+
+                })
+            }
+        }
+        impl JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($ty).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "enum": Self::NAMES })
+            }
         }
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -276,13 +334,18 @@ impl Cloud {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[auth]`: how cvnotify authenticates to storage.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// `managed_identity` (Azure hosts), `workload_identity` (AKS),
+    /// `azure_cli` (developer machines), `sas` (`sas_token`) or
+    /// `connection_string` (`connection_string`: Azurite, account keys).
     pub mode: AuthMode,
     /// How long start-up keeps trying to get a first token before it exits
     /// with an error (token endpoints can be slow to come up).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub startup_timeout: Duration,
     /// Client id of a user-assigned managed identity, or (workload
     /// identity) instead of `AZURE_CLIENT_ID`.
@@ -344,7 +407,7 @@ impl AuthMode {
 /// endpoint is set here or in `OTEL_EXPORTER_OTLP_ENDPOINT` /
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (and `OTEL_SDK_DISABLED` is not
 /// `true`). `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are honoured.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318`
@@ -357,6 +420,7 @@ pub struct TelemetryConfig {
     /// Timeout of one export request (the collector's answer is read up
     /// to 64 KiB).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "HumanDuration")]
     pub export_timeout: Duration,
 }
 
@@ -371,7 +435,7 @@ impl Default for TelemetryConfig {
 }
 
 /// Trust for outgoing HTTPS: storage, token endpoints, webhooks, downloads.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM bundle of extra trusted CAs, added to the system roots (a
@@ -380,7 +444,7 @@ pub struct TlsConfig {
 }
 
 /// The optional HTTP listener for health checks and metrics.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address for `/healthz`, `/readyz` and `/metrics`, e.g.
@@ -390,7 +454,8 @@ pub struct HttpConfig {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[log]`: where and how cvnotify logs.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `auto` (JSON unless stdout is a terminal), `json` or `text`.
@@ -418,6 +483,23 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// The JSON Schema (draft 2020-12) of the configuration file, derived
+    /// from the types that parse it: every key with its description (the
+    /// doc comments) and its default. Printed by `cvnotify config schema`
+    /// for editors (taplo, Even Better TOML) and checked against the shipped
+    /// configurations by `scripts/check-deploy`.
+    pub fn json_schema() -> schemars::Schema {
+        let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+        settings
+            .transforms
+            .push(Box::new(schemars::transform::RecursiveTransform(
+                super::formats::without_null,
+            )));
+        settings
+            .into_generator()
+            .into_root_schema_for::<FileConfig>()
+    }
+
     /// The main queue's name (validated present).
     pub fn queue_name(&self) -> &str {
         self.queue.name.as_deref().unwrap_or_default()
@@ -535,4 +617,150 @@ fn all_names(queues: &[QueueSpec]) -> String {
         .map(QueueSpec::name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, Value, json};
+
+    fn schema() -> Value {
+        Config::json_schema().to_value()
+    }
+
+    /// The `default` of every property that has one.
+    fn defaults(properties: &Value) -> Map<String, Value> {
+        properties
+            .as_object()
+            .expect("properties")
+            .iter()
+            .filter_map(|(k, p)| Some((k.clone(), p.get("default")?.clone())))
+            .collect()
+    }
+
+    fn with(mut table: Map<String, Value>, required: Value) -> Value {
+        table.extend(required.as_object().unwrap().clone());
+        Value::Object(table)
+    }
+
+    /// A file that writes out every default the schema shows parses to
+    /// the same configuration as one that leaves them out: the schema's
+    /// defaults are the parser's, for every section and handler type.
+    #[test]
+    fn schema_defaults_are_the_parsers() {
+        let s = schema();
+        let def = |name: &str| defaults(&s["$defs"][name]["properties"]);
+        let required = json!({
+            "queue": { "name": "q-x", "account": "a" },
+            "customvision": { "endpoint": "https://cv.example" },
+            "log": {}, "http": {}, "tls": {}, "telemetry": {}, "auth": {},
+        });
+        let handler_required = json!({
+            "log": {},
+            "shell": { "command": ["/bin/true"] },
+            "webhook": { "url": "https://hooks.example/x" },
+            "download": { "dir": "/m" },
+            "customvision": { "export": [{ "platform": "ONNX" }] },
+        });
+        let branches = s["$defs"]["HandlerConfig"]["allOf"].as_array().unwrap();
+        assert_eq!(branches.len(), HandlerConfig::TYPES.len());
+        let mut full = Map::new();
+        let mut minimal = Map::new();
+        for (section, def_name) in [
+            ("queue", "QueueConfig"),
+            ("customvision", "CustomVisionConfig"),
+            ("log", "LogConfig"),
+            ("http", "HttpConfig"),
+            ("tls", "TlsConfig"),
+            ("telemetry", "TelemetryConfig"),
+            ("auth", "AuthConfig"),
+        ] {
+            full.insert(
+                section.into(),
+                with(def(def_name), required[section].clone()),
+            );
+            minimal.insert(section.into(), required[section].clone());
+        }
+        let top = defaults(&s["properties"]);
+        assert_eq!(top.keys().collect::<Vec<_>>(), ["shutdown_timeout"]);
+        full.extend(top);
+        let (mut full_handlers, mut minimal_handlers) = (vec![], vec![]);
+        for b in branches {
+            let props = &b["then"]["properties"];
+            let ty = props["type"]["const"].as_str().unwrap();
+            let mut table = defaults(props);
+            table.insert("type".into(), ty.into());
+            let req = with(
+                Map::from_iter([("type".into(), ty.into())]),
+                handler_required[ty].clone(),
+            );
+            full_handlers.push(with(table, handler_required[ty].clone()));
+            minimal_handlers.push(req);
+        }
+        full.insert("handlers".into(), full_handlers.into());
+        minimal.insert("handlers".into(), minimal_handlers.into());
+
+        let full_toml = toml::to_string(&full).unwrap();
+        let parse = |text: &str| Config::from_toml(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let (a, b) = (
+            parse(&full_toml),
+            parse(&toml::to_string(&minimal).unwrap()),
+        );
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{full_toml}");
+        // Debug hides some handler keys (it shows shapes, not values).
+        let delays = |c: &Config| match &c.handlers[2] {
+            HandlerConfig::Webhook(w) => (w.retry_initial_delay, w.retry_max_delay, w.timeout),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(delays(&a), delays(&b));
+        // And the file did write them out.
+        for key in [
+            "visibility_timeout = \"5m\"",
+            "max_size = \"2.0 GiB\"",
+            "events = [\"export.completed\"]",
+            "retry_initial_delay = \"1s\"",
+        ] {
+            assert!(full_toml.contains(key), "{key} not in\n{full_toml}");
+        }
+    }
+
+    /// Every key has a description; unknown keys are refused everywhere,
+    /// as the parser refuses them.
+    #[test]
+    fn every_key_is_described_and_tables_are_closed() {
+        fn walk(path: &str, v: &Value, problems: &mut Vec<String>) {
+            match v {
+                Value::Object(o) => {
+                    if let Some(Value::Object(props)) = o.get("properties") {
+                        let closed = o.get("additionalProperties") == Some(&Value::Bool(false));
+                        // The handler enum's outer object and its `if`s only
+                        // name `type`; each `then` branch is closed.
+                        if !closed && !path.ends_with("HandlerConfig") && !path.ends_with("/if") {
+                            problems.push(format!("{path}: unknown keys allowed"));
+                        }
+                        for (k, p) in props {
+                            let described = p.get("description").is_some() || k == "type";
+                            if !described {
+                                problems.push(format!("{path}.{k}: no description"));
+                            }
+                        }
+                    }
+                    for (k, child) in o {
+                        walk(&format!("{path}/{k}"), child, problems);
+                    }
+                }
+                Value::Array(a) => {
+                    for (i, child) in a.iter().enumerate() {
+                        walk(&format!("{path}/{i}"), child, problems);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let s = schema();
+        assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        let mut problems = vec![];
+        walk("", &s, &mut problems);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
 }
