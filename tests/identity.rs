@@ -250,7 +250,15 @@ async fn without_tls_ca_file_the_errors_say_the_certificate_is_untrusted() {
     let tokens = tokens::TokenService::start(Duration::from_secs(60), Some(&bed.pki)).await;
     let token_file = bed.dir.path().join("federated-token");
     std::fs::write(&token_file, "assertion").unwrap();
-    let cfg = bed.config("mode = \"workload_identity\"\nstartup_timeout = \"2s\"", "");
+    // Generous, though the daemon retries the untrusted certificate until
+    // it passes (the test takes that long): the first attempt, the SDK's
+    // own three tries with their back-off (1.4 s unloaded, 1.7 s at load
+    // 4), must end within it, or all the error can say is that no answer
+    // came. With 2 s a loaded machine cut the first attempt short.
+    let cfg = bed.config(
+        "mode = \"workload_identity\"\nstartup_timeout = \"20s\"",
+        "",
+    );
     let authority = format!("https://127.0.0.1:{}", tokens.port);
     let out = cli()
         .config(&cfg)

@@ -5,9 +5,16 @@
 //! free loopback port, waited for, and stopped by its own pid (gracefully by
 //! [`Azurite::stop`], killed on drop).
 //!
-//! - [`cli`] runs the binary to completion ([`TestCommand`]); [`Daemon`]
-//!   keeps it running with its output in files.
-//! - [`World::config`] renders a config ([`ConfigBuilder`]).
+//! - [`cli`] runs the binary to completion ([`TestCommand`], [`Ran`]);
+//!   [`Daemon`] keeps it running with its output in files. Their
+//!   assertions explain a failure themselves: the command, its status and
+//!   output, or the tail of the daemon's logs ([`Daemon::assert_logged`],
+//!   [`Daemon::wait_for`], [`Daemon::assert`]), as ripgrep's `TestCommand`
+//!   does; no test passes `d.logs()` into a message by hand.
+//! - [`World`] is a test's Azurite, directory and queue: [`World::config`]
+//!   renders a config ([`ConfigBuilder`]), [`World::daemon`] starts the
+//!   binary on it ([`DaemonBuilder`]), [`World::marked_hook`] is a hook that
+//!   records when each of its runs starts and ends ([`MarkedHook`]).
 //! - [`Azurite::builder`] starts Azurite with options.
 //! - `tls`, `tokens`, `faults` and `flood` are loopback servers for some
 //!   tests; `customvision` is a stand-in for the Custom Vision Training API.
@@ -24,9 +31,10 @@ pub mod tokens;
 // uses part of it).
 #[allow(unused_imports)]
 pub use cvnotify::{
-    azure::{AzureQueue, Connector, SharedKeyPolicy},
+    azure::{AzureBlobs, AzureQueue, ConnectError, Connector, SharedKeyPolicy},
     config::{Config, DEV_KEY, HandlerConfig},
     customvision::TrainingClient,
+    event::{DecodeError, Event, Notification, decode},
     handler::{BuildContext, BuildHandler, Delivery, Handler},
     queue::{Expiry, Queue, QueueError},
     secret::Secret,
@@ -334,6 +342,66 @@ impl World {
             Err(e) => panic!("properties failed: {e}"),
         }
     }
+
+    /// The bodies in the poison queue (peeked).
+    pub async fn poisoned(&self) -> Vec<String> {
+        Self::peek_all(&self.poison_queue()).await
+    }
+
+    /// The main queue's length.
+    pub async fn queued(&self) -> u64 {
+        Self::length(&self.main_queue()).await
+    }
+
+    /// `cvnotify` on `config`, its output in this world's directory
+    /// ([`DaemonBuilder`]: `.start()` for `run`, `.run_once()`).
+    pub fn daemon(&self, config: &Path) -> DaemonBuilder {
+        DaemonBuilder {
+            config: config.to_owned(),
+            dir: self.dir.path().to_owned(),
+            tag: "d".into(),
+            env: Vec::new(),
+        }
+    }
+
+    /// A hook `name` that records when each of its runs starts and ends,
+    /// running `body` in between ([`MarkedHook`]).
+    pub fn marked_hook(&self, name: &str, body: &str) -> MarkedHook {
+        let starts = self.path(&format!("{name}.starts"));
+        let ends = self.path(&format!("{name}.ends"));
+        // One `echo` per record: a line appended by one write, so a reader
+        // sees it whole or not at all (see `complete_lines`).
+        let record = "\"$$ $PPID $CVNOTIFY_MESSAGE_ID $CVNOTIFY_DEQUEUE_COUNT\"";
+        let script = hook(
+            self,
+            name,
+            &format!(
+                "echo {record} >> '{}'\n{body}\necho {record} >> '{}'",
+                starts.display(),
+                ends.display()
+            ),
+        );
+        MarkedHook {
+            script,
+            starts,
+            ends,
+        }
+    }
+
+    /// Sends one training event, starts `cvnotify run` with `config` plus
+    /// `hook` as its handler, and waits until the hook runs: the set-up of
+    /// the tests about what happens to a running hook.
+    pub async fn start_with_running_hook(
+        &self,
+        hook: &MarkedHook,
+        config: ConfigBuilder,
+    ) -> (Daemon, HookRun) {
+        self.send_all(&[training("TrainingCompleted")]).await;
+        let cfg = config.handler(hook.handler("")).write("c.toml");
+        let d = self.daemon(&cfg).start();
+        let run = hook.wait_started(&d, 1).await;
+        (d, run)
+    }
 }
 
 /// A config file under construction ([`World::config`]): each method
@@ -468,7 +536,7 @@ pub fn delivery_of(body: &str, message_id: &str, dequeue_count: u32) -> Delivery
         dequeue_count,
         inserted_at: None,
         received_at: time::OffsetDateTime::now_utc(),
-        notification: cvnotify::event::decode(body.as_bytes()).unwrap(),
+        notification: decode(body.as_bytes()).unwrap(),
         trace_id: None,
         model: None,
     }
@@ -582,6 +650,24 @@ impl TestCommand {
         out
     }
 
+    /// Runs it to completion: what it printed, with assertions ([`Ran`]).
+    pub fn run(&mut self) -> Ran {
+        let output = self.output();
+        Ran {
+            command: format!("{:?}", self.cmd),
+            output,
+        }
+    }
+
+    /// [`TestCommand::run`] on a blocking thread, so that the loopback
+    /// servers on the test's runtime (the Custom Vision stand-in) keep
+    /// answering meanwhile.
+    pub async fn run_off_runtime(mut self) -> Ran {
+        tokio::task::spawn_blocking(move || self.run())
+            .await
+            .unwrap()
+    }
+
     /// Starts it for a long run: stdin empty, stdout and stderr to `stdout`
     /// and `stderr` ([`Daemon`]).
     pub fn spawn(&mut self, stdout: &Path, stderr: &Path) -> Child {
@@ -604,6 +690,107 @@ impl TestCommand {
         )
     }
 }
+
+/// How a [`TestCommand`] ended: its status and output, with assertions
+/// that show the command and all it printed when they fail.
+pub struct Ran {
+    command: String,
+    pub output: Output,
+}
+
+impl Ran {
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Its stdout's lines.
+    pub fn lines(&self) -> Vec<String> {
+        self.stdout().lines().map(str::to_owned).collect()
+    }
+
+    /// Status, stdout and stderr, for searching all it printed.
+    pub fn text(&self) -> String {
+        describe(&self.output)
+    }
+
+    /// Fails, showing the command and all it printed, unless `ok`.
+    #[track_caller]
+    pub fn assert(&self, ok: bool, what: impl std::fmt::Display) -> &Self {
+        if !ok {
+            panic!(
+                "\n\n==========\n{what}\n\ncommand: {}\n\n{}\n==========\n",
+                self.command,
+                self.text()
+            );
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        self.assert(
+            self.code() == Some(code),
+            format!("expected exit code {code}"),
+        )
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        self.assert(self.output.status.success(), "expected success")
+    }
+
+    /// Its stdout or stderr contains `needle`.
+    #[track_caller]
+    pub fn assert_shows(&self, needle: &str) -> &Self {
+        self.assert(
+            self.text().contains(needle),
+            format!("expected the output to contain {needle:?}"),
+        )
+    }
+
+    /// Neither its stdout nor its stderr contains `needle`.
+    #[track_caller]
+    pub fn assert_hides(&self, needle: &str) -> &Self {
+        self.assert(
+            !self.text().contains(needle),
+            format!("expected the output NOT to contain {needle:?}"),
+        )
+    }
+}
+
+/// Status, stdout and stderr of `o`, for assertions and their messages.
+pub fn describe(o: &Output) -> String {
+    format!(
+        "status: {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// How long a test waits for something to happen before it fails. Generous:
+/// a machine loaded by parallel builds (load 10 and more on 2 cores) meets
+/// it by a wide margin, and a passing test never waits it out; short enough
+/// that a failing test reports before nextest's 240 s limit stops it.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// How long work that moves at the machine's pace may stand still before
+/// a test fails ([`progressing`]): long enough for a loaded machine's
+/// worst pause, short enough to report before nextest's 240 s limit.
+pub const STALL: Duration = Duration::from_secs(60);
+
+/// How many lines of a daemon's stdout (its logs) and stderr a failure
+/// shows, and how much of each line.
+const TAIL_LINES: (usize, usize) = (40, 20);
+const TAIL_LINE_CHARS: usize = 2000;
 
 /// A running `cvnotify` process with its output captured to files.
 pub struct Daemon {
@@ -639,6 +826,10 @@ impl Daemon {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
     }
@@ -655,6 +846,46 @@ impl Daemon {
         None
     }
 
+    /// Sends SIGTERM and waits for the exit (failing, with the tail of the
+    /// logs, if there is none within [`WAIT`]); the exit status.
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.finish().await
+    }
+
+    /// [`Daemon::stop`], and the exit status must be success.
+    pub async fn stop_ok(&mut self) {
+        let status = self.stop().await;
+        self.assert(
+            status.success(),
+            format!("exit status after SIGTERM: {status}"),
+        );
+    }
+
+    /// Waits for it to exit by itself (`run --once`), failing with the tail
+    /// of the logs if it does not within [`WAIT`]; the exit status.
+    pub async fn finish(&mut self) -> ExitStatus {
+        match self.wait_timeout(WAIT).await {
+            Some(status) => status,
+            None => self.fail(&format!("still running after {WAIT:?}")),
+        }
+    }
+
+    /// [`Daemon::finish`], and the exit status must be success.
+    pub async fn finish_ok(&mut self) {
+        let status = self.finish().await;
+        self.assert(status.success(), format!("exit status: {status}"));
+    }
+
+    /// Fails, with the tail of the logs, unless it is still running.
+    #[track_caller]
+    pub fn assert_running(&mut self, when: &str) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            self.fail(&format!("the daemon exited ({status}) {when}"));
+        }
+    }
+
+    /// Its stdout (where it logs) and stderr, whole.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
             + &std::fs::read_to_string(&self.stderr).unwrap_or_default()
@@ -668,6 +899,153 @@ impl Daemon {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+
+    /// The JSON log records whose message is `message`.
+    pub fn records_of(&self, message: &str) -> Vec<serde_json::Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["message"] == message)
+            .collect()
+    }
+
+    /// How often `needle` occurs in its logs.
+    pub fn count_logged(&self, needle: &str) -> usize {
+        self.logs().matches(needle).count()
+    }
+
+    /// Fails, with the tail of the logs, unless they contain `needle`.
+    #[track_caller]
+    pub fn assert_logged(&self, needle: &str) {
+        if !self.logs().contains(needle) {
+            self.fail(&format!("expected the logs to contain {needle:?}"));
+        }
+    }
+
+    /// Fails if its logs contain `needle`, showing the lines that do.
+    #[track_caller]
+    pub fn assert_not_logged(&self, needle: &str) {
+        let logs = self.logs();
+        let hits: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(needle))
+            .take(5)
+            .collect();
+        if !hits.is_empty() {
+            self.fail(&format!(
+                "expected the logs NOT to contain {needle:?}; it is in:\n{}",
+                hits.join("\n")
+            ));
+        }
+    }
+
+    /// Fails, saying `what` and showing the tail of the logs, unless `ok`.
+    #[track_caller]
+    pub fn assert(&self, ok: bool, what: impl std::fmt::Display) {
+        if !ok {
+            self.fail(&what.to_string());
+        }
+    }
+
+    /// Fails unless `left == right`, showing both sides, `what`, and the
+    /// tail of the logs.
+    #[track_caller]
+    pub fn assert_eq<T: PartialEq + std::fmt::Debug>(
+        &self,
+        left: T,
+        right: T,
+        what: impl std::fmt::Display,
+    ) {
+        if left != right {
+            self.fail(&format!(
+                "{what}: not equal\n\n got: {left:#?}\n\nwant: {right:#?}"
+            ));
+        }
+    }
+
+    /// Polls `condition` every 100 ms for up to [`WAIT`]; fails saying it
+    /// waited for `what`, with the tail of the logs.
+    pub async fn wait_for(&self, what: &str, condition: impl AsyncFnMut() -> bool) {
+        self.wait_for_within(WAIT, what, condition).await
+    }
+
+    /// [`Daemon::wait_for`] with a limit of its own: where the limit is
+    /// what the test pins (a message released "at once").
+    pub async fn wait_for_within(
+        &self,
+        limit: Duration,
+        what: &str,
+        condition: impl AsyncFnMut() -> bool,
+    ) {
+        if !eventually(limit, condition).await {
+            self.fail(&format!("waited {limit:?} for {what}"));
+        }
+    }
+
+    /// Waits until `needle` is in its logs ([`Daemon::wait_for`]).
+    pub async fn wait_logged(&self, needle: &str) {
+        self.wait_for(&format!("{needle:?} in the logs"), async || {
+            self.logs().contains(needle)
+        })
+        .await
+    }
+
+    /// Waits for work that moves at the machine's pace: `progress` returns
+    /// how much is done and whether all of it is. Fails only when nothing
+    /// moved for [`STALL`], or after `cap` in all ([`progressing`]).
+    pub async fn wait_for_progress(
+        &self,
+        what: &str,
+        cap: Duration,
+        progress: impl AsyncFnMut() -> (usize, bool),
+    ) {
+        if let Err(e) = progressing(STALL, cap, progress).await {
+            self.fail(&format!("{what}: {e}"));
+        }
+    }
+
+    /// The last lines of its stdout and stderr, and whether it still runs:
+    /// what its failures show.
+    pub fn tail(&self) -> String {
+        let state = match std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) {
+            Ok(stat) if !stat.contains(") Z ") => "running",
+            _ => "exited",
+        };
+        format!(
+            "daemon: pid {} ({state})\n{}{}",
+            self.pid(),
+            tail_of(&self.stdout, TAIL_LINES.0),
+            tail_of(&self.stderr, TAIL_LINES.1)
+        )
+    }
+
+    #[track_caller]
+    fn fail(&self, what: &str) -> ! {
+        panic!("\n\n==========\n{what}\n\n{}==========\n", self.tail())
+    }
+}
+
+/// The last `n` lines of `path`, each cut to a readable length, under a
+/// heading naming it.
+fn tail_of(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(n);
+    let mut out = format!(
+        "--- {} (last {} of {} lines) ---\n",
+        path.display(),
+        lines.len() - from,
+        lines.len()
+    );
+    for l in &lines[from..] {
+        match l.char_indices().nth(TAIL_LINE_CHARS) {
+            Some((at, _)) => out.push_str(&format!("{}... ({} bytes)\n", &l[..at], l.len())),
+            None => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 impl Drop for Daemon {
@@ -676,6 +1054,60 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// How to start `cvnotify` on a [`World`] ([`World::daemon`]): output
+/// files named after the tag (`d` unless [`DaemonBuilder::tag`]).
+pub struct DaemonBuilder {
+    config: PathBuf,
+    dir: PathBuf,
+    tag: String,
+    env: Vec<(String, String)>,
+}
+
+impl DaemonBuilder {
+    /// Names its output files `{tag}.stdout` and `{tag}.stderr` (several
+    /// daemons in one test).
+    pub fn tag(mut self, tag: &str) -> Self {
+        self.tag = tag.into();
+        self
+    }
+
+    /// Environment variables of its own.
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> Self {
+        for (k, v) in vars {
+            self.env.push((k.to_string(), v.to_string()));
+        }
+        self
+    }
+
+    fn spawn(&self, args: &[&str]) -> Daemon {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Daemon::start_with_env(&self.config, args, &self.dir, &self.tag, &env)
+    }
+
+    /// `cvnotify run`.
+    pub fn start(self) -> Daemon {
+        self.spawn(&["run"])
+    }
+
+    /// `cvnotify run --once`, waited for; it must exit with success.
+    pub async fn run_once(self) -> Daemon {
+        let mut d = self.spawn(&["run", "--once"]);
+        d.finish_ok().await;
+        d
+    }
+
+    /// `cvnotify run --once`, waited for, whatever its exit status.
+    pub async fn run_once_any(self) -> (Daemon, ExitStatus) {
+        let mut d = self.spawn(&["run", "--once"]);
+        let status = d.finish().await;
+        (d, status)
     }
 }
 
@@ -689,6 +1121,49 @@ pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// [`eventually`] with [`WAIT`], failing with `what` (where no daemon's
+/// logs tell more: a server the test runs, the test's own queue).
+pub async fn wait_until(what: &str, f: impl AsyncFnMut() -> bool) {
+    assert!(eventually(WAIT, f).await, "waited {WAIT:?} for {what}");
+}
+
+/// Polls `progress` every 250 ms until it reports done. `progress` returns
+/// how much is done (a count that grows as the work goes on) and whether
+/// all of it is. This fails only when the count did not grow for `stall`,
+/// so a slow machine slows the work down without failing it while a stuck
+/// one fails within `stall`; and, to stay bounded, after `cap` in all. The
+/// error says how far it got.
+pub async fn progressing(
+    stall: Duration,
+    cap: Duration,
+    mut progress: impl AsyncFnMut() -> (usize, bool),
+) -> Result<(), String> {
+    let start = Instant::now();
+    let (mut best, mut moved) = (0usize, Instant::now());
+    loop {
+        let (count, done) = progress().await;
+        if done {
+            return Ok(());
+        }
+        if count > best {
+            (best, moved) = (count, Instant::now());
+        }
+        if moved.elapsed() > stall {
+            return Err(format!(
+                "no progress for {stall:?} (stuck at {best} after {:.0?})",
+                start.elapsed()
+            ));
+        }
+        if start.elapsed() > cap {
+            return Err(format!(
+                "not done after {:.0?}, though still moving (at {best})",
+                start.elapsed()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// A memory figure of process `pid` from `/proc/{pid}/status`, in KiB:
@@ -754,9 +1229,105 @@ pub fn live_members_of_group(pgid: i32) -> Vec<i32> {
 }
 
 /// Writes an executable `/bin/sh` hook script into the world's directory.
+/// The shell variable `DIR` (not exported) names that directory, so that
+/// `body` can write `"$DIR/calls.txt"` for a file the test reads with
+/// `lines(&w.path("calls.txt"))`.
 pub fn hook(w: &World, name: &str, body: &str) -> PathBuf {
     let p = w.path(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\nDIR='{}'\n{body}\n", w.dir.path().display()),
+    )
+    .unwrap();
+    p
+}
+
+/// A hook ([`World::marked_hook`]) that appends a record to `starts` when
+/// a run begins and to `ends` when it ends: facts written by the hook
+/// itself, which a test reads instead of guessing from time windows.
+pub struct MarkedHook {
+    pub script: PathBuf,
+    pub starts: PathBuf,
+    pub ends: PathBuf,
+}
+
+/// One record of a [`MarkedHook`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookRun {
+    /// The hook's shell, which leads its process group.
+    pub pid: i32,
+    /// The daemon that ran it.
+    pub daemon_pid: i32,
+    pub message_id: String,
+    pub dequeue_count: u32,
+}
+
+impl MarkedHook {
+    /// Its `[[handlers]]` table with `extra` keys.
+    pub fn handler(&self, extra: &str) -> String {
+        shell_handler(&self.script, extra)
+    }
+
+    /// The runs that started, in order.
+    pub fn starts(&self) -> Vec<HookRun> {
+        Self::read(&self.starts)
+    }
+
+    /// The runs that ended, in order.
+    pub fn ends(&self) -> Vec<HookRun> {
+        Self::read(&self.ends)
+    }
+
+    fn read(path: &Path) -> Vec<HookRun> {
+        complete_lines(path)
+            .iter()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let field = |i: usize| -> &str {
+                    match f.get(i) {
+                        Some(v) if !v.is_empty() => v,
+                        _ => panic!("a malformed record in {}: {l:?}", path.display()),
+                    }
+                };
+                let number = |i: usize| -> i64 {
+                    field(i)
+                        .parse()
+                        .unwrap_or_else(|e| panic!("{e} in {}: {l:?}", path.display()))
+                };
+                HookRun {
+                    pid: number(0) as i32,
+                    daemon_pid: number(1) as i32,
+                    message_id: field(2).to_owned(),
+                    dequeue_count: number(3) as u32,
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until `n` runs started under `d`; the `n`th.
+    pub async fn wait_started(&self, d: &Daemon, n: usize) -> HookRun {
+        d.wait_for(&format!("run {n} of the hook to start"), async || {
+            self.starts().len() >= n
+        })
+        .await;
+        self.starts().swap_remove(n - 1)
+    }
+}
+
+/// The lines of `path` that are complete (end in a newline): a line being
+/// written is not yet one. Empty if the file does not exist.
+pub fn complete_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    match text.rfind('\n') {
+        Some(end) => text[..end].lines().map(str::to_owned).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Writes `text` to `name` in `dir`; its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
     p
 }
 
@@ -825,17 +1396,15 @@ pub fn recording_hook(dir: &Path) -> (PathBuf, String) {
 
 /// A storage client for `config`'s queue account (the library takes the
 /// sections it needs).
-pub fn connect(
-    config: &cvnotify::config::Config,
-) -> Result<cvnotify::azure::Connector, cvnotify::azure::ConnectError> {
-    cvnotify::azure::Connector::new(&config.queue, &config.auth, &config.tls)
+pub fn connect(config: &Config) -> Result<Connector, ConnectError> {
+    Connector::new(&config.queue, &config.auth, &config.tls)
 }
 
 /// What handlers are built with when no storage account is involved: blob
 /// access without credentials (SAS URLs and public blobs only).
-pub fn anonymous_ctx() -> cvnotify::handler::BuildContext {
-    cvnotify::handler::BuildContext {
-        blobs: std::sync::Arc::new(cvnotify::azure::AzureBlobs::anonymous()),
+pub fn anonymous_ctx() -> BuildContext {
+    BuildContext {
+        blobs: std::sync::Arc::new(AzureBlobs::anonymous()),
         ca_file: None,
         secret_env: Vec::new(),
         customvision: None,
