@@ -8,15 +8,7 @@
 mod common;
 
 use common::*;
-use nix::sys::signal::Signal;
 use std::time::Duration;
-
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// The bodies in the world's poison queue (peeked).
-async fn poison_bodies(w: &World) -> Vec<String> {
-    World::peek_all(&w.poison_queue()).await
-}
 
 /// Finding 1: poisoned messages were sent without a time-to-live, so they
 /// vanished after the service's default of 7 days; replayed ones too.
@@ -31,11 +23,9 @@ async fn poisoned_and_replayed_messages_never_expire() {
         .queue("max_dequeue_count = 1")
         .handler(shell_handler(&script, ""))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    let status = d.wait_timeout(LIMIT).await.expect("--once did not exit");
-    assert!(status.success(), "{}", d.logs());
+    let d = w.daemon(&cfg).run_once().await;
     let poisoned = w.poison_queue().peek(32).await.unwrap();
-    assert_eq!(poisoned.len(), 1, "{}", d.logs());
+    d.assert_eq(poisoned.len(), 1, "messages in the poison queue");
     let expires = poisoned[0].expires_at.expect("an expiry time");
     assert_eq!(expires.year(), 9999, "poison message expires at {expires}");
 
@@ -44,8 +34,8 @@ async fn poisoned_and_replayed_messages_never_expire() {
         .args(["poison", "replay", "--all"])
         .stdout();
     let replayed = w.main_queue().peek(32).await.unwrap();
-    assert_eq!(replayed.len(), 1);
-    assert_eq!(replayed[0].body, body);
+    assert_eq!(replayed.len(), 1, "replayed messages: {replayed:?}");
+    assert_eq!(replayed[0].body, body, "the replayed body");
     let expires = replayed[0].expires_at.expect("an expiry time");
     assert_eq!(
         expires.year(),
@@ -60,56 +50,37 @@ async fn poisoned_and_replayed_messages_never_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_during_a_slow_message_never_poison_it() {
     let w = World::new().await;
-    let started = w.path("started.txt");
-    let done = w.path("done.txt");
-    let script = hook(
-        &w,
-        "slow.sh",
-        &format!(
-            "echo \"$CVNOTIFY_DEQUEUE_COUNT\" >> {}\nsleep 4\necho \"$CVNOTIFY_MESSAGE_ID\" >> {}",
-            started.display(),
-            done.display()
-        ),
-    );
+    let slow = w.marked_hook("slow.sh", "sleep 4");
     w.send_all(&[training("TrainingCompleted")]).await;
     let cfg = w
         .config()
         .shutdown_timeout("1s")
         .queue("max_dequeue_count = 2")
-        .handler(shell_handler(&script, ""))
+        .handler(slow.handler(""))
         .write("c.toml");
     for restart in 1..=5 {
-        let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), &format!("d{restart}"));
-        assert!(
-            eventually(LIMIT, async || lines(&started).len() >= restart).await,
-            "restart {restart}: the hook never started\n{}",
-            d.logs()
-        );
-        d.signal(Signal::SIGTERM);
-        let status = d.wait_timeout(LIMIT).await.expect("no exit after SIGTERM");
-        assert!(status.success(), "{}", d.logs());
-        assert!(
-            d.logs().contains("Released the message back to the queue"),
-            "{}",
-            d.logs()
-        );
+        let mut d = w.daemon(&cfg).tag(&format!("d{restart}")).start();
+        slow.wait_started(&d, restart).await;
+        d.stop_ok().await;
+        d.assert_logged("Released the message back to the queue");
     }
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "last");
-    assert!(
-        eventually(LIMIT, async || lines(&done).len() == 1).await,
-        "never handled\n{}",
-        d.logs()
+    let mut d = w.daemon(&cfg).tag("last").start();
+    d.wait_for("the message handled", async || slow.ends().len() == 1)
+        .await;
+    w.wait_drained(&d).await;
+    d.stop().await;
+    let deliveries: Vec<u32> = slow.starts().iter().map(|r| r.dequeue_count).collect();
+    assert_eq!(
+        deliveries,
+        vec![1, 2, 3, 4, 5, 6],
+        "the deliveries the hook saw"
     );
-    assert!(
-        eventually(LIMIT, async || World::length(&w.main_queue()).await == 0).await,
-        "{}",
-        d.logs()
+    assert_eq!(
+        slow.ends().len(),
+        1,
+        "the hook ran to its end more than once"
     );
-    d.signal(Signal::SIGTERM);
-    d.wait_timeout(LIMIT).await;
-    assert_eq!(lines(&started), vec!["1", "2", "3", "4", "5", "6"]);
-    assert_eq!(lines(&done).len(), 1);
-    assert!(poison_bodies(&w).await.is_empty(), "poisoned\n{}", d.logs());
+    d.assert_eq(w.poisoned().await, Vec::new(), "poisoned messages");
 }
 
 /// The other side of the rule: a message whose hook kills the daemon every
@@ -118,11 +89,10 @@ async fn restarts_during_a_slow_message_never_poison_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_kills_the_daemon_every_time_is_poisoned() {
     let w = World::new().await;
-    let runs = w.path("runs.txt");
     let script = hook(
         &w,
         "kill.sh",
-        &format!("echo x >> {}\nkill -KILL $PPID\nsleep 5", runs.display()),
+        "echo x >> \"$DIR/runs.txt\"\nkill -KILL $PPID\nsleep 5",
     );
     let body = training("TrainingCompleted");
     w.send_all(std::slice::from_ref(&body)).await;
@@ -131,29 +101,34 @@ async fn a_message_that_kills_the_daemon_every_time_is_poisoned() {
         .queue("max_dequeue_count = 5\nmax_deliveries_without_outcome = 3\nvisibility_timeout = \"2s\"")
         .handler(shell_handler(&script, ""))
         .write("c.toml");
-    let mut last_logs = String::new();
+    let mut last = None;
     for start in 1..=8 {
-        if !poison_bodies(&w).await.is_empty() {
+        if !w.poisoned().await.is_empty() {
             break;
         }
-        let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), &format!("d{start}"));
-        // Killed by its hook, or, once poisoned, stopped by us.
-        let poisoned = eventually(Duration::from_secs(6), async || {
-            !poison_bodies(&w).await.is_empty()
+        let mut d = w.daemon(&cfg).tag(&format!("d{start}")).start();
+        // Killed by its hook, or, once the message is poisoned, stopped by
+        // us.
+        let settled = eventually(WAIT, async || {
+            d.child.try_wait().unwrap().is_some() || !w.poisoned().await.is_empty()
         })
         .await;
-        if poisoned || d.child.try_wait().unwrap().is_none() {
-            d.signal(Signal::SIGTERM);
+        if !settled {
+            fail_with("neither killed by its hook nor poisoned", &[&d]);
         }
-        d.wait_timeout(LIMIT).await;
-        last_logs = d.logs();
+        if d.child.try_wait().unwrap().is_none() {
+            d.stop().await;
+        }
+        last = Some(d);
     }
-    assert_eq!(poison_bodies(&w).await, vec![body], "{last_logs}");
-    assert_eq!(lines(&runs).len(), 3, "the hook ran once per delivery");
-    assert!(
-        last_logs.contains("max_deliveries_without_outcome"),
-        "{last_logs}"
+    let last = last.unwrap();
+    last.assert_eq(w.poisoned().await, vec![body], "the poisoned body");
+    assert_eq!(
+        lines(&w.path("runs.txt")).len(),
+        3,
+        "the hook ran once per delivery"
     );
+    last.assert_logged("max_deliveries_without_outcome");
 }
 
 /// Finding 3: the listener had no header-read timeout and no connection
@@ -171,31 +146,21 @@ async fn a_starved_listener_never_fails_a_handler() {
         .extra(format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
         .write("c.toml");
     // A low file-descriptor limit, as in a tight container.
-    let stdout = w.path("d.stdout");
-    let stderr = w.path("d.stderr");
-    let mut child = std::process::Command::new("/bin/sh")
-        .args([
-            "-c",
-            "ulimit -n 128 && exec \"$0\" \"$@\"",
-            bin(),
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("run")
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
+    let mut sh = std::process::Command::new("/bin/sh");
+    sh.args([
+        "-c",
+        "ulimit -n 128 && exec \"$0\" \"$@\"",
+        bin(),
+        "--config",
+    ])
+    .arg(&cfg)
+    .arg("run");
+    let mut d = Daemon::start_wrapped(sh, w.dir.path(), "d");
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    assert!(
-        eventually(LIMIT, async || tokio::net::TcpStream::connect(addr)
-            .await
-            .is_ok())
-        .await,
-        "the listener never came up"
-    );
+    d.wait_for("the listener", async || {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
     // 500 connections: half idle, half with a request head that never ends.
     let mut held = Vec::new();
     for i in 0..500 {
@@ -213,38 +178,25 @@ async fn a_starved_listener_never_fails_a_handler() {
     }
     let bodies: Vec<String> = (0..20).map(|_| training("TrainingCompleted")).collect();
     let ids = w.send_all(&bodies).await;
-    let logs = || {
-        std::fs::read_to_string(&stdout).unwrap_or_default()
-            + &std::fs::read_to_string(&stderr).unwrap_or_default()
-    };
-    assert!(
-        eventually(Duration::from_secs(60), async || lines(&out).len()
-            >= ids.len())
-        .await,
-        "handled {} of {}\n{}",
-        lines(&out).len(),
-        ids.len(),
-        logs()
-    );
-    assert!(poison_bodies(&w).await.is_empty(), "poisoned\n{}", logs());
-    assert!(!logs().contains("Too many open files"), "{}", logs());
+    d.wait_for_progress("the 20 messages handled", WAIT, async || {
+        let n = lines(&out).len();
+        (n, n >= ids.len())
+    })
+    .await;
+    d.assert_eq(w.poisoned().await, Vec::new(), "poisoned messages");
+    d.assert_not_logged("Too many open files");
     drop(held);
     // The probes answer again once the flood is gone.
     let client = reqwest::Client::new();
-    assert!(
-        eventually(LIMIT, async || client
+    d.wait_for("/healthz to answer once the flood is gone", async || {
+        client
             .get(format!("http://{addr}/healthz"))
             .send()
             .await
-            .is_ok_and(|r| r.status().is_success()))
-        .await
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        Signal::SIGTERM,
-    )
-    .unwrap();
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    d.stop().await;
 }
 
 /// `cvnotify run` on `w` with the listener on a free port, once it
@@ -255,16 +207,12 @@ async fn listening_daemon(w: &World) -> (Daemon, std::net::SocketAddr) {
         .config()
         .extra(format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
         .write("c.toml");
-    let d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let d = w.daemon(&cfg).start();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    assert!(
-        eventually(LIMIT, async || tokio::net::TcpStream::connect(addr)
-            .await
-            .is_ok())
-        .await,
-        "the listener never came up\n{}",
-        d.logs()
-    );
+    d.wait_for("the listener", async || {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
     (d, addr)
 }
 
@@ -292,8 +240,7 @@ async fn a_partial_request_is_closed_within_seconds() {
     .await;
     assert!(closed.is_ok(), "still open after 20 s");
     eprintln!("partial request closed after {:?}", started.elapsed());
-    d.signal(Signal::SIGTERM);
-    d.wait_timeout(LIMIT).await;
+    d.stop().await;
 }
 
 /// A client that keeps one connection and sends `GET /healthz` on it every
@@ -355,16 +302,12 @@ async fn finding_3_keep_alive_clients_never_starve_a_fresh_probe() {
     let clients: Vec<_> = (0..40)
         .map(|_| tokio::spawn(keep_alive_client(addr, answered.clone())))
         .collect();
+    let answers = || answered.load(std::sync::atomic::Ordering::SeqCst) as usize;
     // The pool is taken: at least 32 of them were answered once.
-    assert!(
-        eventually(LIMIT, async || answered
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 32)
-        .await,
-        "{} answers\n{}",
-        answered.load(std::sync::atomic::Ordering::SeqCst),
-        d.logs()
-    );
+    d.wait_for_progress("32 answers to the clients", WAIT, async || {
+        (answers(), answers() >= 32)
+    })
+    .await;
     let mut took = Vec::new();
     for _ in 0..5 {
         let probe = reqwest::Client::builder()
@@ -383,26 +326,20 @@ async fn finding_3_keep_alive_clients_never_starve_a_fresh_probe() {
     }
     eprintln!(
         "fresh probes answered after {took:?}; the 40 clients got {} answers",
-        answered.load(std::sync::atomic::Ordering::SeqCst)
+        answers()
     );
     // The kubelet waits 1 s; the daemon answers in milliseconds. 3 s leaves
     // a loaded machine room, and is far from the 59 s of the finding.
     assert!(took.iter().all(|t| *t < Duration::from_secs(3)), "{took:?}");
     // And the 40 are still served: a second round of answers.
-    assert!(
-        eventually(LIMIT, async || answered
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 80)
-        .await,
-        "{} answers\n{}",
-        answered.load(std::sync::atomic::Ordering::SeqCst),
-        d.logs()
-    );
+    d.wait_for_progress("80 answers to the clients", WAIT, async || {
+        (answers(), answers() >= 80)
+    })
+    .await;
     for c in clients {
         c.abort();
     }
-    d.signal(Signal::SIGTERM);
-    d.wait_timeout(LIMIT).await;
+    d.stop().await;
 }
 
 /// Finding 4: an unterminated `connection_string` line made `check
@@ -411,23 +348,21 @@ async fn finding_3_keep_alive_clients_never_starve_a_fresh_probe() {
 fn config_errors_do_not_print_secret_values() {
     let dir = tempfile::tempdir().unwrap();
     let key = "U2VjcmV0QWNjb3VudEtleU1hdGVyaWFsMDEyMzQ1Njc4OQ==";
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = write_file(
+        dir.path(),
+        "c.toml",
+        &format!(
             "[queue]\nname = \"q-x\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={key}\n"
         ),
-    )
-    .unwrap();
-    let out = cli()
+    );
+    cli()
         .config(&cfg)
         .args(["check", "--config-only"])
-        .assert_exit(78);
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("cannot read the configuration"), "{text}");
-    assert!(!text.contains(key), "{text}");
-    assert!(!text.contains(&key[..16]), "{text}");
+        .run()
+        .assert_code(78)
+        .assert_shows("cannot read the configuration")
+        .assert_hides(key)
+        .assert_hides(&key[..16]);
 }
 
 /// Finding 5: with `inherit_env = true` a hook running `env` printed the
@@ -437,15 +372,11 @@ fn config_errors_do_not_print_secret_values() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_do_not_inherit_or_echo_secrets() {
     let w = World::new().await;
-    let env_file = w.path("env.txt");
     let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjdm5vdGlmeSJ9.c2lnbmF0dXJlLXNlY3JldA";
     let script = hook(
         &w,
         "env.sh",
-        &format!(
-            "env | tee {}\necho \"Authorization: Bearer {jwt}\"",
-            env_file.display()
-        ),
+        &format!("env | tee \"$DIR/env.txt\"\necho \"Authorization: Bearer {jwt}\""),
     );
     let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let secrets = [
@@ -465,19 +396,16 @@ async fn hooks_do_not_inherit_or_echo_secrets() {
         .write("c.toml");
     let mut env: Vec<(&str, &str)> = secrets.to_vec();
     env.push(("UNRELATED_VARIABLE", "inherited-fine"));
-    let mut d = Daemon::start_with_env(&cfg, &["run", "--once"], w.dir.path(), "d", &env);
-    let status = d.wait_timeout(LIMIT).await.expect("--once did not exit");
-    assert!(status.success(), "{}", d.logs());
-    let seen = std::fs::read_to_string(&env_file).unwrap();
+    let d = w.daemon(&cfg).envs(&env).run_once().await;
+    let seen = std::fs::read_to_string(w.path("env.txt")).unwrap();
     assert!(seen.contains("UNRELATED_VARIABLE=inherited-fine"), "{seen}");
-    let logs = d.logs();
-    assert!(logs.contains("Hook output"), "{logs}");
+    d.assert_logged("Hook output");
     for (name, value) in secrets {
         assert!(!seen.contains(name), "{name} reached the hook\n{seen}");
-        assert!(!logs.contains(value), "{name}'s value logged\n{logs}");
+        d.assert_not_logged(value);
     }
-    assert!(!logs.contains(jwt), "{logs}");
-    assert!(!logs.contains("c2lnbmF0dXJlLXNlY3JldA"), "{logs}");
+    d.assert_not_logged(jwt);
+    d.assert_not_logged("c2lnbmF0dXJlLXNlY3JldA");
 }
 
 /// Finding 6: a hook writing 100 MB without a newline raised the daemon's
@@ -495,26 +423,24 @@ async fn an_endless_hook_line_costs_bounded_memory() {
         .log_level("info")
         .handler(shell_handler(&script, "timeout = \"120s\""))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let pid = d.child.id();
-    assert!(eventually(LIMIT, async || d.logs().contains("Listening")).await);
+    let mut d = w.daemon(&cfg).start();
+    let pid = d.pid();
+    d.wait_logged("Listening").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = status_kib(pid, "VmRSS");
     w.send_all(&[training("TrainingCompleted")]).await;
-    assert!(
-        eventually(Duration::from_secs(120), async || d
-            .logs()
-            .contains("Message handled"))
-        .await,
-        "{}",
-        d.logs()
-    );
+    // 100 MB through a pipe: longer than most waits on a loaded machine.
+    d.wait_for_within(
+        Duration::from_secs(120),
+        "\"Message handled\" in the logs",
+        async || d.logs().contains("Message handled"),
+    )
+    .await;
     let peak = status_kib(pid, "VmHWM");
-    let logs = d.logs();
-    d.signal(Signal::SIGTERM);
-    d.wait_timeout(LIMIT).await;
-    assert!(logs.contains("after"), "the line after the flood was lost");
-    assert!(logs.contains("aaaa..."), "the long line was not logged cut");
+    d.stop().await;
+    // The line after the flood was not lost; the long line was logged cut.
+    d.assert_logged("after");
+    d.assert_logged("aaaa...");
     // The 4 KiB cut and an 8 KiB read buffer: nowhere near 100 MB.
     assert!(
         peak < idle + 40 * 1024,
@@ -528,11 +454,10 @@ async fn an_endless_hook_line_costs_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_uri_with_a_newline_never_reaches_a_hook() {
     let w = World::new().await;
-    let ran = w.path("ran.txt");
     let script = hook(
         &w,
         "h.sh",
-        &format!("echo \"$CVNOTIFY_MODEL_URI\" >> {}", ran.display()),
+        "echo \"$CVNOTIFY_MODEL_URI\" >> \"$DIR/ran.txt\"",
     );
     let uri = "  https://acct.blob.core.windows.net/m/m.onnx\n$(touch x) `id`\t";
     let body = serde_json::json!({"version":"1.0","type":"Export","Content":{
@@ -544,11 +469,11 @@ async fn a_model_uri_with_a_newline_never_reaches_a_hook() {
         .config()
         .handler(shell_handler(&script, ""))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    d.wait_timeout(LIMIT).await.expect("--once did not exit");
+    let (d, _) = w.daemon(&cfg).run_once_any().await;
+    let ran = w.path("ran.txt");
     assert!(!ran.exists(), "the hook ran: {:?}", lines(&ran));
-    assert_eq!(poison_bodies(&w).await, vec![body]);
-    assert!(d.logs().contains("not a URL: it contains"), "{}", d.logs());
+    d.assert_eq(w.poisoned().await, vec![body], "the poisoned body");
+    d.assert_logged("not a URL: it contains");
 }
 
 /// Finding 8: `poison list` printed an unknown `type` raw (an escape
@@ -568,12 +493,10 @@ async fn escape_sequences_never_reach_the_terminal() {
         .log_format("text")
         .handler(shell_handler(&script, ""))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    d.wait_timeout(LIMIT).await.expect("--once did not exit");
-    let logs = d.logs();
-    assert!(logs.contains("FORGED LINE"), "{logs}");
-    assert!(!logs.contains('\u{1b}'), "{logs:?}");
-    assert!(!logs.contains('\r'), "{logs:?}");
+    let (d, _) = w.daemon(&cfg).run_once_any().await;
+    d.assert_logged("FORGED LINE");
+    d.assert_not_logged("\u{1b}");
+    d.assert_not_logged("\r");
 
     let hostile =
         "{\"version\":\"1.0\",\"type\":\"\\u001b]0;pwned\\u0007\\u001b[2J\",\"Content\":{}}";
@@ -581,7 +504,7 @@ async fn escape_sequences_never_reach_the_terminal() {
     poison.create_if_missing().await.unwrap();
     poison.send(hostile, Expiry::ServiceDefault).await.unwrap();
     let out = cli().config(&cfg).args(["poison", "list"]).stdout();
-    assert!(out.contains("pwned"), "{out}");
+    assert!(out.contains("pwned"), "{out:?}");
     assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
 }
 
@@ -590,22 +513,12 @@ async fn escape_sequences_never_reach_the_terminal() {
 /// an unlisted code is retried as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failures_poison_at_once_with_their_reason() {
-    use wiremock::matchers::method;
-    use wiremock::{Mock, MockServer, ResponseTemplate};
     let w = World::new().await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(410))
-        .mount(&receiver)
-        .await;
-    let calls = w.path("calls.txt");
+    let receiver = receiver(410).await;
     let script = hook(
         &w,
         "code.sh",
-        &format!(
-            "echo \"$CVNOTIFY_DEQUEUE_COUNT $CVNOTIFY_STATUS\" >> {}\n[ \"$CVNOTIFY_STATUS\" = TrainingFailed ] && exit 3\nexit 4",
-            calls.display()
-        ),
+        "echo \"$CVNOTIFY_DEQUEUE_COUNT $CVNOTIFY_STATUS\" >> \"$DIR/calls.txt\"\n[ \"$CVNOTIFY_STATUS\" = TrainingFailed ] && exit 3\nexit 4",
     );
     let gone = training("TrainingCompleted");
     let listed = training("TrainingFailed");
@@ -624,20 +537,15 @@ async fn permanent_failures_poison_at_once_with_their_reason() {
             "events = [\"training.failed\", \"export\"]\npermanent_exit_codes = [3]",
         ))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    assert!(
-        eventually(LIMIT, async || poison_bodies(&w).await.len() == 3).await,
-        "{}",
-        d.logs()
-    );
-    d.signal(Signal::SIGTERM);
-    d.wait_timeout(LIMIT).await;
+    let mut d = w.daemon(&cfg).start();
+    w.wait_poisoned(&d, 3).await;
+    d.stop().await;
     assert_eq!(
         receiver.received_requests().await.unwrap().len(),
         1,
         "410 was retried"
     );
-    let calls = lines(&calls);
+    let calls = lines(&w.path("calls.txt"));
     assert_eq!(
         calls
             .iter()
@@ -655,20 +563,18 @@ async fn permanent_failures_poison_at_once_with_their_reason() {
         vec!["1", "2", "3"],
         "an unlisted exit code must be retried"
     );
-    let list = cli().config(&cfg).args(["poison", "list"]).stdout();
-    assert!(
-        list.contains("permanent failure") && list.contains("410 Gone"),
-        "{list}"
-    );
-    assert!(list.contains("exited with status 3"), "{list}");
-    assert!(
-        list.contains("failed on delivery 3 of max_dequeue_count 3"),
-        "{list}"
-    );
-    let logs = d.logs();
-    assert!(
-        logs.contains("permanent_failure") || logs.contains("permanent failure"),
-        "{logs}"
+    cli()
+        .config(&cfg)
+        .args(["poison", "list"])
+        .run()
+        .assert_success()
+        .assert_stdout_shows("permanent failure")
+        .assert_stdout_shows("410 Gone")
+        .assert_stdout_shows("exited with status 3")
+        .assert_stdout_shows("failed on delivery 3 of max_dequeue_count 3");
+    d.assert(
+        d.logs().contains("permanent_failure") || d.logs().contains("permanent failure"),
+        "no permanent failure in the logs",
     );
 }
 
@@ -696,14 +602,9 @@ async fn envelope_poison_list_replay_round_trip_keeps_bodies_exactly() {
         .queue("poison_format = \"envelope\"")
         .handler(shell_handler(&script, "permanent_exit_codes = [3]"))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    let status = d
-        .wait_timeout(Duration::from_secs(60))
-        .await
-        .expect("--once did not exit");
-    assert!(status.success(), "{}", d.logs());
-    let poisoned = poison_bodies(&w).await;
-    assert_eq!(poisoned.len(), 4, "{}", d.logs());
+    let d = w.daemon(&cfg).run_once().await;
+    let poisoned = w.poisoned().await;
+    d.assert_eq(poisoned.len(), 4, "messages in the poison queue");
     let envelopes = poisoned
         .iter()
         .filter(|b| b.contains("cvnotify_envelope"))

@@ -353,6 +353,21 @@ impl World {
         Self::length(&self.main_queue()).await
     }
 
+    /// Waits until the poison queue holds at least `n` messages (failing
+    /// with the tail of `d`'s logs).
+    pub async fn wait_poisoned(&self, d: &Daemon, n: usize) {
+        let what = format!("{n} message(s) in the poison queue");
+        d.wait_for(&what, async || self.poisoned().await.len() >= n)
+            .await
+    }
+
+    /// Waits until the main queue is empty (failing with the tail of `d`'s
+    /// logs).
+    pub async fn wait_drained(&self, d: &Daemon) {
+        d.wait_for("an empty queue", async || self.queued().await == 0)
+            .await
+    }
+
     /// `cvnotify` on `config`, its output in this world's directory
     /// ([`DaemonBuilder`]: `.start()` for `run`, `.run_once()`).
     pub fn daemon(&self, config: &Path) -> DaemonBuilder {
@@ -756,6 +771,24 @@ impl Ran {
         )
     }
 
+    /// Its stderr contains `needle`.
+    #[track_caller]
+    pub fn assert_stderr_shows(&self, needle: &str) -> &Self {
+        self.assert(
+            self.stderr().contains(needle),
+            format!("expected stderr to contain {needle:?}"),
+        )
+    }
+
+    /// Its stdout contains `needle`.
+    #[track_caller]
+    pub fn assert_stdout_shows(&self, needle: &str) -> &Self {
+        self.assert(
+            self.stdout().contains(needle),
+            format!("expected stdout to contain {needle:?}"),
+        )
+    }
+
     /// Neither its stdout nor its stderr contains `needle`.
     #[track_caller]
     pub fn assert_hides(&self, needle: &str) -> &Self {
@@ -849,8 +882,17 @@ impl Daemon {
     /// Sends SIGTERM and waits for the exit (failing, with the tail of the
     /// logs, if there is none within [`WAIT`]); the exit status.
     pub async fn stop(&mut self) -> ExitStatus {
+        self.stop_within(WAIT).await
+    }
+
+    /// [`Daemon::stop`] with a limit of its own: where how soon it stops is
+    /// what the test pins.
+    pub async fn stop_within(&mut self, limit: Duration) -> ExitStatus {
         self.signal(Signal::SIGTERM);
-        self.finish().await
+        match self.wait_timeout(limit).await {
+            Some(status) => status,
+            None => self.fail(&format!("no exit within {limit:?} of SIGTERM")),
+        }
     }
 
     /// [`Daemon::stop`], and the exit status must be success.
@@ -931,9 +973,9 @@ impl Daemon {
             .take(5)
             .collect();
         if !hits.is_empty() {
+            // Debug-escaped: what a test looks for may be an escape code.
             self.fail(&format!(
-                "expected the logs NOT to contain {needle:?}; it is in:\n{}",
-                hits.join("\n")
+                "expected the logs NOT to contain {needle:?}; it is in:\n{hits:#?}"
             ));
         }
     }
@@ -1020,8 +1062,15 @@ impl Daemon {
 
     #[track_caller]
     fn fail(&self, what: &str) -> ! {
-        panic!("\n\n==========\n{what}\n\n{}==========\n", self.tail())
+        fail_with(what, &[self])
     }
+}
+
+/// Fails saying `what`, with the tail of each daemon's logs.
+#[track_caller]
+pub fn fail_with(what: &str, daemons: &[&Daemon]) -> ! {
+    let tails: Vec<String> = daemons.iter().map(|d| d.tail()).collect();
+    panic!("\n\n==========\n{what}\n\n{}==========\n", tails.join("\n"))
 }
 
 /// The last `n` lines of `path`, each cut to a readable length, under a
@@ -1046,6 +1095,30 @@ fn tail_of(path: &Path, n: usize) -> String {
         }
     }
     out
+}
+
+impl Daemon {
+    /// A daemon started through `wrapper` (a shell that sets a limit,
+    /// `unshare`), which must end by exec'ing `cvnotify` so that its pid is
+    /// the daemon's: stdin empty, output to `{tag}.stdout` and
+    /// `{tag}.stderr` in `out_dir`.
+    pub fn start_wrapped(mut wrapper: Command, out_dir: &Path, tag: &str) -> Self {
+        let stdout = out_dir.join(format!("{tag}.stdout"));
+        let stderr = out_dir.join(format!("{tag}.stderr"));
+        let child = wrapper
+            .env_remove("CVNOTIFY_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("starting the wrapper of cvnotify");
+        Daemon {
+            child,
+            stdout,
+            stderr,
+        }
+    }
 }
 
 impl Drop for Daemon {
@@ -1337,6 +1410,17 @@ pub fn shell_handler(script: &Path, extra: &str) -> String {
         "[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n{extra}\n",
         script.display()
     )
+}
+
+/// A loopback HTTP receiver (wiremock) answering every POST with
+/// `status` and recording the requests.
+pub async fn receiver(status: u16) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(status))
+        .mount(&server)
+        .await;
+    server
 }
 
 /// Reads one HTTP/1.1 request (head, and a body of `content-length`) from a
