@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::customvision::{CustomVision, CvOptions, Fault, create_container, handler_ctx};
+use common::customvision::{CustomVision, CvOptions, Fault, handler_ctx};
 use common::*;
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;

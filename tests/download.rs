@@ -7,9 +7,8 @@
 
 mod common;
 
-use azure_core::http::{ClientOptions, RequestContent};
+use azure_core::http::RequestContent;
 use common::*;
-use nix::sys::signal::Signal;
 use sha2::Digest;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,7 +17,6 @@ use std::time::Duration;
 use url::Url;
 use uuid::Uuid;
 
-const LIMIT: Duration = Duration::from_secs(90);
 const MIB: usize = 1 << 20;
 
 /// Azurite's blob service with a `models` container.
@@ -47,18 +45,7 @@ impl Blobs {
     }
 
     async fn create(&self, container: &str) {
-        azure_storage_blob::BlobContainerClient::new(
-            Url::parse(&self.container_url(container)).unwrap(),
-            None,
-            Some(azure_storage_blob::BlobContainerClientOptions {
-                client_options: signed(),
-                ..Default::default()
-            }),
-        )
-        .unwrap()
-        .create(None)
-        .await
-        .unwrap();
+        create_container(&self.endpoint(), container).await;
     }
 
     /// The URL of blob `name` (spaces encoded, as the service writes them).
@@ -80,15 +67,7 @@ impl Blobs {
     }
 
     fn client(&self, container: &str, name: &str) -> azure_storage_blob::BlobClient {
-        azure_storage_blob::BlobClient::new(
-            Url::parse(&self.url(container, name)).unwrap(),
-            None,
-            Some(azure_storage_blob::BlobClientOptions {
-                client_options: signed(),
-                ..Default::default()
-            }),
-        )
-        .unwrap()
+        blob_client(&Url::parse(&self.url(container, name)).unwrap())
     }
 
     async fn upload(&self, container: &str, name: &str, bytes: Vec<u8>) {
@@ -97,15 +76,14 @@ impl Blobs {
             .await
             .unwrap();
     }
-}
 
-fn signed() -> ClientOptions {
-    ClientOptions {
-        per_try_policies: vec![Arc::new(SharedKeyPolicy::new(
-            "devstoreaccount1",
-            Secret::new(DEV_KEY),
-        ))],
-        ..Default::default()
+    /// A `[[handlers]]` download table into `dir` whose container is this
+    /// service's `models`, with `keys`.
+    fn download_table(&self, dir: &Path, keys: &str) -> String {
+        download_table(
+            dir,
+            &format!("{keys}\n{}", container_key(&[self.container_url("models")])),
+        )
     }
 }
 
@@ -163,6 +141,13 @@ fn files(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// Fails, naming `what` happened and what was left, unless `dir` is empty.
+#[track_caller]
+fn assert_no_files(dir: &Path, what: &str) {
+    let left = files(dir);
+    assert!(left.is_empty(), "{what}: left behind {left:?}");
 }
 
 /// What a stored model leaves in `dir`: it, its `.sha256`, its side file.
@@ -324,23 +309,19 @@ async fn a_backup_blob_is_stored_under_its_own_name_with_its_checksum() {
     let dir = w.path("models");
     let cfg = w
         .config()
-        .handler(download_table(
-            &dir,
-            &container_key(&[blobs.container_url("models")]),
-        ))
+        .handler(blobs.download_table(&dir, ""))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
-    assert_eq!(files(&dir), stored(&name), "{}", d.logs());
+    let d = w.daemon(&cfg).run_once().await;
+    d.assert_eq(files(&dir), stored(&name), "the files in dir");
     let got = std::fs::read(dir.join(&name)).unwrap();
     assert!(got == bytes, "content differs");
     let sha_file = std::fs::read_to_string(dir.join(format!("{name}.sha256"))).unwrap();
-    assert_eq!(sha_file, format!("{}  {name}\n", sha256_hex(&bytes)));
-    assert_eq!(World::length(&w.main_queue()).await, 0);
+    assert_eq!(
+        sha_file,
+        format!("{}  {name}\n", sha256_hex(&bytes)),
+        "the .sha256 file"
+    );
+    assert_eq!(w.queued().await, 0, "messages left in the queue");
 }
 
 /// `m-<32 hex>/<32 hex>.ONNX.zip?sv=…&sig=…` as Custom Vision hands out
@@ -373,11 +354,12 @@ async fn real_export_url_shapes_keep_the_platform_and_every_export_is_kept() {
             .await
             .unwrap();
         let name = format!("{p} - {i}.{platform}.zip");
-        assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), body);
+        let got = std::fs::read(dir.path().join(&name)).unwrap();
+        assert!(got == body, "{name}: content differs");
         expected.extend(stored(&name));
     }
     expected.sort();
-    assert_eq!(files(dir.path()), expected);
+    assert_eq!(files(dir.path()), expected, "the files in dir");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,29 +381,19 @@ async fn a_sas_url_is_fetched_as_is() {
     let cfg = w
         .config()
         .queue("max_dequeue_count = 1")
-        .handler(download_table(
-            &dir,
-            &container_key(&[blobs.container_url("models")]),
-        ))
+        .handler(blobs.download_table(&dir, ""))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    let d = w.daemon(&cfg).run_once().await;
     let name = format!("{p} - {i}.ONNX");
-    assert_eq!(
-        std::fs::read(dir.join(&name)).unwrap(),
-        bytes,
-        "{}",
-        d.logs()
+    let got = std::fs::read(dir.join(&name));
+    d.assert(
+        got.as_ref().is_ok_and(|b| *b == bytes),
+        format!("{name}: not stored, or its content differs"),
     );
-    assert_eq!(files(&dir), stored(&name));
-    assert_eq!(World::peek_all(&w.poison_queue()).await.len(), 1);
-    let logs = d.logs();
-    assert!(logs.contains("denied (403)"), "{logs}");
-    assert!(!logs.contains("sig=AAAA"), "SAS in logs");
+    assert_eq!(files(&dir), stored(&name), "the files in dir");
+    d.assert_eq(w.poisoned().await.len(), 1, "poisoned messages");
+    d.assert_logged("denied (403)");
+    d.assert_not_logged("sig=AAAA");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,24 +407,17 @@ async fn a_missing_blob_is_retried_then_poisoned() {
     let cfg = w
         .config()
         .queue("max_dequeue_count = 2")
-        .handler(download_table(
-            &dir,
-            &container_key(&[blobs.container_url("models")]),
-        ))
+        .handler(blobs.download_table(&dir, ""))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let poison = w.poison_queue();
-    assert!(
-        eventually(LIMIT, async || !World::peek_all(&poison).await.is_empty()).await,
-        "{}",
-        d.logs()
+    let mut d = w.daemon(&cfg).start();
+    w.wait_poisoned(&d, 1).await;
+    d.stop_ok().await;
+    assert_eq!(w.poisoned().await, vec![body], "the poisoned body");
+    d.assert(
+        d.count_logged("does not exist (404)") >= 2,
+        "a 404 on each of the two deliveries",
     );
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
-    assert_eq!(World::peek_all(&poison).await, vec![body]);
-    let logs = d.logs();
-    assert!(logs.matches("does not exist (404)").count() >= 2, "{logs}");
-    assert!(files(&dir).is_empty(), "{:?}", files(&dir));
+    assert_no_files(&dir, "a missing blob");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,18 +431,10 @@ async fn a_redelivered_event_does_not_download_again() {
     let dir = w.path("models");
     let cfg = w
         .config()
-        .handler(download_table(
-            &dir,
-            &container_key(&[blobs.container_url("models")]),
-        ))
+        .handler(blobs.download_table(&dir, ""))
         .write("c.toml");
     w.send_all(std::slice::from_ref(&body)).await;
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "first");
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    w.daemon(&cfg).tag("first").run_once().await;
     let before = std::fs::metadata(dir.join(&name))
         .unwrap()
         .modified()
@@ -485,26 +442,18 @@ async fn a_redelivered_event_does_not_download_again() {
     // Delete the blob: a second download could only fail.
     blobs.client("models", &name).delete(None).await.unwrap();
     w.send_all(std::slice::from_ref(&body)).await;
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "second");
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
-    assert!(
-        d.logs().contains("The model is already downloaded"),
-        "{}",
-        d.logs()
-    );
+    let d = w.daemon(&cfg).tag("second").run_once().await;
+    d.assert_logged("The model is already downloaded");
     assert_eq!(
         std::fs::metadata(dir.join(&name))
             .unwrap()
             .modified()
             .unwrap(),
-        before
+        before,
+        "the stored model was written again"
     );
-    assert_eq!(World::length(&w.main_queue()).await, 0);
-    assert!(World::peek_all(&w.poison_queue()).await.is_empty());
+    assert_eq!(w.queued().await, 0, "messages left in the queue");
+    d.assert_eq(w.poisoned().await, Vec::new(), "poisoned messages");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,7 +493,11 @@ async fn keep_last_removes_older_models_of_the_same_project_and_platform() {
         .flat_map(|&k| stored(&names[k]))
         .collect();
     expected.sort();
-    assert_eq!(files(dir.path()), expected);
+    assert_eq!(
+        files(dir.path()),
+        expected,
+        "keep_last = 2 per project and platform"
+    );
 }
 
 #[tokio::test]
@@ -582,7 +535,7 @@ async fn urls_outside_the_allowed_hosts_and_bad_names_are_refused() {
     )
     .await;
     assert!(e.contains("no `container` is configured"), "{e}");
-    assert!(files(dir.path()).is_empty());
+    assert_no_files(dir.path(), "refused URLs");
 }
 
 #[tokio::test]
@@ -598,7 +551,7 @@ async fn failed_exports_and_other_events_succeed_without_downloading() {
         .handle(&delivery(&training("TrainingCompleted")))
         .await
         .unwrap();
-    assert!(files(dir.path()).is_empty());
+    assert_no_files(dir.path(), "a failed export and a training event");
 }
 
 /// A handler whose container is a [`TestServer`]'s `/models`, and an
@@ -628,11 +581,7 @@ async fn a_transfer_cut_half_way_leaves_no_file() {
         error.contains("broke") || error.contains("ended after"),
         "{error}"
     );
-    assert!(
-        files(dir.path()).is_empty(),
-        "left behind: {:?}",
-        files(dir.path())
-    );
+    assert_no_files(dir.path(), "a transfer cut half way");
 }
 
 #[tokio::test]
@@ -648,11 +597,7 @@ async fn a_content_md5_mismatch_is_a_failure_and_leaves_no_file() {
     let (handler, body) = loopback(&server, dir.path(), "");
     let error = fails(&handler, &body).await;
     assert!(error.contains("Content-MD5"), "{error}");
-    assert!(
-        files(dir.path()).is_empty(),
-        "left behind: {:?}",
-        files(dir.path())
-    );
+    assert_no_files(dir.path(), "a Content-MD5 mismatch");
 }
 
 // ---------------------------------------------------------------------
@@ -689,34 +634,19 @@ async fn finding_1_a_huge_content_range_total_fails_the_handler_and_the_daemon_l
             &container_key(&[blobs.container_url("models"), server.url("/models")]),
         ))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let poison = w.poison_queue();
-    assert!(
-        eventually(LIMIT, async || !World::peek_all(&poison).await.is_empty()).await,
-        "{}",
-        d.logs()
-    );
-    assert!(
-        d.child.try_wait().unwrap().is_none(),
-        "the daemon died:\n{}",
-        d.logs()
-    );
+    let mut d = w.daemon(&cfg).start();
+    w.wait_poisoned(&d, 1).await;
+    d.assert_running("after the hostile answer");
     w.send_all(&[next]).await;
-    assert!(
-        eventually(LIMIT, async || dir.join(&name).exists()).await,
-        "the next message was not handled:\n{}",
-        d.logs()
-    );
-    assert!(d.child.try_wait().unwrap().is_none(), "the daemon died");
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
-    let logs = d.logs();
-    assert!(
-        logs.contains("the model is 1152921504606846976 bytes (the total of its Content-Range), more than max_size"),
-        "{logs}"
-    );
-    assert_eq!(World::peek_all(&poison).await, vec![hostile]);
-    assert_eq!(files(&dir), stored(&name));
+    d.wait_for("the next message to be handled", async || {
+        dir.join(&name).exists()
+    })
+    .await;
+    d.assert_running("after the next message");
+    d.stop_ok().await;
+    d.assert_logged("the model is 1152921504606846976 bytes (the total of its Content-Range), more than max_size");
+    assert_eq!(w.poisoned().await, vec![hostile], "the poisoned body");
+    assert_eq!(files(&dir), stored(&name), "the files in dir");
 }
 
 /// Finding 2: a server ignoring `Range` that streams 600 MiB had it stored
@@ -742,11 +672,7 @@ async fn finding_2_a_600_mib_stream_passes_max_size_and_leaves_no_file() {
             error.contains(&format!("({how}), more than max_size (100.0 MiB)")),
             "{error}"
         );
-        assert!(
-            files(dir.path()).is_empty(),
-            "left behind: {:?}",
-            files(dir.path())
-        );
+        assert_no_files(dir.path(), how);
     }
 }
 
@@ -786,12 +712,7 @@ async fn finding_3_a_blob_outside_the_container_is_refused_without_a_request() {
             &container_key(&[server.url(&format!("{base}/models"))]),
         ))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    let d = w.daemon(&cfg).run_once().await;
     let requests = server.requests();
     assert_eq!(requests.len(), 1, "{requests:#?}");
     assert!(
@@ -806,16 +727,20 @@ async fn finding_3_a_blob_outside_the_container_is_refused_without_a_request() {
         "the container's blob is fetched with the daemon's key: {}",
         requests[0]
     );
+    d.assert_eq(
+        w.poisoned().await.len(),
+        outside.len(),
+        "poisoned messages (the blobs outside)",
+    );
+    d.assert(
+        d.count_logged("outside the configured container") >= outside.len(),
+        "each blob outside refused in the logs",
+    );
     assert_eq!(
-        World::peek_all(&w.poison_queue()).await.len(),
-        outside.len()
+        files(&dir),
+        stored(&backup_name(p, i, "ONNX")),
+        "the files in dir"
     );
-    let logs = d.logs();
-    assert!(
-        logs.matches("outside the configured container").count() >= outside.len(),
-        "{logs}"
-    );
-    assert_eq!(files(&dir), stored(&backup_name(p, i, "ONNX")));
 }
 
 /// Finding 4: an `http` URL was accepted and, in `sas` mode, the daemon's
@@ -850,7 +775,7 @@ async fn finding_4_an_http_url_in_sas_mode_is_refused_before_any_request() {
         assert!(!e.contains("DaemonSas"), "{e}");
     }
     assert!(server.requests().is_empty(), "{:#?}", server.requests());
-    assert!(files(dir.path()).is_empty());
+    assert_no_files(dir.path(), "refused http URLs");
 }
 
 /// Finding 5: with two legitimate models and `keep_last = 2`, two messages
@@ -958,24 +883,45 @@ async fn finding_6_planted_symlinks_are_never_followed() {
         .handle(&delivery(&export(p, i, &blobs.url("models", &name))))
         .await
         .unwrap();
-    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-    assert_eq!(files(outside.path()), vec!["victim"]);
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious",
+        "the victim was written"
+    );
+    assert_eq!(
+        files(outside.path()),
+        vec!["victim"],
+        "a file was written outside dir"
+    );
     let kind = |n: &str| {
         std::fs::symlink_metadata(dir.path().join(n))
             .unwrap()
             .file_type()
     };
-    assert!(kind(&name).is_file() && kind(&format!("{name}.sha256")).is_file());
-    assert!(kind(&format!(".{name}.json")).is_file());
-    assert!(kind(&unpacked).is_dir());
-    assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), body);
+    for (file, is) in [
+        (name.clone(), kind(&name).is_file()),
+        (
+            format!("{name}.sha256"),
+            kind(&format!("{name}.sha256")).is_file(),
+        ),
+        (
+            format!(".{name}.json"),
+            kind(&format!(".{name}.json")).is_file(),
+        ),
+        (unpacked.clone(), kind(&unpacked).is_dir()),
+    ] {
+        assert!(is, "{file} is still the planted link");
+    }
+    let read = |n: &str| std::fs::read(dir.path().join(n)).unwrap();
+    assert!(read(&name) == body, "the stored model differs");
     assert_eq!(
         std::fs::read_link(dir.path().join(format!("current-{p}-ONNX"))).unwrap(),
-        PathBuf::from(&unpacked)
+        PathBuf::from(&unpacked),
+        "where current points"
     );
-    assert_eq!(
-        std::fs::read(dir.path().join(format!("current-{p}-ONNX/model.onnx"))).unwrap(),
-        model
+    assert!(
+        read(&format!("current-{p}-ONNX/model.onnx")) == model,
+        "the current model differs"
     );
     // A symlink planted where an already stored model is looked for counts
     // as no model (it is not read through), and is replaced.
@@ -985,8 +931,12 @@ async fn finding_6_planted_symlinks_are_never_followed() {
         .handle(&delivery(&export(p, i, &blobs.url("models", &name))))
         .await
         .unwrap();
-    assert!(kind(&name).is_file());
-    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(kind(&name).is_file(), "{name} is still the planted link");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious",
+        "the victim was written"
+    );
 }
 
 /// Finding 7: the SDK fetched ranges in parallel and buffered them (118 MB
@@ -1014,32 +964,24 @@ async fn finding_7_a_200_mib_download_stays_within_40_mib_of_idle_rss() {
         ))
         .write("c.toml");
     w.send_all(&[]).await;
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let pid = d.child.id();
-    assert!(
-        eventually(LIMIT, async || d
-            .logs()
-            .contains("Listening for Custom Vision notifications"))
-        .await,
-        "{}",
-        d.logs()
-    );
+    let mut d = w.daemon(&cfg).start();
+    let pid = d.pid();
+    d.wait_logged("Listening for Custom Vision notifications")
+        .await;
     // A few idle polls first.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = status_kib(pid, "VmRSS");
     w.send_all(&[export(p, i, &blobs.url("models", &name))])
         .await;
-    let q = w.main_queue();
-    assert!(
-        eventually(Duration::from_secs(180), async || dir.join(&name).exists()
-            && World::length(&q).await == 0)
-        .await,
-        "{}",
-        d.logs()
-    );
+    // 200 MiB through Azurite: longer than most waits on a loaded machine.
+    d.wait_for_within(
+        Duration::from_secs(180),
+        "the model stored and the message deleted",
+        async || dir.join(&name).exists() && w.queued().await == 0,
+    )
+    .await;
     let peak = status_kib(pid, "VmHWM");
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
+    d.stop_ok().await;
     let sha_file = std::fs::read_to_string(dir.join(format!("{name}.sha256"))).unwrap();
     assert!(sha_file.starts_with(&sha), "{sha_file}");
     println!(
@@ -1102,11 +1044,7 @@ async fn corrupt_escaping_and_bomb_zips_are_refused_and_leave_no_file() {
         blobs.upload("models", &name, bytes).await;
         let e = fails(&handler, &export(p, i, &blobs.url("models", &name))).await;
         assert!(e.contains(expected), "{case}: {e}");
-        assert!(
-            files(dir.path()).is_empty(),
-            "{case}: {:?}",
-            files(dir.path())
-        );
+        assert_no_files(dir.path(), case);
     }
 }
 
@@ -1176,11 +1114,15 @@ async fn current_links_flip_atomically_while_a_reader_loops() {
         &problems[..problems.len().min(5)]
     );
     assert!(reads > 20, "{reads} reads");
-    assert_eq!(std::fs::read(&link).unwrap(), vec![20u8; SIZE]);
+    assert!(
+        std::fs::read(&link).unwrap() == vec![20u8; SIZE],
+        "current is not the last model"
+    );
     let last = &exports[19].1;
     assert_eq!(
         std::fs::read_link(dir.path().join(format!("current-{p}-ONNX"))).unwrap(),
-        PathBuf::from(last.trim_end_matches(".zip"))
+        PathBuf::from(last.trim_end_matches(".zip")),
+        "where current points"
     );
     // keep_last = 2: two models, their folders, and the link.
     let visible: Vec<String> = files(dir.path())
@@ -1225,25 +1167,16 @@ async fn a_hook_routed_with_a_download_gets_the_complete_model() {
         .queue("max_dequeue_count = 1")
         // The hook first: configuration order does not decide.
         .handler(shell_handler(&script, ""))
-        .handler(download_table(
-            &dir,
-            &container_key(&[blobs.container_url("models")]),
-        ))
+        .handler(blobs.download_table(&dir, ""))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    let d = w.daemon(&cfg).run_once().await;
     let read = |id: &str, ext: &str| std::fs::read_to_string(inbox.join(format!("{id}.{ext}")));
     let path = dir.join(&name);
     let sha = sha256_hex(&bytes);
-    assert_eq!(
-        read(&ids[0], "env").unwrap(),
-        format!("{}\n{sha}\n", path.display()),
-        "{}",
-        d.logs()
+    d.assert_eq(
+        read(&ids[0], "env").ok(),
+        Some(format!("{}\n{sha}\n", path.display())),
+        "the model's path and checksum the hook got",
     );
     assert_eq!(
         read(&ids[0], "actual").unwrap().trim(),
@@ -1251,18 +1184,25 @@ async fn a_hook_routed_with_a_download_gets_the_complete_model() {
         "the hook saw an incomplete model"
     );
     let json: serde_json::Value = serde_json::from_str(&read(&ids[0], "json").unwrap()).unwrap();
-    assert_eq!(json["model_path"], path.display().to_string());
-    assert_eq!(json["model_sha256"], sha);
+    assert_eq!(json["model_path"], path.display().to_string(), "{json}");
+    assert_eq!(json["model_sha256"], sha, "{json}");
     // A training event: routed to the hook only, with empty fields.
-    assert_eq!(read(&ids[1], "env").unwrap(), "\n\n");
+    assert_eq!(
+        read(&ids[1], "env").unwrap(),
+        "\n\n",
+        "a training event's model fields"
+    );
     let json: serde_json::Value = serde_json::from_str(&read(&ids[1], "json").unwrap()).unwrap();
     assert!(
         json["model_path"].is_null() && json["model_sha256"].is_null(),
         "{json}"
     );
     // A failed download: the hook did not run.
-    assert!(read(&ids[2], "env").is_err());
-    assert_eq!(World::peek_all(&w.poison_queue()).await.len(), 1);
+    assert!(
+        read(&ids[2], "env").is_err(),
+        "the hook ran after a failed download"
+    );
+    d.assert_eq(w.poisoned().await.len(), 1, "poisoned messages");
 }
 
 // ---------------------------------------------------------------------
@@ -1283,42 +1223,33 @@ async fn a_model_uri_with_literal_spaces_is_stored_under_the_backup_name() {
     blobs.upload("models", &name, bytes.clone()).await;
     let encoded = blobs.url("models", &name);
     let literal = format!("{}/{name}", blobs.container_url("models"));
-    assert!(literal.contains(' ') && !encoded.contains(' '));
+    assert!(
+        literal.contains(' ') && !encoded.contains(' '),
+        "{literal} / {encoded}"
+    );
     let dir = w.path("models");
     let cfg = w
         .config()
         .queue("max_dequeue_count = 1")
-        .handler(download_table(
-            &dir,
-            &container_key(&[blobs.container_url("models")]),
-        ))
+        .handler(blobs.download_table(&dir, ""))
         .write("c.toml");
     for (tag, uri) in [("literal", &literal), ("encoded", &encoded)] {
         w.send_all(&[export(p, i, uri)]).await;
-        let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), tag);
-        assert!(
-            d.wait_timeout(LIMIT).await.unwrap().success(),
-            "{}",
-            d.logs()
+        let d = w.daemon(&cfg).tag(tag).run_once().await;
+        d.assert_eq(w.poisoned().await, Vec::new(), format!("{tag}: poisoned"));
+        assert_eq!(w.queued().await, 0, "{tag}: messages left in the queue");
+        d.assert_eq(
+            files(&dir),
+            stored(&name),
+            format!("{tag}: the files in dir"),
         );
-        assert!(
-            World::peek_all(&w.poison_queue()).await.is_empty(),
-            "{tag}: poisoned\n{}",
-            d.logs()
-        );
-        assert_eq!(World::length(&w.main_queue()).await, 0, "{tag}");
-        assert_eq!(files(&dir), stored(&name), "{tag}\n{}", d.logs());
         assert!(
             std::fs::read(dir.join(&name)).unwrap() == bytes,
             "{tag}: content differs"
         );
         if tag == "encoded" {
             // The same file: the second form found it stored.
-            assert!(
-                d.logs().contains("The model is already downloaded"),
-                "{}",
-                d.logs()
-            );
+            d.assert_logged("The model is already downloaded");
         }
     }
 }
@@ -1359,12 +1290,11 @@ fn daemon_on_a_small_tmpfs(
              or the AppArmor restriction off), or run the test as root."
         ),
     }
-    let stdout = out_dir.join("tmpfs.stdout");
-    let stderr = out_dir.join("tmpfs.stderr");
     let script = "mount -t tmpfs -o size=\"$2\" tmpfs \"$1\" \
         && head -c \"$4\" /dev/zero > \"$1/$3\" \
         && exec \"$5\" --config \"$6\" run";
-    let child = std::process::Command::new("unshare")
+    let mut unshare = std::process::Command::new("unshare");
+    unshare
         .args([
             "--user",
             "--map-root-user",
@@ -1379,19 +1309,8 @@ fn daemon_on_a_small_tmpfs(
         .arg(filler.0)
         .arg(filler.1.to_string())
         .arg(bin())
-        .arg(config)
-        .env_remove("CVNOTIFY_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    Daemon {
-        child,
-        stdout,
-        stderr,
-    }
+        .arg(config);
+    Daemon::start_wrapped(unshare, out_dir, "tmpfs")
 }
 
 /// `dir` as the daemon sees it, inside its mount namespace.
@@ -1432,43 +1351,33 @@ async fn a_full_disk_while_unpacking_is_retried_and_the_model_stored_when_space_
         ))
         .write("c.toml");
     let mut d = daemon_on_a_small_tmpfs(&cfg, &dir, 4 * MIB, (filler, 3 * MIB), w.dir.path());
-    assert!(
-        eventually(LIMIT, async || d.logs().contains("No space left on device")).await,
-        "{}",
-        d.logs()
-    );
+    d.wait_logged("No space left on device").await;
     let inside = mounted(&d, &dir);
     std::fs::remove_file(inside.join(filler)).unwrap();
-    let q = w.main_queue();
-    assert!(
-        eventually(LIMIT, async || World::length(&q).await == 0).await,
-        "{}",
-        d.logs()
+    w.wait_drained(&d).await;
+    d.assert_eq(w.poisoned().await, Vec::new(), "poisoned messages");
+    // The failure was in the unpacking.
+    d.assert_logged("cannot check or unpack the archive");
+    d.assert_eq(
+        d.count_logged("\"Model downloaded\""),
+        1,
+        "\"Model downloaded\" records",
     );
-    let logs = d.logs();
-    assert!(
-        World::peek_all(&w.poison_queue()).await.is_empty(),
-        "poisoned:\n{logs}"
-    );
-    assert!(
-        logs.contains("cannot check or unpack the archive"),
-        "the failure was not in the unpacking:\n{logs}"
-    );
-    assert_eq!(logs.matches("\"Model downloaded\"").count(), 1, "{logs}");
     let unpacked = format!("{name}.unzipped");
     let mut expected = stored(&name);
     expected.push(unpacked.clone());
     expected.sort();
     // No partial file or folder of the failed attempts is left.
-    assert_eq!(files(&inside), expected, "{logs}");
-    assert!(std::fs::read(inside.join(&name)).unwrap() == zip);
-    assert!(std::fs::read(inside.join(&unpacked).join("model.onnx")).unwrap() == model);
-    d.signal(Signal::SIGTERM);
+    d.assert_eq(files(&inside), expected, "the files in dir");
     assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
+        std::fs::read(inside.join(&name)).unwrap() == zip,
+        "the stored archive differs"
     );
+    assert!(
+        std::fs::read(inside.join(&unpacked).join("model.onnx")).unwrap() == model,
+        "the unpacked model differs"
+    );
+    d.stop_ok().await;
 }
 
 /// Finding 8: with `keep_last = 1` and `link_current = true`, a model from
@@ -1514,7 +1423,11 @@ async fn current_is_the_newest_model_across_origins() {
         .handle(&delivery(&export(p, i1, &blobs.url("models", &backup))))
         .await
         .unwrap();
-    assert_eq!(link(), PathBuf::from(format!("{backup}.unzipped")));
+    assert_eq!(
+        link(),
+        PathBuf::from(format!("{backup}.unzipped")),
+        "where current points after the backup"
+    );
     // A message-named SAS URL whose blob is from 2000: stored, not current.
     let i2 = Uuid::new_v4();
     let (h, k) = (hex(), hex());
@@ -1524,18 +1437,18 @@ async fn current_is_the_newest_model_across_origins() {
         .await
         .unwrap();
     let old_name = backup_name(p, i2, "ONNX.zip");
-    assert_eq!(
-        std::fs::read(dir.path().join(&old_name)).unwrap(),
-        old_model
+    assert!(
+        std::fs::read(dir.path().join(&old_name)).unwrap() == old_model,
+        "the old model from a URL differs"
     );
     assert_eq!(
         link(),
         PathBuf::from(format!("{backup}.unzipped")),
         "an older model took current"
     );
-    assert_eq!(
-        std::fs::read(current.join("model.onnx")).unwrap(),
-        [1u8; 5000]
+    assert!(
+        std::fs::read(current.join("model.onnx")).unwrap() == [1u8; 5000],
+        "current is not the backup's model"
     );
     // A SAS URL uploaded after the backup was stored: newer, so current.
     let i3 = Uuid::new_v4();
@@ -1547,10 +1460,14 @@ async fn current_is_the_newest_model_across_origins() {
         .handle(&delivery(&export(p, i3, &blobs.sas_url("uploads", &blob))))
         .await
         .unwrap();
-    assert_eq!(link(), PathBuf::from(backup_name(p, i3, "ONNX")));
     assert_eq!(
-        std::fs::read(current.join("model.onnx")).unwrap(),
-        [3u8; 5000]
+        link(),
+        PathBuf::from(backup_name(p, i3, "ONNX")),
+        "where current points after a newer URL model"
+    );
+    assert!(
+        std::fs::read(current.join("model.onnx")).unwrap() == [3u8; 5000],
+        "current is not the newer URL model"
     );
     // keep_last = 1 within each origin: the older URL model went, the
     // backup stays.

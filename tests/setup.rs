@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::customvision::{CustomVision, CvOptions, Forms, create_container, list_blobs};
+use common::customvision::{CustomVision, CvOptions, Forms};
 use common::*;
 use std::process::Output;
 use uuid::Uuid;

@@ -39,8 +39,8 @@
 //! refusing or ignoring it would do). Scripted faults ([`Fault`]) give 429s
 //! with `Retry-After` and the like.
 
-use super::{DEV_KEY, SharedKeyPolicy, queue_client};
-use cvnotify::queue::Queue as _;
+use super::Queue as _;
+use super::{blob_client, queue_client};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
@@ -765,7 +765,7 @@ fn apply_storage(
             upload(&url, b"connection test".to_vec()).await;
             record(&state, "TestBlob", project_id, None, url.to_string());
             tokio::time::sleep(o.test_blob_lifetime).await;
-            let _ = blob(&url).delete(None).await;
+            let _ = blob_client(&url).delete(None).await;
         }
     });
 }
@@ -1049,30 +1049,8 @@ fn blob_url(container: &str, name: &str) -> Url {
     u
 }
 
-fn signed() -> azure_core::http::ClientOptions {
-    azure_core::http::ClientOptions {
-        per_try_policies: vec![Arc::new(SharedKeyPolicy::new(
-            "devstoreaccount1",
-            cvnotify::secret::Secret::new(DEV_KEY),
-        ))],
-        ..Default::default()
-    }
-}
-
-fn blob(url: &Url) -> azure_storage_blob::BlobClient {
-    azure_storage_blob::BlobClient::new(
-        url.clone(),
-        None,
-        Some(azure_storage_blob::BlobClientOptions {
-            client_options: signed(),
-            ..Default::default()
-        }),
-    )
-    .unwrap()
-}
-
 async fn upload(url: &Url, bytes: Vec<u8>) {
-    if let Err(e) = blob(url)
+    if let Err(e) = blob_client(url)
         .upload(azure_core::http::RequestContent::from(bytes), None)
         .await
     {
@@ -1089,57 +1067,11 @@ async fn send_message(queue_url: &str, body: &str) {
         "[queue]\nname = \"{name}\"\nendpoint = \"{endpoint}\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n"
     );
     if let Err(e) = queue_client(&config, &name)
-        .send(body, cvnotify::queue::Expiry::ServiceDefault)
+        .send(body, super::Expiry::ServiceDefault)
         .await
     {
         eprintln!("stand-in: cannot write to queue {queue_url}: {e}");
     }
-}
-
-/// Blob names in `container_url` under `prefix`, listed with the
-/// development key (what a test looks at).
-pub async fn list_blobs(container_url: &str, prefix: &str) -> Vec<String> {
-    use futures_util::TryStreamExt as _;
-    let client = azure_storage_blob::BlobContainerClient::new(
-        Url::parse(container_url).unwrap(),
-        None,
-        Some(azure_storage_blob::BlobContainerClientOptions {
-            client_options: signed(),
-            ..Default::default()
-        }),
-    )
-    .unwrap();
-    let options = azure_storage_blob::models::BlobContainerClientListBlobsOptions {
-        // An empty `prefix=` fails Azurite's Shared Key check: leave it out.
-        prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
-        ..Default::default()
-    };
-    let mut pager = client.list_blobs(Some(options)).unwrap();
-    let mut names = Vec::new();
-    while let Some(item) = pager.try_next().await.unwrap() {
-        if let Some(n) = item.name {
-            names.push(n);
-        }
-    }
-    names
-}
-
-/// Creates container `name` on the blob service at `endpoint`; its URL.
-pub async fn create_container(endpoint: &str, name: &str) -> String {
-    let url = format!("{endpoint}/{name}");
-    azure_storage_blob::BlobContainerClient::new(
-        Url::parse(&url).unwrap(),
-        None,
-        Some(azure_storage_blob::BlobContainerClientOptions {
-            client_options: signed(),
-            ..Default::default()
-        }),
-    )
-    .unwrap()
-    .create(None)
-    .await
-    .unwrap();
-    url
 }
 
 /// What handlers are built with for `config`: anonymous blob access, and
