@@ -10,12 +10,10 @@ mod common;
 
 use common::customvision::{CustomVision, CvOptions, Fault, handler_ctx};
 use common::*;
-use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 fn training_of(project: Uuid, iteration: Uuid) -> String {
     format!(
@@ -26,6 +24,18 @@ fn training_of(project: Uuid, iteration: Uuid) -> String {
 /// `[[handlers]]` of type customvision with `keys`.
 fn cv_handler(keys: &str) -> String {
     format!("[[handlers]]\ntype = \"customvision\"\n{keys}\n")
+}
+
+/// A customvision handler with `keys`, built in process against `cv`
+/// (its `[customvision]` section with `section` keys more).
+fn in_process(cv: &CustomVision, section: &str, keys: &str) -> Arc<dyn Handler> {
+    let text = format!(
+        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
+        cv.section(section),
+        cv_handler(keys)
+    );
+    let config = Config::from_toml(&text).unwrap();
+    config.handlers[0].build(&handler_ctx(&config)).unwrap()
 }
 
 const PREDICTION: &str =
@@ -63,10 +73,7 @@ async fn a_completed_training_is_exported_backed_up_downloaded_and_handed_to_a_h
     let script = hook(
         &w,
         "on-export.sh",
-        &format!(
-            "echo \"$CVNOTIFY_PROJECT_ID $CVNOTIFY_ITERATION_ID $CVNOTIFY_MODEL_URI\" >> {}",
-            got.display()
-        ),
+        "echo \"$CVNOTIFY_PROJECT_ID $CVNOTIFY_ITERATION_ID $CVNOTIFY_MODEL_URI\" >> \"$DIR/hook.txt\"",
     );
     let cfg = w
         .config()
@@ -81,27 +88,33 @@ async fn a_completed_training_is_exported_backed_up_downloaded_and_handed_to_a_h
         .write("c.toml");
     let training = training_of(project, iteration);
     let ids = w.send_all(std::slice::from_ref(&training)).await;
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let mut d = w.daemon(&cfg).start();
 
     // Training → ExportIteration → backup blob + Export message → download
     // and hook.
     let stored = models.join(format!("{project} - {iteration}.ONNX"));
-    assert!(
-        eventually(LIMIT, async || stored.exists() && !lines(&got).is_empty()).await,
-        "{}",
-        d.logs()
-    );
+    d.wait_for("the model stored and the hook run", async || {
+        stored.exists() && !lines(&got).is_empty()
+    })
+    .await;
     assert_eq!(
         std::fs::read_to_string(&stored).unwrap(),
-        format!("model ONNX of {iteration}")
+        format!("model ONNX of {iteration}"),
+        "the stored model"
     );
     let hook_saw = lines(&got);
     assert_eq!(hook_saw.len(), 1, "{hook_saw:?}");
     let expected_uri = format!("{container}/{project}%20-%20{iteration}.ONNX");
-    assert_eq!(hook_saw[0], format!("{project} {iteration} {expected_uri}"));
+    assert_eq!(
+        hook_saw[0],
+        format!("{project} {iteration} {expected_uri}"),
+        "what the hook got"
+    );
     assert_eq!(
         cv.count("POST", &format!("/iterations/{iteration}/export")),
-        1
+        1,
+        "{:?}",
+        cv.requests()
     );
     let export_request = cv
         .requests()
@@ -110,49 +123,39 @@ async fn a_completed_training_is_exported_backed_up_downloaded_and_handed_to_a_h
         .unwrap();
     assert_eq!(
         export_request.query,
-        vec![("platform".to_owned(), "ONNX".to_owned())]
+        vec![("platform".to_owned(), "ONNX".to_owned())],
+        "the export request's query"
     );
 
     // A redelivery of the Training event: GetExports shows it Done, so no
     // second export is requested.
     let again = w.send_all(&[training]).await;
-    assert!(
-        eventually(LIMIT, async || handled_ids(&d).len() == 3).await,
-        "{}",
-        d.logs()
-    );
-    assert_eq!(
-        cv.count("GET", &format!("/iterations/{iteration}/export")),
-        2
-    );
-    assert_eq!(
-        cv.count("POST", &format!("/iterations/{iteration}/export")),
-        1,
-        "{:?}",
-        cv.requests()
-    );
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    d.wait_for("three messages handled", async || {
+        handled_ids(&d).len() == 3
+    })
+    .await;
+    let requests = |method: &str| cv.count(method, &format!("/iterations/{iteration}/export"));
+    assert_eq!(requests("GET"), 2, "{:?}", cv.requests());
+    assert_eq!(requests("POST"), 1, "{:?}", cv.requests());
+    d.stop_ok().await;
 
     // Each of the three messages (two Training, one Export) handled and
     // deleted once; nothing poisoned or left; the hook ran once.
     let handled = handled_ids(&d);
     assert_eq!(handled.len(), 3, "{handled:?}");
     assert!(handled.values().all(|n| *n == 1), "{handled:?}");
-    assert!(handled.contains_key(&ids[0]) && handled.contains_key(&again[0]));
-    let deleted_total = d
-        .records()
-        .iter()
-        .filter(|r| r["message"] == "Message handled")
-        .count();
-    assert_eq!(deleted_total, 3);
-    assert_eq!(World::length(&w.main_queue()).await, 0);
-    assert!(World::peek_all(&w.poison_queue()).await.is_empty());
-    assert_eq!(lines(&got).len(), 1);
+    assert!(
+        handled.contains_key(&ids[0]) && handled.contains_key(&again[0]),
+        "{handled:?}"
+    );
+    d.assert_eq(
+        d.records_of("Message handled").len(),
+        3,
+        "\"Message handled\" records",
+    );
+    assert_eq!(w.queued().await, 0, "messages left in the queue");
+    d.assert_eq(w.poisoned().await, Vec::new(), "poisoned messages");
+    assert_eq!(lines(&got).len(), 1, "the hook ran more than once");
 }
 
 /// Issue 17, finding 11: `replace` unpublished the iteration holding the
@@ -167,20 +170,19 @@ async fn publish_with_replace_moves_the_name_in_one_call_and_a_redelivery_change
     let old = cv.add_iteration(project, &["ONNX"], true);
     let new = cv.add_iteration(project, &["ONNX"], true);
     cv.set_published(old, "production");
-    let text = format!(
-        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
-        cv.section(""),
-        cv_handler(&format!(
-            "publish = {{ name = \"production\", prediction_resource_id = \"{PREDICTION}\", replace = true }}"
-        ))
-    );
-    let config = Config::from_toml(&text).unwrap();
-    let handler = config.handlers[0].build(&handler_ctx(&config)).unwrap();
+    let handler = in_process(&cv, "", &replacing());
     let event = training_of(project, new);
     handler.handle(&delivery_of(&event, "m1", 1)).await.unwrap();
-    assert_eq!(cv.iteration(new)["publishName"], "production");
-    assert_eq!(cv.iteration(new)["originalPublishResourceId"], PREDICTION);
-    assert!(cv.iteration(old)["publishName"].is_null());
+    assert_eq!(cv.iteration(new)["publishName"], "production", "new");
+    assert_eq!(
+        cv.iteration(new)["originalPublishResourceId"],
+        PREDICTION,
+        "new"
+    );
+    assert!(
+        cv.iteration(old)["publishName"].is_null(),
+        "the old iteration kept the name"
+    );
     assert_eq!(cv.count("DELETE", "/publish"), 0, "{:?}", cv.requests());
     let publish = cv
         .requests()
@@ -193,14 +195,26 @@ async fn publish_with_replace_moves_the_name_in_one_call_and_a_redelivery_change
             ("publishName".to_owned(), "production".to_owned()),
             ("predictionId".to_owned(), PREDICTION.to_owned()),
             ("overwrite".to_owned(), "true".to_owned())
-        ]
+        ],
+        "the publish request's query"
     );
     // Never a moment without an iteration under the name.
-    assert_eq!(cv.holders_of("production"), vec![vec![new]]);
+    assert_eq!(
+        cv.holders_of("production"),
+        vec![vec![new]],
+        "who held the name, call by call"
+    );
     // Redelivered: already published under the name.
     handler.handle(&delivery_of(&event, "m1", 2)).await.unwrap();
-    assert_eq!(cv.count("POST", "/publish"), 1);
-    assert_eq!(cv.count("DELETE", "/publish"), 0);
+    assert_eq!(cv.count("POST", "/publish"), 1, "{:?}", cv.requests());
+    assert_eq!(cv.count("DELETE", "/publish"), 0, "{:?}", cv.requests());
+}
+
+/// The `publish` keys that move `production` to the trained iteration.
+fn replacing() -> String {
+    format!(
+        "publish = {{ name = \"production\", prediction_resource_id = \"{PREDICTION}\", replace = true }}"
+    )
 }
 
 /// The fallback of finding 11: where the service refuses `overwrite`,
@@ -239,24 +253,13 @@ async fn publish_with_replace_falls_back_to_two_calls_when_overwrite_does_not_mo
             .config()
             .queue("max_dequeue_count = 1")
             .extra(cv.section(""))
-            .handler(cv_handler(&format!(
-                "publish = {{ name = \"production\", prediction_resource_id = \"{PREDICTION}\", replace = true }}"
-            )))
+            .handler(cv_handler(&replacing()))
             .write("c.toml");
         w.send_all(&[training_of(project, new)]).await;
         let tag = format!("{mode:?}");
-        let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), &tag);
-        assert!(
-            d.wait_timeout(LIMIT).await.unwrap().success(),
-            "{tag}: {}",
-            d.logs()
-        );
-        assert!(
-            World::peek_all(&w.poison_queue()).await.is_empty(),
-            "{tag}: {}",
-            d.logs()
-        );
-        assert_eq!(World::length(&w.main_queue()).await, 0, "{tag}");
+        let d = w.daemon(&cfg).tag(&tag).run_once().await;
+        d.assert_eq(w.poisoned().await, Vec::new(), format!("{tag}: poisoned"));
+        assert_eq!(w.queued().await, 0, "{tag}: messages left in the queue");
         assert_eq!(cv.iteration(new)["publishName"], "production", "{tag}");
         assert!(cv.iteration(old)["publishName"].is_null(), "{tag}");
         let calls: Vec<(String, String, bool)> = cv
@@ -284,15 +287,13 @@ async fn publish_with_replace_falls_back_to_two_calls_when_overwrite_does_not_mo
             vec![vec![], vec![new]],
             "{tag}"
         );
-        let warn = d
-            .records()
+        let warns: Vec<_> = d
+            .records_of("Falling back to UnpublishIteration then PublishIteration; predictions under the name fail in between")
             .into_iter()
-            .find(|r| {
-                r["level"] == "WARN"
-                    && r["message"]
-                        == "Falling back to UnpublishIteration then PublishIteration; predictions under the name fail in between"
-            })
-            .unwrap_or_else(|| panic!("{tag}: no WARN\n{}", d.logs()));
+            .filter(|r| r["level"] == "WARN")
+            .collect();
+        d.assert(!warns.is_empty(), format!("{tag}: no WARN"));
+        let warn = &warns[0];
         assert!(
             warn["reason"].as_str().unwrap().starts_with(reason),
             "{tag}: {warn}"
@@ -310,15 +311,7 @@ async fn publish_with_replace_never_unpublishes_when_the_publish_itself_cannot_s
     let old = cv.add_iteration(project, &["ONNX"], true);
     let new = cv.add_iteration(project, &["ONNX"], true);
     cv.set_published(old, "production");
-    let text = format!(
-        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
-        cv.section("retry_max_delay = \"1s\""),
-        cv_handler(&format!(
-            "publish = {{ name = \"production\", prediction_resource_id = \"{PREDICTION}\", replace = true }}"
-        ))
-    );
-    let config = Config::from_toml(&text).unwrap();
-    let handler = config.handlers[0].build(&handler_ctx(&config)).unwrap();
+    let handler = in_process(&cv, "retry_max_delay = \"1s\"", &replacing());
     let event = training_of(project, new);
     // A 400 is answered once (not retried); a 503 to each of the call's
     // max_attempts = 3.
@@ -347,7 +340,7 @@ async fn publish_with_replace_never_unpublishes_when_the_publish_itself_cannot_s
         assert_eq!(cv.iteration(old)["publishName"], "production", "{e}");
         assert_eq!(cv.count("DELETE", "/publish"), 0, "{e}");
     }
-    assert_eq!(cv.count("POST", "/publish"), 1 + 3);
+    assert_eq!(cv.count("POST", "/publish"), 1 + 3, "{:?}", cv.requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,15 +352,13 @@ async fn publish_without_replace_refuses_a_name_another_iteration_holds_permanen
     let free = cv.add_project("other");
     let lone = cv.add_iteration(free, &["ONNX"], true);
     cv.set_published(old, "production");
-    let text = format!(
-        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
-        cv.section(""),
-        cv_handler(&format!(
+    let handler = in_process(
+        &cv,
+        "",
+        &format!(
             "publish = {{ name = \"production\", prediction_resource_id = \"{PREDICTION}\" }}"
-        ))
+        ),
     );
-    let config = Config::from_toml(&text).unwrap();
-    let handler = config.handlers[0].build(&handler_ctx(&config)).unwrap();
     let e = handler
         .handle(&delivery_of(&training_of(project, new), "m1", 1))
         .await
@@ -377,19 +368,22 @@ async fn publish_without_replace_refuses_a_name_another_iteration_holds_permanen
         e.to_string(),
         format!(
             "publish name `production` is held by iteration {old}; set publish.replace = true to move it to iteration {new}"
-        )
+        ),
+        "the error"
     );
-    assert_eq!(cv.iteration(old)["publishName"], "production");
+    assert_eq!(cv.iteration(old)["publishName"], "production", "old");
     assert_eq!(
         cv.count("DELETE", "/publish") + cv.count("POST", "/publish"),
-        0
+        0,
+        "{:?}",
+        cv.requests()
     );
     // A free name is taken without replace.
     handler
         .handle(&delivery_of(&training_of(free, lone), "m2", 1))
         .await
         .unwrap();
-    assert_eq!(cv.iteration(lone)["publishName"], "production");
+    assert_eq!(cv.iteration(lone)["publishName"], "production", "lone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,13 +400,7 @@ async fn a_throttled_call_waits_for_retry_after_and_then_succeeds() {
             .into(),
         times: 1,
     });
-    let text = format!(
-        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
-        cv.section(""),
-        cv_handler("export = [{ platform = \"ONNX\" }]")
-    );
-    let config = Config::from_toml(&text).unwrap();
-    let handler = config.handlers[0].build(&handler_ctx(&config)).unwrap();
+    let handler = in_process(&cv, "", "export = [{ platform = \"ONNX\" }]");
     handler
         .handle(&delivery_of(&training_of(project, iteration), "m1", 1))
         .await
@@ -429,7 +417,7 @@ async fn a_throttled_call_waits_for_retry_after_and_then_succeeds() {
         waited >= Duration::from_millis(1900),
         "Retry-After not honoured: {waited:?}"
     );
-    assert_eq!(cv.count("POST", "/export"), 1);
+    assert_eq!(cv.count("POST", "/export"), 1, "{:?}", cv.requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,29 +435,24 @@ async fn a_platform_the_service_refuses_is_poisoned_at_once_with_its_reason() {
         .write("c.toml");
     let body = training_of(project, iteration);
     w.send_all(std::slice::from_ref(&body)).await;
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
-    assert_eq!(World::peek_all(&w.poison_queue()).await, vec![body]);
-    assert_eq!(World::length(&w.main_queue()).await, 0);
-    let poisoned: Vec<_> = d
-        .records()
-        .into_iter()
-        .filter(|r| r["message"] == "Moved the message to the poison queue")
-        .collect();
-    assert_eq!(poisoned.len(), 1, "{}", d.logs());
+    let d = w.daemon(&cfg).run_once().await;
+    assert_eq!(w.poisoned().await, vec![body], "the poisoned body");
+    assert_eq!(w.queued().await, 0, "messages left in the queue");
+    let poisoned = d.records_of("Moved the message to the poison queue");
+    d.assert_eq(poisoned.len(), 1, "poisoning records");
     let reason = poisoned[0]["reason"].as_str().unwrap();
     assert!(reason.starts_with("permanent failure: handler `customvision#0` failed: exporting to ONNX: ExportIteration: the service answered 400 BadRequestProjectUnsupportedExportPlatform"), "{reason}");
     assert!(
         reason.contains("remove the platform from `export`"),
         "{reason}"
     );
-    assert_eq!(poisoned[0]["spans"][0]["dequeue_count"], 1);
+    assert_eq!(
+        poisoned[0]["spans"][0]["dequeue_count"], 1,
+        "{}",
+        poisoned[0]
+    );
     // Not retried, in process or through the queue.
-    assert_eq!(cv.count("POST", "/export"), 1);
+    assert_eq!(cv.count("POST", "/export"), 1, "{:?}", cv.requests());
 }
 
 /// Issue 17, finding 9: GetIteration listing 3.5 MB of `exportableTo`
@@ -484,7 +467,10 @@ async fn finding_9_a_3_5_mb_exportable_to_list_gives_a_bounded_reason_the_envelo
     let platforms: Vec<String> = (0..200_000).map(|n| format!("Platform{n:08}")).collect();
     let listed: Vec<&str> = platforms.iter().map(String::as_str).collect();
     let iteration = cv.add_iteration(project, &listed, true);
-    assert!(cv.iteration(iteration).to_string().len() > 3_500_000);
+    assert!(
+        cv.iteration(iteration).to_string().len() > 3_500_000,
+        "the stand-in's iteration is smaller than the finding's"
+    );
     let cfg = w
         .config()
         .log_level("info")
@@ -494,21 +480,16 @@ async fn finding_9_a_3_5_mb_exportable_to_list_gives_a_bounded_reason_the_envelo
         .write("c.toml");
     let body = training_of(project, iteration);
     w.send_all(std::slice::from_ref(&body)).await;
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
-    let poisoned = World::peek_all(&w.poison_queue()).await;
-    assert_eq!(poisoned.len(), 1, "{}", d.logs());
+    let d = w.daemon(&cfg).run_once().await;
+    let poisoned = w.poisoned().await;
+    d.assert_eq(poisoned.len(), 1, "poisoned messages");
     assert!(
         poisoned[0].contains("cvnotify_envelope"),
         "poisoned verbatim, its reason lost: {:.300}",
         poisoned[0]
     );
     let envelope: serde_json::Value = serde_json::from_str(&poisoned[0]).unwrap();
-    assert_eq!(envelope["body"], body.as_str());
+    assert_eq!(envelope["body"], body.as_str(), "the envelope's body");
     let reason = envelope["reason"].as_str().expect("the envelope's reason");
     assert!(
         reason.starts_with("permanent failure: handler `customvision#0` failed: iteration"),
@@ -533,25 +514,22 @@ async fn an_iteration_not_exportable_to_a_platform_is_refused_before_any_request
     let cv = CustomVision::start(CvOptions::default()).await;
     let project = cv.add_project("birds");
     let iteration = cv.add_iteration(project, &["CoreML"], true);
-    let text = format!(
-        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:1/devstoreaccount1\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n{}{}",
-        cv.section(""),
-        cv_handler(
-            "export = [{ platform = \"CoreML\" }, { platform = \"TensorFlow\", flavor = \"TensorFlowLite\" }]"
-        )
+    let handler = in_process(
+        &cv,
+        "",
+        "export = [{ platform = \"CoreML\" }, { platform = \"TensorFlow\", flavor = \"TensorFlowLite\" }]",
     );
-    let config = Config::from_toml(&text).unwrap();
-    let handler = config.handlers[0].build(&handler_ctx(&config)).unwrap();
     let e = handler
         .handle(&delivery_of(&training_of(project, iteration), "m1", 1))
         .await
         .unwrap_err();
-    assert!(e.is_permanent());
+    assert!(e.is_permanent(), "{e}");
     assert_eq!(
         e.to_string(),
         format!(
             "iteration {iteration} cannot be exported to TensorFlow/TensorFlowLite: it is exportable only to CoreML (the project's domain decides)"
-        )
+        ),
+        "the error"
     );
     // CoreML was still exported; TensorFlow never requested.
     let posts: Vec<_> = cv
@@ -559,10 +537,11 @@ async fn an_iteration_not_exportable_to_a_platform_is_refused_before_any_request
         .into_iter()
         .filter(|r| r.method == "POST")
         .collect();
-    assert_eq!(posts.len(), 1);
+    assert_eq!(posts.len(), 1, "{posts:?}");
     assert_eq!(
         posts[0].query,
-        vec![("platform".to_owned(), "CoreML".to_owned())]
+        vec![("platform".to_owned(), "CoreML".to_owned())],
+        "the export request's query"
     );
 }
 
@@ -590,7 +569,7 @@ async fn the_export_notification_of_a_requested_export_is_handled_at_once_despit
     // No container: the service then sends a SAS URL of its own blob.
     cv.set_storage(project, &queue_url, None);
     let got = w.path("handled-at.txt");
-    let script = hook(&w, "at.sh", &format!("date +%s.%N >> {}", got.display()));
+    let script = hook(&w, "at.sh", "date +%s.%N >> \"$DIR/handled-at.txt\"");
     let cfg = w
         .config()
         .poll_intervals("100ms", "30s")
@@ -599,12 +578,11 @@ async fn the_export_notification_of_a_requested_export_is_handled_at_once_despit
         .handler(shell_handler(&script, "events = [\"export.completed\"]"))
         .write("c.toml");
     w.send_all(&[training_of(project, iteration)]).await;
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    assert!(
-        eventually(LIMIT, async || !lines(&got).is_empty()).await,
-        "{}",
-        d.logs()
-    );
+    let mut d = w.daemon(&cfg).start();
+    d.wait_for("the hook to run on the Export message", async || {
+        !lines(&got).is_empty()
+    })
+    .await;
     let written = cv
         .written()
         .into_iter()
@@ -616,18 +594,12 @@ async fn the_export_notification_of_a_requested_export_is_handled_at_once_despit
     eprintln!("Export message written at {arrived:.3}, handled at {handled:.3}: {latency:.3} s");
     // Target 1 s; bounded generously for a loaded machine, far below the
     // 30 s the back-off would reach without the expectation.
-    assert!(
+    d.assert(
         latency < 3.0,
-        "handled {latency:.3} s after it arrived\n{}",
-        d.logs()
+        format!("handled {latency:.3} s after it arrived"),
     );
-    assert!(unix_now() - handled < 60.0);
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    assert!(unix_now() - handled < 60.0, "the hook's clock: {handled}");
+    d.stop_ok().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -636,8 +608,7 @@ async fn a_training_key_from_the_environment_is_used_but_never_inherited_by_hook
     let cv = CustomVision::start(CvOptions::default()).await;
     let project = cv.add_project("birds");
     let iteration = cv.add_iteration(project, &["ONNX"], true);
-    let env_dump = w.path("env.txt");
-    let script = hook(&w, "env.sh", &format!("env > {}", env_dump.display()));
+    let script = hook(&w, "env.sh", "env > \"$DIR/env.txt\"");
     let cfg = w
         .config()
         .extra(format!(
@@ -651,26 +622,19 @@ async fn a_training_key_from_the_environment_is_used_but_never_inherited_by_hook
         ))
         .write("c.toml");
     w.send_all(&[training_of(project, iteration)]).await;
-    let mut d = Daemon::start_with_env(
-        &cfg,
-        &["run", "--once"],
-        w.dir.path(),
-        "d",
-        &[
+    let d = w
+        .daemon(&cfg)
+        .envs(&[
             ("CV_TEST_TRAINING_KEY", &cv.options.key),
             ("UNRELATED_VARIABLE", "kept"),
-        ],
-    );
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+        ])
+        .run_once()
+        .await;
     // The key from the environment reached the service...
-    assert_eq!(cv.count("POST", "/export"), 1, "{}", d.logs());
+    d.assert_eq(cv.count("POST", "/export"), 1, "ExportIteration calls");
     // ...and not the hook, nor the logs.
-    let env = std::fs::read_to_string(&env_dump).unwrap();
+    let env = std::fs::read_to_string(w.path("env.txt")).unwrap();
     assert!(env.contains("UNRELATED_VARIABLE=kept"), "{env}");
     assert!(!env.contains(&cv.options.key), "{env}");
-    assert!(!d.logs().contains(&cv.options.key));
+    d.assert_not_logged(&cv.options.key);
 }

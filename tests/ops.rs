@@ -9,26 +9,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// The address the daemon's HTTP listener bound (it is given port 0).
-async fn http_addr(d: &Daemon) -> String {
-    let mut addr = None;
-    eventually(LIMIT, async || {
-        addr = d
-            .records()
-            .into_iter()
-            .find(|r| r["message"] == "Serving /healthz, /readyz and /metrics")
-            .and_then(|r| r["listen"].as_str().map(str::to_owned));
-        addr.is_some()
-    })
-    .await;
-    addr.unwrap_or_else(|| panic!("no HTTP listener\n{}", d.logs()))
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let rsp = reqwest::get(url).await.unwrap();
-    (rsp.status().as_u16(), rsp.text().await.unwrap())
-}
-
 /// The value of a sample line (`name{labels} value`) in a scrape.
 /// The value of `series`, written without the `queue` label every
 /// per-queue series carries (these tests have one queue).
@@ -68,21 +48,20 @@ async fn metrics_move_as_messages_flow_and_fail() {
         .extra("[http]\nlisten = \"127.0.0.1:0\"\n")
         .handler(shell_handler(&script, "name = \"hook\""))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let base = format!("http://{}", http_addr(&d).await);
-    let poison = w.poison_queue();
-    assert!(
-        eventually(LIMIT, async || World::peek_all(&poison).await.len() == 2).await,
-        "{}",
-        d.logs()
-    );
-    assert!(eventually(LIMIT, async || World::length(&w.main_queue()).await == 0).await);
+    let mut d = w.daemon(&cfg).start();
+    let base = format!("http://{}", d.http_addr().await);
+    w.wait_poisoned(&d, 2).await;
+    w.wait_drained(&d).await;
 
-    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
-    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(
+        http_get(&format!("{base}/healthz")).await.0,
+        200,
+        "/healthz"
+    );
+    let (status, body) = http_get(&format!("{base}/readyz")).await;
     assert_eq!(status, 200, "{body}");
-    let (status, text) = get(&format!("{base}/metrics")).await;
-    assert_eq!(status, 200);
+    let (status, text) = http_get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200, "{text}");
     assert_eq!(
         sample(&text, "cvnotify_messages_received_total"),
         Some(5.0),
@@ -148,7 +127,10 @@ async fn metrics_move_as_messages_flow_and_fail() {
         Some(0.0),
         "{text}"
     );
-    assert!(sample(&text, "cvnotify_last_receive_timestamp_seconds").unwrap() > 1.7e9);
+    assert!(
+        sample(&text, "cvnotify_last_receive_timestamp_seconds").unwrap() > 1.7e9,
+        "{text}"
+    );
     assert!(text.contains("cvnotify_build_info{version="), "{text}");
     assert!(text.contains("cvnotify_poll_interval_seconds"), "{text}");
     let queue = w.main_queue().name().to_owned();
@@ -158,8 +140,7 @@ async fn metrics_move_as_messages_flow_and_fail() {
         )),
         "{text}"
     );
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
+    d.stop_ok().await;
     // Label values come from config and fixed sets only.
     assert!(!text.contains(DEV_KEY), "the account key in a metric");
 }
@@ -168,34 +149,34 @@ async fn metrics_move_as_messages_flow_and_fail() {
 async fn readyz_fails_while_storage_is_unreachable_and_storage_errors_count() {
     let dir = tempfile::tempdir().unwrap();
     let closed = free_port();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = write_file(
+        dir.path(),
+        "c.toml",
+        &format!(
             "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:{closed}/devstoreaccount1\"\nrequest_timeout = \"1s\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n[log]\nformat = \"json\"\n[http]\nlisten = \"127.0.0.1:0\"\n"
         ),
-    )
-    .unwrap();
-    let mut d = Daemon::start(&cfg, &["run"], dir.path(), "d");
-    let base = format!("http://{}", http_addr(&d).await);
-    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
-    let (status, body) = get(&format!("{base}/readyz")).await;
-    assert_eq!(status, 503);
-    assert!(body.contains("not ready"), "{body}");
-    assert!(
-        eventually(LIMIT, async || {
-            let (_, text) = get(&format!("{base}/metrics")).await;
-            sample(
-                &text,
-                "cvnotify_storage_errors_total{operation=\"receive\",kind=\"transient\"}",
-            )
-            .unwrap_or(0.0)
-                >= 1.0
-        })
-        .await
     );
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
+    let mut d = Daemon::start(&cfg, &["run"], dir.path(), "d");
+    let base = format!("http://{}", d.http_addr().await);
+    assert_eq!(
+        http_get(&format!("{base}/healthz")).await.0,
+        200,
+        "/healthz"
+    );
+    let (status, body) = http_get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not ready"), "{body}");
+    d.wait_for("a transient receive error counted", async || {
+        let (_, text) = http_get(&format!("{base}/metrics")).await;
+        sample(
+            &text,
+            "cvnotify_storage_errors_total{operation=\"receive\",kind=\"transient\"}",
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
+    d.stop_ok().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,16 +193,13 @@ async fn systemd_gets_ready_watchdog_and_stopping() {
             .and_then(Result::ok)
     };
     let cfg = w.config().write("c.toml");
-    let mut d = Daemon::start_with_env(
-        &cfg,
-        &["run"],
-        w.dir.path(),
-        "d",
-        &[
+    let mut d = w
+        .daemon(&cfg)
+        .envs(&[
             ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
             ("WATCHDOG_USEC", "1000000"),
-        ],
-    );
+        ])
+        .start();
     let mut got: Vec<String> = Vec::new();
     let mut buf = [0u8; 4096];
     let start = std::time::Instant::now();
@@ -237,7 +215,7 @@ async fn systemd_gets_ready_watchdog_and_stopping() {
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
+    d.finish_ok().await;
     assert!(
         got.first()
             .is_some_and(|m| m.lines().any(|l| l == "READY=1")),
@@ -286,14 +264,19 @@ async fn poison_list_and_replay() {
         .args(["poison", "replay", "--id", &ia])
         .stdout();
     assert!(out.starts_with(&format!("replayed {ia} as ")), "{out}");
-    assert_eq!(World::peek_all(&w.main_queue()).await, vec![a.clone()]);
-    assert_eq!(World::peek_all(&poison).await.len(), 2);
+    assert_eq!(
+        World::peek_all(&w.main_queue()).await,
+        vec![a.clone()],
+        "the main queue after replaying one"
+    );
+    assert_eq!(World::peek_all(&poison).await.len(), 2, "left in poison");
 
     let out = cli()
         .config(&cfg)
         .args(["poison", "replay", "--id", "no-such-id"])
-        .assert_exit(1);
-    assert!(out.stdout.is_empty());
+        .run();
+    out.assert_code(1)
+        .assert(out.stdout().is_empty(), "expected no stdout");
     assert_eq!(
         World::peek_all(&poison).await.len(),
         2,
@@ -304,13 +287,17 @@ async fn poison_list_and_replay() {
         .config(&cfg)
         .args(["poison", "replay", "--all"])
         .stdout();
-    assert_eq!(out.lines().count(), 2);
+    assert_eq!(out.lines().count(), 2, "{out}");
     let mut main = World::peek_all(&w.main_queue()).await;
     main.sort();
     let mut want = vec![a, b, bad];
     want.sort();
     assert_eq!(main, want, "bodies changed");
-    assert!(World::peek_all(&poison).await.is_empty());
+    assert_eq!(
+        World::peek_all(&poison).await,
+        Vec::<String>::new(),
+        "left in poison"
+    );
 
     // --all or --id is required.
     cli().config(&cfg).args(["poison", "replay"]).assert_exit(2);
@@ -329,52 +316,34 @@ async fn replay_loses_nothing_when_the_copy_fails() {
             .unwrap();
     }
     // May read and process, but not add messages: every copy fails.
-    let cfg = w.write_config(
-        "c.toml",
-        &format!(
-            "[queue]\nname = \"{}\"\nendpoint = \"{}\"\n[auth]\nmode = \"sas\"\nsas_token = \"{}\"\n",
-            w.queue,
-            w.azurite.queue_endpoint(),
-            account_sas("rup")
-        ),
-    );
-    let out = cli()
-        .config(&cfg)
-        .args(["poison", "replay", "--all"])
-        .assert_exit(1);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        err.matches("not copied, left in the poison queue").count(),
-        3,
-        "{err}"
+    let cfg = w.write_config("c.toml", &w.sas_config("rup"));
+    let out = cli().config(&cfg).args(["poison", "replay", "--all"]).run();
+    out.assert_code(1).assert(
+        out.stderr()
+            .matches("not copied, left in the poison queue")
+            .count()
+            == 3,
+        "three \"not copied\" lines",
     );
     assert_eq!(
         World::peek_all(&poison).await.len(),
         3,
         "a message was lost or left hidden"
     );
-    assert!(World::peek_all(&w.main_queue()).await.is_empty());
+    assert_eq!(
+        World::peek_all(&w.main_queue()).await,
+        Vec::<String>::new(),
+        "the main queue"
+    );
 }
 
 /// Children of `pid` (host view) and their states.
 fn children(pid: i32) -> Vec<(i32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split(' ').collect();
-        if f.get(1).and_then(|x| x.parse::<i32>().ok()) == Some(pid) {
-            out.push((p, f[0].to_owned()));
-        }
-    }
-    out
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .map(|p| (p.pid, p.state))
+        .collect()
 }
 
 /// What a container without an init does: cvnotify as PID 1 in its own PID
@@ -409,10 +378,7 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
     let script = hook(
         &w,
         "leave.sh",
-        &format!(
-            "sleep 30 &\nsetsid sleep 1 &\necho \"$CVNOTIFY_MESSAGE_ID\" >> {}",
-            done.display()
-        ),
+        "sleep 30 &\nsetsid sleep 1 &\necho \"$CVNOTIFY_MESSAGE_ID\" >> \"$DIR/done.txt\"",
     );
     w.send_all(&[
         training("TrainingCompleted"),
@@ -450,17 +416,15 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
         }
     }
     let _guard = KillOnDrop(unshare_pid);
-    let mut daemon_pid = None;
-    eventually(LIMIT, async || {
-        daemon_pid = children(unshare_pid).first().map(|c| c.0);
-        daemon_pid.is_some()
+    let logs = || std::fs::read_to_string(&stdout).unwrap_or_default();
+    wait_until("a child of unshare", async || {
+        !children(unshare_pid).is_empty()
     })
     .await;
-    let daemon_pid = daemon_pid.expect("no child of unshare");
-    assert!(
-        eventually(LIMIT, async || lines(&done).len() == 3).await,
-        "hooks did not run"
-    );
+    let daemon_pid = children(unshare_pid)[0].0;
+    if !eventually(LIMIT, async || lines(&done).len() == 3).await {
+        panic!("hooks did not run\n{}", logs());
+    }
     // The setsid'd sleep ends after 1 s; the reaper runs every second.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let zombies: Vec<(i32, String)> = children(daemon_pid)
@@ -471,8 +435,7 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
         zombies.is_empty(),
         "unreaped children of PID 1: {zombies:?}"
     );
-    let logs = std::fs::read_to_string(&stdout).unwrap();
-    assert!(logs.contains("Running as PID 1"), "{logs}");
+    assert!(logs().contains("Running as PID 1"), "{}", logs());
 
     let t = std::time::Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon_pid), Signal::SIGTERM).unwrap();
@@ -486,12 +449,7 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}",
-        std::fs::read_to_string(&stdout).unwrap()
-    );
+    assert_eq!(status.code(), Some(0), "{}", logs());
     assert!(
         t.elapsed() < Duration::from_secs(6),
         "took {:?}, shutdown_timeout is 5 s",
@@ -510,18 +468,14 @@ async fn journald_gets_plain_text_lines() {
         .log_format("auto")
         .log_level("info")
         .write("c.toml");
-    let mut d = Daemon::start_with_env(
-        &cfg,
-        &["run", "--once"],
-        w.dir.path(),
-        "d",
-        &[("JOURNAL_STREAM", "8:12345")],
-    );
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
-    let logs = d.logs();
-    assert!(logs.contains("Custom Vision event"), "{logs}");
-    assert!(!logs.contains('\u{1b}'), "ANSI escape in journald output");
-    for line in logs.lines().filter(|l| !l.is_empty()) {
+    let d = w
+        .daemon(&cfg)
+        .envs(&[("JOURNAL_STREAM", "8:12345")])
+        .run_once()
+        .await;
+    d.assert_logged("Custom Vision event");
+    d.assert_not_logged("\u{1b}");
+    for line in d.logs().lines().filter(|l| !l.is_empty()) {
         assert!(!line.starts_with('{'), "JSON under journald: {line}");
         assert!(
             line.trim_start().starts_with("INFO")

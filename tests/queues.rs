@@ -5,11 +5,8 @@
 mod common;
 
 use common::*;
-use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// Queue A on the world's Azurite (top-level `[auth]`), queue B on a second
 /// Azurite with its own `[queues.auth]`.
@@ -135,37 +132,6 @@ fn recording_queue_hook(dir: &Path, name: &str, out: &Path, extra_body: &str) ->
     )
 }
 
-fn read_lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-async fn http_addr(d: &Daemon) -> String {
-    let mut addr = None;
-    assert!(
-        eventually(LIMIT, async || {
-            addr = d
-                .records()
-                .into_iter()
-                .find(|r| r["message"] == "Serving /healthz, /readyz and /metrics")
-                .and_then(|r| r["listen"].as_str().map(str::to_owned));
-            addr.is_some()
-        })
-        .await,
-        "{}",
-        d.logs()
-    );
-    addr.unwrap()
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let r = reqwest::get(url).await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_queue_reaches_only_its_handlers_and_poisons_with_its_own_threshold() {
     let t = Two::new().await;
@@ -193,18 +159,16 @@ async fn each_queue_reaches_only_its_handlers_and_poisons_with_its_own_threshold
         &[training("TrainingCompleted"), training("TrainingFailed")],
     )
     .await;
-    let mut d = Daemon::start(&cfg, &["run"], dir, "d");
-    let base = format!("http://{}", http_addr(&d).await);
+    let mut d = t.w.daemon(&cfg).start();
+    let base = format!("http://{}", d.http_addr().await);
     let (pa, pb) = (t.w.poison_queue(), t.poison_b());
-    assert!(
-        eventually(LIMIT, async || World::peek_all(&pa).await.len() == 1
+    d.wait_for("one poisoned and none left on each queue", async || {
+        World::peek_all(&pa).await.len() == 1
             && World::peek_all(&pb).await.len() == 1
             && World::length(&qa).await == 0
-            && World::length(&qb).await == 0)
-        .await,
-        "{}",
-        d.logs()
-    );
+            && World::length(&qb).await == 0
+    })
+    .await;
     // Each hook saw only its own queue's messages.
     let seen = |lines: &[String]| -> Vec<(String, u32)> {
         lines
@@ -215,7 +179,7 @@ async fn each_queue_reaches_only_its_handlers_and_poisons_with_its_own_threshold
             })
             .collect()
     };
-    let (a, b) = (seen(&read_lines(&out_a)), seen(&read_lines(&out_b)));
+    let (a, b) = (seen(&lines(&out_a)), seen(&lines(&out_b)));
     assert!(
         a.iter().all(|(id, _)| ids_a.contains(id)),
         "A's hook got {a:?}"
@@ -239,13 +203,13 @@ async fn each_queue_reaches_only_its_handlers_and_poisons_with_its_own_threshold
     assert_eq!(failed_b, vec![1, 2], "{b:?}");
 
     // Metrics per queue, readiness per queue.
-    let (status, body) = get(&format!("{base}/readyz")).await;
+    let (status, body) = http_get(&format!("{base}/readyz")).await;
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains(&format!("{}: ready", t.qa())) && body.contains(&format!("{}: ready", t.qb)),
         "{body}"
     );
-    let (_, text) = get(&format!("{base}/metrics")).await;
+    let (_, text) = http_get(&format!("{base}/metrics")).await;
     for want in [
         format!("cvnotify_messages_received_total{{queue=\"{}\"}} 3", t.qa()),
         format!("cvnotify_messages_received_total{{queue=\"{}\"}} 3", t.qb),
@@ -264,13 +228,7 @@ async fn each_queue_reaches_only_its_handlers_and_poisons_with_its_own_threshold
         !text.contains(&format!("queue=\"{}\",handler=\"hook-a\"", t.qb)),
         "{text}"
     );
-
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    d.stop_ok().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,23 +257,17 @@ async fn sigterm_drains_both_queues() {
     let (qa, qb) = (t.w.main_queue(), t.queue_b());
     send(&qa, &[training("TrainingCompleted")]).await;
     send(&qb, &[training("TrainingCompleted")]).await;
-    let mut d = Daemon::start(&cfg, &["run"], dir, "d");
-    assert!(
-        eventually(LIMIT, async || started_a.exists() && started_b.exists()).await,
-        "{}",
-        d.logs()
-    );
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    let mut d = t.w.daemon(&cfg).start();
+    d.wait_for("both hooks to start", async || {
+        started_a.exists() && started_b.exists()
+    })
+    .await;
+    d.stop_ok().await;
     // Both hooks finished within shutdown_timeout: both messages deleted.
-    assert_eq!(read_lines(&out_a).len(), 1, "{}", d.logs());
-    assert_eq!(read_lines(&out_b).len(), 1, "{}", d.logs());
-    assert_eq!(World::length(&qa).await, 0);
-    assert_eq!(World::length(&qb).await, 0);
+    d.assert_eq(lines(&out_a).len(), 1, "A's hook runs that finished");
+    d.assert_eq(lines(&out_b).len(), 1, "B's hook runs that finished");
+    assert_eq!(World::length(&qa).await, 0, "A's message left");
+    assert_eq!(World::length(&qb).await, 0, "B's message left");
 }
 
 /// The fairness bound: 2,000 slow messages on A hold A at its cap, and a
@@ -358,25 +310,18 @@ async fn a_flood_on_one_queue_does_not_delay_the_other() {
     );
     let qb = t.queue_b();
     qb.create_if_missing().await.unwrap();
-    let mut d = Daemon::start(&cfg, &["run"], dir, "d");
+    let mut d = t.w.daemon(&cfg).start();
     // A is busy: it holds its cap (3 of the 4 slots; 1 is B's reserve).
-    assert!(
-        eventually(LIMIT, async || read_lines(&started_a).len() >= 3).await,
-        "{}",
-        d.logs()
-    );
+    d.wait_for("A to run 3 hooks", async || lines(&started_a).len() >= 3)
+        .await;
     let sent = Instant::now();
     let id = send(&qb, &[training("TrainingCompleted")]).await.remove(0);
-    assert!(
-        eventually(LIMIT, async || read_lines(&out_b)
-            .iter()
-            .any(|l| l.starts_with(&id)))
-        .await,
-        "B's message was not handled while A was flooded\n{}",
-        d.logs()
-    );
+    d.wait_for("B's message handled while A is flooded", async || {
+        lines(&out_b).iter().any(|l| l.starts_with(&id))
+    })
+    .await;
     let delay = sent.elapsed();
-    let a_started = read_lines(&started_a).len();
+    let a_started = lines(&started_a).len();
     eprintln!(
         "B's message handled {:.2} s after it was sent, while A ran {a_started} of {FLOOD} (poll interval 0.5 s, A's handler 15 s)",
         delay.as_secs_f64()
@@ -386,53 +331,46 @@ async fn a_flood_on_one_queue_does_not_delay_the_other() {
     // the reserve B would wait for one of A's slots.
     assert!(delay < Duration::from_secs(10), "{delay:?}");
     assert_eq!(a_started, 3, "A ran more than its cap");
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    d.stop_ok().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_take_queue_name_and_refuse_to_guess() {
     let t = Two::new().await;
-    let dir = t.w.dir.path();
     let cfg = t.config("", "", "", "", "");
     // Without --queue: a usage error naming both.
-    let out = cli()
+    cli()
         .config(&cfg)
         .args(["send", "--type", "training"])
-        .assert_exit(2);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("pass --queue NAME (one of: {}, {})", t.qa(), t.qb)),
-        "{err}"
-    );
+        .run()
+        .assert_code(2)
+        .assert_stderr_shows(&format!("pass --queue NAME (one of: {}, {})", t.qa(), t.qb));
     // With it, the message lands in B's account only.
     cli()
         .config(&cfg)
         .args(["send", "--type", "training", "--queue", &t.qb])
         .stdout();
-    assert_eq!(World::length(&t.queue_b()).await, 1);
-    assert_eq!(World::length(&t.w.main_queue()).await, 0);
-    let out = cli()
+    assert_eq!(World::length(&t.queue_b()).await, 1, "B's messages");
+    assert_eq!(World::length(&t.w.main_queue()).await, 0, "A's messages");
+    cli()
         .config(&cfg)
         .args(["poison", "list", "--queue", "nope"])
-        .assert_exit(2);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no queue is named `nope`"), "{err}");
+        .run()
+        .assert_code(2)
+        .assert_stderr_shows("no queue is named `nope`");
     // check --config-only validates every queue, needing no --queue.
     cli().config(&cfg).args(["check", "--config-only"]).stdout();
     // `run --once` drains both and sums the summary.
     send(&t.w.main_queue(), &[training("TrainingCompleted")]).await;
-    let out = cli().config(&cfg).args(["run", "--once"]).output();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    cli()
+        .config(&cfg)
+        .args(["run", "--once"])
+        .run()
+        .assert_success();
+    assert_eq!(World::length(&t.queue_b()).await, 0, "B's messages left");
+    assert_eq!(
+        World::length(&t.w.main_queue()).await,
+        0,
+        "A's messages left"
     );
-    assert_eq!(World::length(&t.queue_b()).await, 0);
-    assert_eq!(World::length(&t.w.main_queue()).await, 0);
-    let _ = dir;
 }

@@ -343,6 +343,17 @@ impl World {
         }
     }
 
+    /// A config for this world's queue with `auth.mode = "sas"`: an account
+    /// SAS with `permissions`, JSON logs.
+    pub fn sas_config(&self, permissions: &str) -> String {
+        format!(
+            "[queue]\nname = \"{}\"\nendpoint = \"{}\"\n[auth]\nmode = \"sas\"\nsas_token = \"{}\"\n[log]\nformat = \"json\"\n",
+            self.queue,
+            self.azurite.queue_endpoint(),
+            account_sas(permissions)
+        )
+    }
+
     /// The bodies in the poison queue (peeked).
     pub async fn poisoned(&self) -> Vec<String> {
         Self::peek_all(&self.poison_queue()).await
@@ -1023,6 +1034,20 @@ impl Daemon {
         }
     }
 
+    /// The address its HTTP listener bound (configured with port 0), from
+    /// its "Serving" record; waits for it.
+    pub async fn http_addr(&self) -> String {
+        let serving = "Serving /healthz, /readyz and /metrics";
+        self.wait_for(&format!("a {serving:?} record"), async || {
+            !self.records_of(serving).is_empty()
+        })
+        .await;
+        self.records_of(serving)[0]["listen"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Waits until `needle` is in its logs ([`Daemon::wait_for`]).
     pub async fn wait_logged(&self, needle: &str) {
         self.wait_for(&format!("{needle:?} in the logs"), async || {
@@ -1277,9 +1302,17 @@ pub fn account_sas_for(services: &str, permissions: &str) -> String {
     format!("sv={sv}&ss={services}&srt=sco&sp={permissions}&se={se}&spr=http,https&sig={sig}")
 }
 
-/// Processes in process group `pgid` that are alive (zombies, which are
-/// dead but not yet reaped, do not count).
-pub fn live_members_of_group(pgid: i32) -> Vec<i32> {
+/// A process as `/proc/{pid}/stat` shows it.
+pub struct Process {
+    pub pid: i32,
+    /// `R`, `S`, `Z` (a zombie: dead, not yet reaped), ...
+    pub state: String,
+    pub ppid: i32,
+    pub pgrp: i32,
+}
+
+/// Every process on the machine (host view).
+pub fn processes() -> Vec<Process> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -1289,16 +1322,29 @@ pub fn live_members_of_group(pgid: i32) -> Vec<i32> {
             continue;
         };
         // "pid (comm) state ppid pgrp ...": comm may hold spaces.
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
             continue;
         };
-        let fields: Vec<&str> = rest.split(' ').collect();
-        if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" && fields[0] != "X"
-        {
-            out.push(pid);
-        }
+        let f: Vec<&str> = rest.split(' ').collect();
+        let number = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(-1);
+        out.push(Process {
+            pid,
+            state: f[0].to_owned(),
+            ppid: number(1),
+            pgrp: number(2),
+        });
     }
     out
+}
+
+/// Processes in process group `pgid` that are alive (zombies, which are
+/// dead but not yet reaped, do not count).
+pub fn live_members_of_group(pgid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.state != "Z" && p.state != "X")
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// Writes an executable `/bin/sh` hook script into the world's directory.
@@ -1410,6 +1456,12 @@ pub fn shell_handler(script: &Path, extra: &str) -> String {
         "[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n{extra}\n",
         script.display()
     )
+}
+
+/// GET `url`: the status and the body.
+pub async fn http_get(url: &str) -> (u16, String) {
+    let rsp = reqwest::get(url).await.unwrap();
+    (rsp.status().as_u16(), rsp.text().await.unwrap())
 }
 
 /// A loopback HTTP receiver (wiremock) answering every POST with
