@@ -15,52 +15,14 @@ mod common;
 
 use common::customvision::{CustomVision, CvOptions, Fault};
 use common::*;
-use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
 use uuid::Uuid;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs the binary with `env` off the runtime's threads (the stand-in
-/// serves on them).
-async fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let config = config.to_owned();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = cli();
-        cmd.config(&config).args(&args);
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        cmd.output()
-    })
-    .await
-    .unwrap()
-}
-
-/// Status, stdout and stderr of `o`, for assertions and their messages.
-fn text(o: &Output) -> String {
-    format!(
-        "status: {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use wiremock::MockServer;
 
 /// The `project` lines of `check` or `setup` output.
-fn project_lines(o: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
+fn project_lines(o: &Ran) -> Vec<String> {
+    o.lines()
+        .into_iter()
         .filter(|l| l.get(6..).is_some_and(|r| r.starts_with("project ")))
-        .map(str::to_owned)
         .collect()
 }
 
@@ -77,17 +39,6 @@ fn training_of(project: Uuid, iteration: Uuid) -> String {
     format!(
         r#"{{"version":"1.0","type":"Training","Content":{{"projectId":"{project}","iterationId":"{iteration}","trainingStatus":"TrainingCompleted"}}}}"#
     )
-}
-
-/// A collector answering 200 to every export.
-async fn collector() -> MockServer {
-    let c = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/traces"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&c)
-        .await;
-    c
 }
 
 /// Every OTLP export request body the collector received, concatenated
@@ -142,7 +93,7 @@ async fn a_training_key_the_service_echoes_reaches_no_output_log_envelope_or_spa
             times: 1,
         });
     }
-    let traces = collector().await;
+    let traces = collector(200).await;
     let cfg = w
         .config()
         .log_level("info")
@@ -160,27 +111,18 @@ async fn a_training_key_the_service_echoes_reaches_no_output_log_envelope_or_spa
         .write("c.toml");
     let env = [("CV_KEY", key.as_str())];
     w.send_all(&[training_of(project, iteration)]).await;
-    let mut d = Daemon::start_with_env(&cfg, &["run", "--once"], w.dir.path(), "d", &env);
-    let status = d.wait_timeout(LIMIT).await.expect("--once did not exit");
-    assert!(status.success(), "{}", d.logs());
+    let d = w.daemon(&cfg).envs(&env).run_once().await;
 
     // Logs: the WARN of the retried call and the ERROR of the poisoning
     // carry the service's text, the key replaced.
-    let logs = d.logs();
-    assert!(
-        logs.contains("Training API call failed; retrying"),
-        "{logs}"
-    );
-    assert!(logs.contains("busy (Training-Key: REDACTED)"), "{logs}");
-    assert!(
-        logs.contains("Unsupported export platform (Training-Key: REDACTED)"),
-        "{logs}"
-    );
-    assert!(!logs.contains(&key), "the key was logged\n{logs}");
+    d.assert_logged("Training API call failed; retrying");
+    d.assert_logged("busy (Training-Key: REDACTED)");
+    d.assert_logged("Unsupported export platform (Training-Key: REDACTED)");
+    d.assert_not_logged(&key);
 
     // The poison envelope, which never expires.
-    let poisoned = World::peek_all(&w.poison_queue()).await;
-    assert_eq!(poisoned.len(), 1, "{logs}");
+    let poisoned = w.poisoned().await;
+    d.assert_eq(poisoned.len(), 1, "poisoned messages");
     let envelope: serde_json::Value = serde_json::from_str(&poisoned[0]).unwrap();
     let reason = envelope["reason"].as_str().unwrap_or_default();
     assert!(
@@ -191,14 +133,11 @@ async fn a_training_key_the_service_echoes_reaches_no_output_log_envelope_or_spa
     assert!(!poisoned[0].contains(&key), "{}", poisoned[0]);
 
     // `poison list`.
-    let out = run(&cfg, &["poison", "list"], &env).await;
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("(Training-Key: REDACTED)"),
-        "{}",
-        text(&out)
-    );
-    assert!(!text(&out).contains(&key), "{}", text(&out));
+    run_cli(&cfg, &["poison", "list"], &env)
+        .await
+        .assert_success()
+        .assert_shows("(Training-Key: REDACTED)")
+        .assert_hides(&key);
 
     // Exported spans: the log lines inside the message became span events
     // with the same text.
@@ -211,31 +150,26 @@ async fn a_training_key_the_service_echoes_reaches_no_output_log_envelope_or_spa
     assert!(!contains(&spans, &key), "the key was exported in a span");
 
     // `check`: GetProject of a missing project, answered 404 with the key.
-    let out = run(&cfg, &["check"], &env).await;
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{shown}");
-    assert!(
-        shown.contains("NotFoundProject") && shown.contains("(Training-Key: REDACTED)"),
-        "{shown}"
-    );
-    assert!(!shown.contains(&key), "{shown}");
+    run_cli(&cfg, &["check"], &env)
+        .await
+        .assert_code(1)
+        .assert_shows("NotFoundProject")
+        .assert_shows("(Training-Key: REDACTED)")
+        .assert_hides(&key);
 
     // `setup` with a key the service refuses: its 401 answer echoes the
     // key the daemon sent, which is as secret.
     let wrong = "wrong-training-key-9876543210fedcba";
-    let out = run(
+    run_cli(
         &cfg,
         &["setup", "--project", &project.to_string(), "--dry-run"],
         &[("CV_KEY", wrong)],
     )
-    .await;
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{shown}");
-    assert!(
-        shown.contains("refused the credential") && shown.contains("(Training-Key: REDACTED)"),
-        "{shown}"
-    );
-    assert!(!shown.contains(wrong), "{shown}");
+    .await
+    .assert_code(1)
+    .assert_shows("refused the credential")
+    .assert_shows("(Training-Key: REDACTED)")
+    .assert_hides(wrong);
 }
 
 /// Finding 4, where texts are cut: "Error text is cut and stripped of
@@ -282,17 +216,14 @@ async fn a_secret_split_by_a_cut_leaks_no_part_of_it() {
         ("OTEL_EXPORTER_OTLP_HEADERS", otlp.as_str()),
     ];
 
-    let out = run(&cfg, &["check"], &env).await;
-    let shown = text(&out);
-    assert!(shown.contains(&"x".repeat(474)), "{shown}");
-    assert!(!shown.contains(&key[..8]), "{shown}");
+    run_cli(&cfg, &["check"], &env)
+        .await
+        .assert_shows(&"x".repeat(474))
+        .assert_hides(&key[..8]);
 
-    let mut d = Daemon::start_with_env(&cfg, &["run", "--once"], w.dir.path(), "d", &env);
-    let status = d.wait_timeout(LIMIT).await.expect("--once did not exit");
-    assert!(status.success(), "{}", d.logs());
-    let logs = d.logs();
-    assert!(logs.contains("aaaaREDACTED..."), "{logs}");
-    assert!(!logs.contains(&header_value[..8]), "{logs}");
+    let d = w.daemon(&cfg).envs(&env).run_once().await;
+    d.assert_logged("aaaaREDACTED...");
+    d.assert_not_logged(&header_value[..8]);
 }
 
 /// Finding 5: "A project name with ESC/BEL/CR/LF from GetProject reached
@@ -314,18 +245,16 @@ async fn a_project_name_with_escapes_is_printed_escaped_and_forges_no_line() {
     let escaped = "birds\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\r\\nok    project    forged";
     let id = project.to_string();
     for args in [&["check"][..], &["setup", "--project", &id, "--dry-run"]] {
-        let out = run(&cfg, args, &env).await;
-        let shown = text(&out);
-        assert_eq!(out.status.code(), Some(0), "{args:?}\n{shown}");
-        assert!(
-            !shown.contains(['\u{1b}', '\u{7}', '\r']),
-            "{args:?}\n{shown:?}"
+        let out = run_cli(&cfg, args, &env).await;
+        out.assert_code(0).assert(
+            !out.text().contains(['\u{1b}', '\u{7}', '\r']),
+            format!("{args:?}: an escape, BEL or CR: {:?}", out.text()),
         );
         let lines = project_lines(&out);
-        assert_eq!(lines.len(), 1, "{args:?}: a forged line\n{shown}");
-        assert!(
+        out.assert(lines.len() == 1, format!("{args:?}: a forged line"));
+        out.assert(
             lines[0].starts_with("ok    project ") && lines[0].contains(escaped),
-            "{args:?}\n{shown}"
+            format!("{args:?}: the project line"),
         );
     }
 }
@@ -353,28 +282,20 @@ async fn a_sas_in_the_projects_queue_uri_is_never_printed() {
     let env = [("CV_KEY", cv.options.key.as_str())];
     let queue_url = format!("{}/{}", w.azurite.queue_endpoint(), w.queue);
 
-    let out = run(&cfg, &["check"], &env).await;
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{shown}");
-    let lines = project_lines(&out);
-    assert!(
-        lines[0].contains(&format!("notificationQueueUri is https://other.queue.core.windows.net/cv-events?REDACTED, not this daemon's queue {queue_url}")),
-        "{shown}"
+    let check = run_cli(&cfg, &["check"], &env).await;
+    check.assert_code(1).assert(
+        project_lines(&check)[0].contains(&format!("notificationQueueUri is https://other.queue.core.windows.net/cv-events?REDACTED, not this daemon's queue {queue_url}")),
+        "the project line",
     );
 
     let id = project.to_string();
-    let out = run(&cfg, &["setup", "--project", &id, "--dry-run"], &env).await;
-    let shown_setup = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{shown_setup}");
-    assert!(
-        shown_setup.contains(&format!(
-            "notificationQueueUri: https://other.queue.core.windows.net/cv-events?REDACTED → {queue_url}"
-        )),
-        "{shown_setup}"
-    );
-    for shown in [shown, shown_setup] {
-        assert!(!shown.contains("sv=2022-11-02"), "{shown}");
-        assert!(!shown.contains(&signature[..16]), "{shown}");
+    let setup = run_cli(&cfg, &["setup", "--project", &id, "--dry-run"], &env).await;
+    setup.assert_code(0).assert_shows(&format!(
+        "notificationQueueUri: https://other.queue.core.windows.net/cv-events?REDACTED → {queue_url}"
+    ));
+    for out in [check, setup] {
+        out.assert_hides("sv=2022-11-02")
+            .assert_hides(&signature[..16]);
     }
 }
 
@@ -384,7 +305,6 @@ async fn a_sas_in_the_projects_queue_uri_is_never_printed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_never_inherit_the_collectors_headers() {
     let w = World::new().await;
-    let env_file = w.path("env.txt");
     let token = "collector-token-0123456789";
     let team_key = "hc-team-key-0123456789";
     let logs_key = "logs-api-key-0123456789";
@@ -393,10 +313,7 @@ async fn hooks_never_inherit_the_collectors_headers() {
     let script = hook(
         &w,
         "env.sh",
-        &format!(
-            "env > {}\necho \"collector said {team_key}\"",
-            env_file.display()
-        ),
+        &format!("env > \"$DIR/env.txt\"\necho \"collector said {team_key}\""),
     );
     let variables = [
         (
@@ -421,10 +338,8 @@ async fn hooks_never_inherit_the_collectors_headers() {
     let mut env: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
     env.push(("UNRELATED_VARIABLE", "inherited-fine"));
     env.push(("OTEL_SERVICE_NAME", "cvnotify-test"));
-    let mut d = Daemon::start_with_env(&cfg, &["run", "--once"], w.dir.path(), "d", &env);
-    let status = d.wait_timeout(LIMIT).await.expect("--once did not exit");
-    assert!(status.success(), "{}", d.logs());
-    let seen = std::fs::read_to_string(&env_file).unwrap();
+    let d = w.daemon(&cfg).envs(&env).run_once().await;
+    let seen = std::fs::read_to_string(w.path("env.txt")).unwrap();
     assert!(seen.contains("UNRELATED_VARIABLE=inherited-fine"), "{seen}");
     assert!(seen.contains("OTEL_SERVICE_NAME=cvnotify-test"), "{seen}");
     for (name, _) in &variables {
@@ -433,9 +348,8 @@ async fn hooks_never_inherit_the_collectors_headers() {
     for value in [token, team_key, logs_key] {
         assert!(!seen.contains(value), "{value} reached the hook\n{seen}");
     }
-    let logs = d.logs();
-    assert!(logs.contains("collector said REDACTED"), "{logs}");
-    assert!(!logs.contains(team_key), "{logs}");
+    d.assert_logged("collector said REDACTED");
+    d.assert_not_logged(team_key);
 }
 
 /// Finding 12: "Text log lines grew to ~700 characters since traces came:
@@ -447,7 +361,7 @@ async fn hooks_never_inherit_the_collectors_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_line_inside_a_message_holds_the_message_and_its_own_fields() {
     let w = World::new().await;
-    let traces = collector().await;
+    let traces = collector(200).await;
     let script = hook(&w, "hello.sh", "echo hello");
     let (project, iteration) = (Uuid::new_v4(), Uuid::new_v4());
     let telemetry = format!("[telemetry]\notlp_endpoint = \"{}\"\n", traces.uri());
@@ -461,20 +375,15 @@ async fn a_text_line_inside_a_message_holds_the_message_and_its_own_fields() {
     };
 
     let ids = w.send_all(&[training_of(project, iteration)]).await;
-    let mut d = Daemon::start(
-        &config("text", "text.toml"),
-        &["run", "--once"],
-        w.dir.path(),
-        "t",
-    );
-    let status = d.wait_timeout(LIMIT).await.expect("--once did not exit");
-    assert!(status.success(), "{}", d.logs());
-    let logs = d.logs();
+    let d = w
+        .daemon(&config("text", "text.toml"))
+        .tag("t")
+        .run_once()
+        .await;
     let line = |needle: &str| -> String {
-        let line = logs
-            .lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no `{needle}` line\n{logs}"));
+        d.assert_logged(needle);
+        let logs = d.logs();
+        let line = logs.lines().find(|l| l.contains(needle)).unwrap();
         // From the level on (the timestamp varies).
         line[line.find("INFO ").expect("an INFO line")..].to_owned()
     };
@@ -485,7 +394,8 @@ async fn a_text_line_inside_a_message_holds_the_message_and_its_own_fields() {
     let hook_line = line("Hook output");
     assert_eq!(
         hook_line,
-        format!("{context}:handler{{handler=deploy}}: Hook output stream=\"stdout\" output=hello")
+        format!("{context}:handler{{handler=deploy}}: Hook output stream=\"stdout\" output=hello"),
+        "the hook output line"
     );
     let handled = line("Message handled");
     assert!(
@@ -493,34 +403,29 @@ async fn a_text_line_inside_a_message_holds_the_message_and_its_own_fields() {
         "{handled}"
     );
     for unwanted in ["otel.", "messaging.", "trace_id", "span_id", "outcome"] {
-        assert!(
-            !logs.contains(unwanted),
-            "`{unwanted}` in a text line\n{logs}"
-        );
+        d.assert_not_logged(unwanted);
     }
     eprintln!(
         "text line inside a message: {} characters from the level on",
         hook_line.len()
     );
     // Traces still got the messaging attributes (tests/traces.rs pins them).
-    assert!(contains(&exported(&traces).await, "messaging.message.id"));
+    assert!(
+        contains(&exported(&traces).await, "messaging.message.id"),
+        "no messaging.message.id in the exported spans"
+    );
 
     // JSON: the message span keeps the trace and span ids, without the
     // traces-only fields.
     let ids = w.send_all(&[training_of(project, iteration)]).await;
-    let mut d = Daemon::start(
-        &config("json", "json.toml"),
-        &["run", "--once"],
-        w.dir.path(),
-        "j",
-    );
-    let status = d.wait_timeout(LIMIT).await.expect("--once did not exit");
-    assert!(status.success(), "{}", d.logs());
-    let records = d.records();
-    let hook_record = records
-        .iter()
-        .find(|r| r["message"] == "Hook output")
-        .unwrap_or_else(|| panic!("{}", d.logs()));
+    let d = w
+        .daemon(&config("json", "json.toml"))
+        .tag("j")
+        .run_once()
+        .await;
+    let hooks = d.records_of("Hook output");
+    d.assert(!hooks.is_empty(), "no Hook output record");
+    let hook_record = &hooks[0];
     let message_span = hook_record["spans"][0].as_object().unwrap();
     let mut keys: Vec<&str> = message_span.keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -538,7 +443,7 @@ async fn a_text_line_inside_a_message_holds_the_message_and_its_own_fields() {
         ],
         "{hook_record}"
     );
-    assert_eq!(message_span["message_id"], ids[0]);
+    assert_eq!(message_span["message_id"], ids[0], "{hook_record}");
     assert_eq!(
         hook_record["spans"][1]["handler"], "deploy",
         "{hook_record}"

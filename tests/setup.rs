@@ -8,7 +8,6 @@ mod common;
 
 use common::customvision::{CustomVision, CvOptions, Forms};
 use common::*;
-use std::process::Output;
 use uuid::Uuid;
 
 /// Queue and blob Azurite, a container, and the stand-in.
@@ -55,28 +54,8 @@ impl Bed {
 }
 
 /// Runs the binary off the runtime's threads (the stand-in serves on them).
-async fn run(config: &std::path::Path, args: &[&str]) -> Output {
-    let config = config.to_owned();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || cli().config(&config).args(&args).output())
-        .await
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status: {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout_lines(o: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+async fn run(config: &std::path::Path, args: &[&str]) -> Ran {
+    run_cli(config, args, &[]).await
 }
 
 /// The line of step `name` (`ok    project ...`, `FAIL  message ...`).
@@ -101,8 +80,8 @@ async fn setup_sets_the_storage_uris_reads_them_back_and_sees_the_connection_tes
         &["setup", "--project", &project.to_string(), "--wait", "60s"],
     )
     .await;
-    assert!(out.status.success(), "{}", text(&out));
-    let lines = stdout_lines(&out);
+    out.assert_success();
+    let lines = out.lines();
     assert!(
         step(&lines, "project").starts_with("ok    project    `birds`"),
         "{lines:#?}"
@@ -147,8 +126,8 @@ async fn setup_with_a_wrong_training_key_says_which_key_to_use_and_fails() {
         &["setup", "--project", &project.to_string(), "--wait", "5s"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let lines = stdout_lines(&out);
+    out.assert_code(1);
+    let lines = out.lines();
     let l = step(&lines, "project");
     assert!(l.starts_with(&format!("FAIL  project    reading project {project}: GetProject: the service refused the credential (401")), "{l}");
     assert!(
@@ -157,7 +136,7 @@ async fn setup_with_a_wrong_training_key_says_which_key_to_use_and_fails() {
         ),
         "{l}"
     );
-    assert!(!text(&out).contains("wrong-key-5f2b9c"), "{}", text(&out));
+    out.assert_hides("wrong-key-5f2b9c");
     // Nothing was changed, nothing waited for.
     assert!(
         !lines
@@ -186,8 +165,8 @@ async fn setup_names_the_role_and_the_command_when_the_service_never_writes() {
         &["setup", "--project", &project.to_string(), "--wait", "3s"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let lines = stdout_lines(&out);
+    out.assert_code(1);
+    let lines = out.lines();
     // The service took the settings...
     assert!(step(&lines, "settings").starts_with("ok"), "{lines:#?}");
     // ...but nothing arrived: the role, where, and the command.
@@ -230,8 +209,8 @@ async fn setup_dry_run_shows_the_change_and_changes_nothing() {
         &["setup", "--project", &project.to_string(), "--dry-run"],
     )
     .await;
-    assert!(out.status.success(), "{}", text(&out));
-    let lines = stdout_lines(&out);
+    out.assert_success();
+    let lines = out.lines();
     let l = step(&lines, "settings");
     assert_eq!(
         l,
@@ -282,8 +261,8 @@ async fn setup_tries_the_other_form_when_the_first_does_not_stick_and_says_which
         ],
     )
     .await;
-    assert!(out.status.success(), "{}", text(&out));
-    let lines = stdout_lines(&out);
+    out.assert_success();
+    let lines = out.lines();
     assert_eq!(
         step(&lines, "settings"),
         "ok    settings   set with UpdateProject with the URIs as query parameters (the guide's CreateProject form; not documented for UpdateProject); GetProject shows both; did not stick: UpdateProject with the URIs in `settings` (the storage guide's form)"
@@ -319,8 +298,8 @@ async fn setup_fails_with_what_it_saw_when_no_form_sticks() {
         &["setup", "--project", &project.to_string(), "--wait", "5s"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let lines = stdout_lines(&out);
+    out.assert_code(1);
+    let lines = out.lines();
     let l = step(&lines, "settings");
     assert!(
         l.starts_with(
@@ -341,8 +320,8 @@ async fn setup_create_makes_a_project_wired_to_the_queue() {
     let b = Bed::start(CvOptions::default()).await;
     let cfg = b.config(&b.cv.section(""));
     let out = run(&cfg, &["setup", "--create", "new birds", "--wait", "60s"]).await;
-    assert!(out.status.success(), "{}", text(&out));
-    let lines = stdout_lines(&out);
+    out.assert_success();
+    let lines = out.lines();
     assert!(
         step(&lines, "project").starts_with("ok    project    created `new birds` ("),
         "{lines:#?}"
@@ -384,8 +363,8 @@ async fn check_verifies_each_listed_project_points_at_this_queue() {
         "projects = [\"{wired}\", \"{elsewhere}\", \"{missing}\"]"
     )));
     let out = run(&cfg, &["check"]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let lines = stdout_lines(&out);
+    out.assert_code(1);
+    let lines = out.lines();
     let projects: Vec<&String> = lines
         .iter()
         .filter(|l| l[6..].starts_with("project "))

@@ -580,6 +580,17 @@ pub fn cli() -> TestCommand {
     TestCommand { cmd, stdin: None }
 }
 
+/// `cvnotify --config config args...` with `env`, run to completion off
+/// the runtime's threads ([`TestCommand::run_off_runtime`]).
+pub async fn run_cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
+    let mut cmd = cli();
+    cmd.config(config).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.run_off_runtime().await
+}
+
 /// A command line of the binary under test, with assertions on how it ends
 /// that show everything it printed when they fail.
 pub struct TestCommand {
@@ -1469,6 +1480,18 @@ pub async fn http_get(url: &str) -> (u16, String) {
 pub async fn receiver(status: u16) -> wiremock::MockServer {
     let server = wiremock::MockServer::start().await;
     wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(status))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A loopback OTLP/HTTP collector (wiremock) answering `status` to every
+/// export on `/v1/traces` and recording them.
+pub async fn collector(status: u16) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/v1/traces"))
         .respond_with(wiremock::ResponseTemplate::new(status))
         .mount(&server)
         .await;
