@@ -32,6 +32,56 @@ async fn send_many(q: &AzureQueue, bodies: &[String]) -> Vec<String> {
     ids
 }
 
+/// Sends `n` training events to `q` in chunks of `chunk` while `daemons`
+/// (each with a log handler) handle them, keeping the queue shallow
+/// (Azurite slows down as it grows), and waits until each was handled (a
+/// "Custom Vision event" record) and the queue is empty; the ids sent.
+/// The wait follows progress, sent and handled: a loaded machine slows
+/// the test down instead of failing it, a stuck daemon fails it.
+async fn flow_through(q: &AzureQueue, n: usize, chunk: usize, daemons: &[Daemon]) -> Vec<String> {
+    let bodies: Vec<String> = (0..n).map(|_| training("TrainingCompleted")).collect();
+    let mut chunks = bodies.chunks(chunk);
+    let mut ids: Vec<String> = Vec::new();
+    let flowed = progressing(STALL, Duration::from_secs(200), async || {
+        if ids.len() < n && World::length(q).await < 100 {
+            ids.extend(send_many(q, chunks.next().unwrap()).await);
+        }
+        // Counting lines is cheap enough for every poll; the records are
+        // parsed once all could be there.
+        let handled: usize = daemons
+            .iter()
+            .map(|d| d.count_logged("\"Custom Vision event\""))
+            .sum();
+        let done = ids.len() == n
+            && handled >= n
+            && handled_ids(daemons)
+                .into_keys()
+                .collect::<HashSet<_>>()
+                .is_superset(&ids.iter().cloned().collect())
+            && World::length(q).await == 0;
+        (ids.len() + handled, done)
+    })
+    .await;
+    if let Err(e) = flowed {
+        let what = format!("not all handled: {e}; sent {} of {n}", ids.len());
+        fail_with(&what, &daemons.iter().collect::<Vec<_>>());
+    }
+    ids
+}
+
+/// How often each message id has a "Custom Vision event" record.
+fn handled_ids(daemons: &[Daemon]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in daemons
+        .iter()
+        .flat_map(|d| d.records_of("Custom Vision event"))
+    {
+        *m.entry(r["message_id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    m
+}
+
 /// Secrets configured in a scenario must not appear in any output.
 fn assert_no_secrets(text: &str, secrets: &[&str]) {
     for s in secrets {
@@ -183,13 +233,8 @@ async fn storage_outage_of_twenty_seconds() {
     q.create_if_missing().await.unwrap();
     // On-disk Azurite can answer QueueNotFound to requests that race the
     // creation; wait until the queue answers, and send one at a time.
-    assert!(
-        eventually(Duration::from_secs(10), async || q
-            .approximate_length()
-            .await
-            .is_ok())
-        .await
-    );
+    let answers = async || q.approximate_length().await.is_ok();
+    wait_until("the new queue to answer", answers).await;
     let send_seq = async |n: usize, status: &str| {
         let mut ids = Vec::new();
         for _ in 0..n {
@@ -202,34 +247,26 @@ async fn storage_outage_of_twenty_seconds() {
         }
         ids
     };
-    let done = w.path("done.txt");
-    let script = hook(
-        &w,
-        "ok.sh",
-        &format!("echo \"$CVNOTIFY_MESSAGE_ID\" >> {}", done.display()),
-    );
-    let cfg = conf.handler(shell_handler(&script, "")).write("c.toml");
+    let (done, handler) = recording_hook(w.dir.path());
+    let cfg = conf.handler(handler).write("c.toml");
     let before = send_seq(20, "TrainingCompleted").await;
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    assert!(
-        eventually(Duration::from_secs(30), async || lines(&done).len() >= 20).await,
-        "{}",
-        d.logs()
-    );
+    let mut d = w.daemon(&cfg).start();
+    d.wait_for("20 messages handled", async || lines(&done).len() >= 20)
+        .await;
 
     azurite.stop().await;
     let outage_start = d.records().len();
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert!(
-        d.child.try_wait().unwrap().is_none(),
-        "the daemon exited during the outage"
-    );
+    d.assert_running("during the outage");
     let records = d.records();
     let warnings: Vec<&serde_json::Value> = records[outage_start..]
         .iter()
         .filter(|r| r["message"] == "Receiving from the queue failed; retrying")
         .collect();
-    assert!(warnings.iter().all(|r| r["level"] == "WARN"));
+    assert!(
+        warnings.iter().all(|r| r["level"] == "WARN"),
+        "{warnings:?}"
+    );
     let delays: Vec<u64> = warnings
         .iter()
         .map(|r| r["retry_in_ms"].as_u64().unwrap())
@@ -251,34 +288,21 @@ async fn storage_outage_of_twenty_seconds() {
         .port(port)
         .start()
         .await;
-    assert!(
-        eventually(Duration::from_secs(10), async || q
-            .approximate_length()
-            .await
-            .is_ok())
-        .await
-    );
+    wait_until("the restarted queue to answer", answers).await;
     let after = send_seq(20, "TrainingFailed").await;
     let want: HashSet<String> = before.iter().chain(&after).cloned().collect();
-    let all_done = eventually(Duration::from_secs(60), async || {
+    d.wait_for("all handled after the outage", async || {
         lines(&done).into_iter().collect::<HashSet<_>>() == want
     })
     .await;
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(Duration::from_secs(30))
-            .await
-            .unwrap()
-            .success()
-    );
-    assert!(all_done, "not all handled after the outage\n{}", d.logs());
+    d.stop_ok().await;
     println!(
         "storage outage: sent 40, handled {}, duplicated {}, poisoned 0, lost 0, receive attempts during 20 s outage {} (delays {delays:?} ms)",
         lines(&done).iter().collect::<HashSet<_>>().len(),
         lines(&done).len() - lines(&done).iter().collect::<HashSet<_>>().len(),
         warnings.len()
     );
-    assert_no_secrets(&d.logs(), &[DEV_KEY]);
+    d.assert_not_logged(DEV_KEY);
 }
 
 /// 3. 503 ServerBusy, 500, answers past the client timeout and reset
@@ -305,40 +329,8 @@ async fn injected_storage_faults_lose_nothing() {
         .queue("request_timeout = \"2s\"\nvisibility_timeout = \"10s\"\nbatch_size = 32")
         .handler("[[handlers]]\ntype = \"log\"\n")
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let mut ids = Vec::new();
-    // Keep the queue shallow: Azurite slows down as it grows.
-    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
-        let bodies: Vec<String> = chunk
-            .iter()
-            .map(|_| training("TrainingCompleted"))
-            .collect();
-        ids.extend(send_many(&q, &bodies).await);
-        eventually(Duration::from_secs(60), async || {
-            World::length(&q).await < 100
-        })
-        .await;
-    }
-    let handled = |d: &Daemon| -> HashMap<String, usize> {
-        let mut m = HashMap::new();
-        for r in d.records() {
-            if r["message"] == "Custom Vision event" {
-                *m.entry(r["message_id"].as_str().unwrap().to_owned())
-                    .or_insert(0) += 1;
-            }
-        }
-        m
-    };
-    let want: HashSet<String> = ids.iter().cloned().collect();
-    let ok = eventually(Duration::from_secs(120), async || {
-        handled(&d)
-            .keys()
-            .cloned()
-            .collect::<HashSet<_>>()
-            .is_superset(&want)
-            && World::length(&q).await == 0
-    })
-    .await;
+    let mut d = w.daemon(&cfg).start();
+    flow_through(&q, n, 200, std::slice::from_ref(&d)).await;
 
     // Back-off on throttling: everything answers 503 for 5 s.
     proxy.set(faults::Faults {
@@ -358,19 +350,12 @@ async fn injected_storage_faults_lose_nothing() {
         - before;
     proxy.set(faults::Faults::default());
 
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(Duration::from_secs(30))
-            .await
-            .unwrap()
-            .success()
-    );
-    let logs = d.logs();
-    assert!(ok, "not all handled");
-    assert!(!logs.contains("panicked"), "panic in the daemon");
-    assert!(
-        World::peek_all(&w.poison_queue()).await.is_empty(),
-        "storage faults poisoned messages"
+    d.stop_ok().await;
+    d.assert_not_logged("panicked");
+    d.assert_eq(
+        w.poisoned().await,
+        Vec::new(),
+        "messages the storage faults poisoned",
     );
     // 3 tries per receive (SDK retries), the loop backing off 1, 2, 4 s.
     // Without back-off (50 ms polls, 3 client tries each) this window would
@@ -380,7 +365,7 @@ async fn injected_storage_faults_lose_nothing() {
         during_busy <= 60,
         "{during_busy} requests in 5 s of ServerBusy"
     );
-    let h = handled(&d);
+    let h = handled_ids(std::slice::from_ref(&d));
     let c = &proxy.counts;
     let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     println!(
@@ -393,7 +378,7 @@ async fn injected_storage_faults_lose_nothing() {
         g(&c.slow),
         g(&c.reset)
     );
-    assert_no_secrets(&logs, &[DEV_KEY]);
+    d.assert_not_logged(DEV_KEY);
 }
 
 /// 4. Three daemons on one queue: each message handled exactly once.
@@ -416,57 +401,21 @@ async fn competing_consumers_handle_each_message_once() {
     let mut daemons: Vec<Daemon> = (0..3)
         .map(|i| w.daemon(&cfg).tag(&format!("c{i}")).start())
         .collect();
-    let seen = |ds: &[Daemon]| -> Vec<String> {
-        ds.iter()
-            .flat_map(|d| d.records_of("Custom Vision event"))
-            .map(|r| r["message_id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    let bodies: Vec<String> = (0..n).map(|_| training("TrainingCompleted")).collect();
-    let mut chunks = bodies.chunks(250);
-    let mut ids: Vec<String> = Vec::new();
-    let all_handled = progressing(STALL, Duration::from_secs(200), async || {
-        // Keep the queue shallow: Azurite slows down as it grows.
-        if ids.len() < n && World::length(&q).await < 100 {
-            ids.extend(send_many(&q, chunks.next().unwrap()).await);
-        }
-        // Counting lines is cheap enough to do every poll; the records are
-        // parsed once all could be there.
-        let handled: usize = daemons
-            .iter()
-            .map(|d| d.count_logged("\"Custom Vision event\""))
-            .sum();
-        let done = ids.len() == n
-            && handled >= n
-            && seen(&daemons)
-                .into_iter()
-                .collect::<HashSet<_>>()
-                .is_superset(&ids.iter().cloned().collect());
-        (ids.len() + handled, done)
-    })
-    .await;
-    if let Err(e) = all_handled {
-        let tails: Vec<String> = daemons.iter().map(Daemon::tail).collect();
-        panic!(
-            "not all handled: {e}; sent {} of {n}\n{}",
-            ids.len(),
-            tails.join("\n")
-        );
-    }
+    flow_through(&q, n, 250, &daemons).await;
     for d in &mut daemons {
         d.stop_ok().await;
     }
-    let all = seen(&daemons);
+    let handled = handled_ids(&daemons);
     let per_daemon: Vec<usize> = daemons
         .iter()
         .map(|d| d.records_of("Custom Vision event").len())
         .collect();
-    let unique: HashSet<&String> = all.iter().collect();
-    assert_eq!(all.len(), unique.len(), "duplicates across consumers");
+    let twice: Vec<(&String, &usize)> = handled.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "duplicates across consumers: {twice:?}");
     assert_eq!(World::length(&q).await, 0, "messages left in the queue");
     println!(
         "competing consumers: sent {n}, handled {} (per daemon {per_daemon:?}), duplicated 0, poisoned 0, lost 0",
-        unique.len()
+        handled.len()
     );
 }
 
@@ -698,11 +647,7 @@ async fn hostile_messages_end_where_they_should() {
     }
     // A signed webhook too, so that its secret is configured while every
     // hostile case goes through.
-    let receiver = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(wiremock::ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver(200).await;
     let webhook_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let handlers = format!(
         "{}[[handlers]]\ntype = \"download\"\ndir = \"{}\"\nallowed_hosts = [\"127.0.0.1:{closed}\"]\n[[handlers]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nsecret = \"{webhook_secret}\"\n",
@@ -715,23 +660,16 @@ async fn hostile_messages_end_where_they_should() {
         .handler(&handlers)
         .write("c.toml");
     let before: Vec<String> = dir_tree(w.dir.path());
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let mut d = w.daemon(&cfg).start();
     let expected_poison = sent.iter().filter(|s| s.3.is_none()).count();
     let poison = w.poison_queue();
-    let done = eventually(Duration::from_secs(90), async || {
+    d.wait_for("all cases settled", async || {
         World::length(&q).await == 0
             && poison.peek(32).await.map(|m| m.len()).unwrap_or(0) == expected_poison
     })
     .await;
-    assert!(d.child.try_wait().unwrap().is_none(), "the daemon stopped");
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(Duration::from_secs(30))
-            .await
-            .unwrap()
-            .success()
-    );
-    assert!(done, "not all cases settled\n{}", d.logs());
+    d.assert_running("after the hostile cases");
+    d.stop_ok().await;
 
     let poisoned: Vec<String> = poison
         .peek(32)
@@ -741,9 +679,8 @@ async fn hostile_messages_end_where_they_should() {
         .map(|m| m.body)
         .collect();
     let reasons: BTreeMap<String, String> = d
-        .records()
+        .records_of("Moved the message to the poison queue")
         .into_iter()
-        .filter(|r| r["message"] == "Moved the message to the poison queue")
         .map(|r| {
             (
                 r["spans"][0]["message_id"].as_str().unwrap().to_owned(),
@@ -758,11 +695,7 @@ async fn hostile_messages_end_where_they_should() {
                 assert!(
                     reasons.get(id).is_some_and(|r| !r.is_empty()),
                     "{name}: no reason logged for {id}:\n{}",
-                    d.logs()
-                        .lines()
-                        .filter(|l| l.contains(id.as_str()))
-                        .collect::<Vec<_>>()
-                        .join("\n")
+                    d.log_lines_with(id).join("\n")
                 );
             }
             Some(status) => {
@@ -778,14 +711,13 @@ async fn hostile_messages_end_where_they_should() {
         }
     }
     assert!(!canary.exists(), "a payload ran a command");
-    assert_no_secrets(
-        &d.logs(),
-        &[
-            SAS_SIG,
-            DEV_KEY,
-            webhook_secret.trim_start_matches("whsec_"),
-        ],
-    );
+    for secret in [
+        SAS_SIG,
+        DEV_KEY,
+        webhook_secret.trim_start_matches("whsec_"),
+    ] {
+        d.assert_not_logged(secret);
+    }
     let posted = receiver.received_requests().await.unwrap().len();
     assert!(
         posted >= sent.iter().filter(|s| s.3.is_some()).count(),
@@ -881,7 +813,11 @@ async fn check_output_carries_no_secrets() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_no_secrets(&all, &[DEV_KEY, &sig]);
-        assert!(t.elapsed() < Duration::from_secs(60));
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{name}: check took {:?}",
+            t.elapsed()
+        );
         if name == "bad-sas" {
             assert!(!out.status.success(), "{all}");
         } else {

@@ -972,6 +972,15 @@ impl Daemon {
             .collect()
     }
 
+    /// The lines of its logs that contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// How often `needle` occurs in its logs.
     pub fn count_logged(&self, needle: &str) -> usize {
         self.logs().matches(needle).count()
