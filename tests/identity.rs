@@ -6,12 +6,9 @@ mod common;
 
 use common::*;
 use common::{tls, tokens};
-use nix::sys::signal::Signal;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// Azurite over HTTPS with `--oauth basic`, its CA written to `ca.pem`.
 struct Bed {
@@ -115,15 +112,15 @@ async fn flow(bed: &Bed, d: &Daemon, out: &Path, run: Duration) -> usize {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let ok = eventually(LIMIT, async || {
+    d.wait_for("all handled", async || {
         lines(out)
             .into_iter()
             .collect::<HashSet<_>>()
             .is_superset(&ids)
     })
     .await;
-    assert!(ok, "not all handled\n{}", d.logs());
-    assert!(eventually(LIMIT, async || World::length(&q).await == 0).await);
+    d.wait_for("an empty queue", async || World::length(&q).await == 0)
+        .await;
     ids.len()
 }
 
@@ -143,12 +140,7 @@ async fn managed_identity_over_https_with_token_refresh_and_client_id() {
     // More than two token lifetimes of traffic.
     let run = lifetime * 2 + Duration::from_secs(3);
     let handled = flow(&bed, &d, &out, run).await;
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    d.stop_ok().await;
     let reqs = tokens.snapshot();
     assert!(
         reqs.iter()
@@ -158,11 +150,7 @@ async fn managed_identity_over_https_with_token_refresh_and_client_id() {
     // Refreshed (Azurite rejects expired tokens), but not per storage call:
     // about one token per half-life, while receive calls run every 300 ms.
     // Every token the daemon fetched is one the service counted.
-    let fetched = d
-        .records()
-        .iter()
-        .filter(|r| r["message"] == "Got a new token")
-        .count();
+    let fetched = d.records_of("Got a new token").len();
     assert!(reqs.len() >= 3, "{} token requests in {run:?}", reqs.len());
     assert!(reqs.len() <= 12, "{} token requests in {run:?}", reqs.len());
     assert_eq!(
@@ -210,8 +198,7 @@ async fn workload_identity_with_a_rotated_token_file() {
     std::fs::write(&token_file, "assertion-two").unwrap();
     let rotated_at = std::time::SystemTime::now();
     let second = flow(&bed, &d, &out, Duration::from_secs(6)).await;
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
+    d.stop_ok().await;
     let reqs = tokens.snapshot();
     assert!(
         reqs.iter()
@@ -220,7 +207,8 @@ async fn workload_identity_with_a_rotated_token_file() {
     );
     assert!(
         reqs.iter()
-            .all(|r| r.client_id.as_deref() == Some(client_id))
+            .all(|r| r.client_id.as_deref() == Some(client_id)),
+        "{reqs:?}"
     );
     let after: Vec<&tokens::TokenRequest> = reqs.iter().filter(|r| r.at > rotated_at).collect();
     assert!(!after.is_empty(), "no token request after the rotation");
@@ -232,7 +220,8 @@ async fn workload_identity_with_a_rotated_token_file() {
     );
     assert!(
         reqs.iter()
-            .any(|r| r.assertion.as_deref() == Some("assertion-one"))
+            .any(|r| r.assertion.as_deref() == Some("assertion-one")),
+        "no request with the first assertion: {reqs:?}"
     );
     println!(
         "workload identity: {} messages, {} token requests, {} after rotation",
@@ -260,20 +249,18 @@ async fn without_tls_ca_file_the_errors_say_the_certificate_is_untrusted() {
         "",
     );
     let authority = format!("https://127.0.0.1:{}", tokens.port);
-    let out = cli()
+    cli()
         .config(&cfg)
         .args(["run", "--once"])
         .env("AZURE_AUTHORITY_HOST", &authority)
         .env("AZURE_TENANT_ID", tokens::TENANT)
         .env("AZURE_CLIENT_ID", "0a1b2c3d-0000-4000-8000-000000000001")
         .env("AZURE_FEDERATED_TOKEN_FILE", &token_file)
-        .assert_exit(69);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("certificate") && err.contains("tls.ca_file"),
-        "{err}"
-    );
-    assert_eq!(tokens.count(), 0);
+        .run()
+        .assert_code(69)
+        .assert_stderr_shows("certificate")
+        .assert_stderr_shows("tls.ca_file");
+    assert_eq!(tokens.count(), 0, "tokens served over untrusted TLS");
 
     // Managed identity over plain HTTP gets its token; storage is untrusted.
     let mi = tokens::TokenService::start(Duration::from_secs(60), None).await;
@@ -284,12 +271,13 @@ async fn without_tls_ca_file_the_errors_say_the_certificate_is_untrusted() {
         .arg("check")
         .env("IDENTITY_ENDPOINT", &endpoint)
         .env("IDENTITY_HEADER", tokens::IDENTITY_HEADER)
-        .assert_exit(1);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let queue_line = text.lines().find(|l| l.contains("queue")).unwrap();
-    assert!(
-        queue_line.starts_with("FAIL") && queue_line.contains("tls.ca_file"),
-        "{text}"
+        .run();
+    out.assert_code(1).assert(
+        out.lines()
+            .iter()
+            .find(|l| l.contains("queue"))
+            .is_some_and(|l| l.starts_with("FAIL") && l.contains("tls.ca_file")),
+        "the queue line: FAIL naming tls.ca_file",
     );
 
     // The same check with tls.ca_file passes every line.
@@ -332,22 +320,20 @@ async fn token_service_down_while_running_is_survived() {
         .unwrap()
         .id;
     tokio::time::sleep(lifetime + Duration::from_secs(3)).await;
-    assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
-    let logs = d.logs();
-    assert!(
-        logs.contains("Refreshing the token failed") || logs.contains("authentication failed"),
-        "no warning while the token service is down\n{logs}"
+    d.assert_running("while the token service is down");
+    d.assert(
+        d.logs().contains("Refreshing the token failed")
+            || d.logs().contains("authentication failed"),
+        "no warning while the token service is down",
     );
     tokens
         .down
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    assert!(
-        eventually(LIMIT, async || lines(&out).contains(&during)).await,
-        "{}",
-        d.logs()
-    );
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
+    d.wait_for("the message sent during the outage handled", async || {
+        lines(&out).contains(&during)
+    })
+    .await;
+    d.stop_ok().await;
     let errors: Vec<String> = d
         .records()
         .iter()
@@ -363,26 +349,17 @@ async fn token_service_down_while_running_is_survived() {
 async fn receive_denied_is_an_error_naming_the_role() {
     let w = World::new().await;
     w.send_all(&[training("TrainingCompleted")]).await;
-    let cfg = w.write_config(
-        "c.toml",
-        &format!(
-            "[queue]\nname = \"{}\"\nendpoint = \"{}\"\n[auth]\nmode = \"sas\"\nsas_token = \"{}\"\n[log]\nformat = \"json\"\n",
-            w.queue,
-            w.azurite.queue_endpoint(),
-            account_sas("ra")
-        ),
-    );
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let cfg = w.write_config("c.toml", &w.sas_config("ra"));
+    let mut d = w.daemon(&cfg).start();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
+    d.assert_running("with receive denied");
+    d.stop_ok().await;
     let errors: Vec<serde_json::Value> = d
         .records()
         .into_iter()
         .filter(|r| r["level"] == "ERROR")
         .collect();
-    assert!(!errors.is_empty(), "{}", d.logs());
+    d.assert(!errors.is_empty(), "no ERROR record");
     let e = errors[0]["error"].as_str().unwrap();
     assert!(
         e.contains("receive messages") && e.contains("Storage Queue Data Message Processor"),
@@ -391,12 +368,13 @@ async fn receive_denied_is_an_error_naming_the_role() {
     // 1, 2, 4 s back-off: a handful in 8 s, not one per poll.
     assert!(errors.len() <= 5, "{} errors in 8 s", errors.len());
 
-    let out = cli().config(&cfg).arg("check").assert_exit(1);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let receive = text.lines().find(|l| l.contains("receive")).unwrap();
-    assert!(
-        receive.starts_with("FAIL") && receive.contains("Message Processor"),
-        "{text}"
+    let out = cli().config(&cfg).arg("check").run();
+    out.assert_code(1).assert(
+        out.lines()
+            .iter()
+            .find(|l| l.contains("receive"))
+            .is_some_and(|l| l.starts_with("FAIL") && l.contains("Message Processor")),
+        "the receive line: FAIL naming the Message Processor role",
     );
 }
 
@@ -407,32 +385,31 @@ async fn receive_denied_is_an_error_naming_the_role() {
 async fn update_denied_warns_once_and_keeps_working() {
     let w = World::new().await;
     w.poison_queue().create_if_missing().await.unwrap();
-    let calls = w.path("calls.txt");
-    let script = w.path("h.sh");
     // Fails on the first delivery, succeeds on the second.
-    std::fs::write(&script, format!("#!/bin/sh\necho \"$CVNOTIFY_DEQUEUE_COUNT\" >> {}\n[ \"$CVNOTIFY_DEQUEUE_COUNT\" -ge 2 ]\n", calls.display())).unwrap();
-    let ok_id = w.send_all(&[training("TrainingCompleted")]).await.remove(0);
-    let _ = ok_id;
+    let script = hook(
+        &w,
+        "h.sh",
+        "echo \"$CVNOTIFY_DEQUEUE_COUNT\" >> \"$DIR/calls.txt\"\n[ \"$CVNOTIFY_DEQUEUE_COUNT\" -ge 2 ]",
+    );
+    w.send_all(&[training("TrainingCompleted")]).await;
     let cfg = w.write_config(
         "c.toml",
         &format!(
-            "[queue]\nname = \"{}\"\nendpoint = \"{}\"\nvisibility_timeout = \"3s\"\nmax_poll_interval = \"300ms\"\n[auth]\nmode = \"sas\"\nsas_token = \"{}\"\n[log]\nformat = \"json\"\n[[handlers]]\ntype = \"shell\"\ncommand = [\"/bin/sh\", \"{}\"]\n",
+            "[queue]\nname = \"{}\"\nendpoint = \"{}\"\nvisibility_timeout = \"3s\"\nmax_poll_interval = \"300ms\"\n[auth]\nmode = \"sas\"\nsas_token = \"{}\"\n[log]\nformat = \"json\"\n{}",
             w.queue,
             w.azurite.queue_endpoint(),
             account_sas("rpa"),
-            script.display()
+            shell_handler(&script, "")
         ),
     );
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
-    let q = w.main_queue();
-    assert!(
-        eventually(LIMIT, async || World::length(&q).await == 0).await,
-        "{}",
-        d.logs()
+    let mut d = w.daemon(&cfg).start();
+    w.wait_drained(&d).await;
+    d.stop_ok().await;
+    assert_eq!(
+        lines(&w.path("calls.txt")),
+        vec!["1", "2"],
+        "the deliveries the hook saw"
     );
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait_timeout(LIMIT).await.unwrap().success());
-    assert_eq!(lines(&calls), vec!["1", "2"]);
     let warns: Vec<serde_json::Value> = d
         .records()
         .into_iter()
@@ -442,27 +419,26 @@ async fn update_denied_warns_once_and_keeps_working() {
                 .is_some_and(|m| m.starts_with("Update Message is denied"))
         })
         .collect();
-    assert_eq!(warns.len(), 1, "{}", d.logs());
-    assert_eq!(warns[0]["level"], "WARN");
+    d.assert_eq(warns.len(), 1, "\"Update Message is denied\" records");
+    assert_eq!(warns[0]["level"], "WARN", "{}", warns[0]);
     assert!(
         warns[0]["message"]
             .as_str()
             .unwrap()
-            .contains("Storage Queue Data Contributor")
+            .contains("Storage Queue Data Contributor"),
+        "{}",
+        warns[0]
     );
 
-    let out = cli().config(&cfg).arg("check").output();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let update = text.lines().find(|l| l.contains("update")).unwrap();
-    assert!(
-        update.starts_with("FAIL") && update.contains("Storage Queue Data Contributor"),
-        "{text}"
-    );
-    assert!(
-        text.lines()
-            .find(|l| l.contains("receive"))
-            .unwrap()
-            .starts_with("ok"),
-        "{text}"
+    let out = cli().config(&cfg).arg("check").run();
+    let line = |step: &str| out.lines().into_iter().find(|l| l.contains(step));
+    out.assert(
+        line("update")
+            .is_some_and(|l| l.starts_with("FAIL") && l.contains("Storage Queue Data Contributor")),
+        "the update line: FAIL naming the Contributor role",
+    )
+    .assert(
+        line("receive").is_some_and(|l| l.starts_with("ok")),
+        "the receive line: ok",
     );
 }

@@ -7,7 +7,6 @@ use base64::Engine as _;
 use common::tls;
 use common::*;
 use hmac::Mac;
-use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -38,6 +37,20 @@ async fn answering(template: ResponseTemplate) -> MockServer {
         .mount(&server)
         .await;
     server
+}
+
+/// What a handler with `extra` keys makes of a receiver that answers
+/// every POST with `template`: its error, and how many requests it sent.
+async fn against(template: ResponseTemplate, extra: &str) -> (String, usize) {
+    let server = answering(template).await;
+    let e = handler(&server.uri(), extra)
+        .handle(&delivery("m"))
+        .await
+        .unwrap_err();
+    (
+        e.to_string(),
+        server.received_requests().await.unwrap().len(),
+    )
 }
 
 /// What a receiver does: recompute the signature from the secret.
@@ -73,9 +86,10 @@ async fn the_receiver_verifies_the_signature_and_gets_the_documented_payload() {
     let reqs = server.received_requests().await.unwrap();
     let req = &reqs[0];
     assert!(verify(req), "signature does not verify");
-    assert_eq!(req.headers.get("webhook-id").unwrap(), "msg-1");
-    assert_eq!(req.headers.get("x-team").unwrap(), "vision");
-    assert_eq!(req.headers.get("content-type").unwrap(), "application/json");
+    let header = |name: &str| req.headers.get(name).unwrap().to_str().unwrap();
+    assert_eq!(header("webhook-id"), "msg-1", "webhook-id");
+    assert_eq!(header("x-team"), "vision", "x-team");
+    assert_eq!(header("content-type"), "application/json", "content-type");
     let ts: i64 = req
         .headers
         .get("webhook-timestamp")
@@ -84,7 +98,8 @@ async fn the_receiver_verifies_the_signature_and_gets_the_documented_payload() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((time::OffsetDateTime::now_utc().unix_timestamp() - ts).abs() < 60);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!((now - ts).abs() < 60, "webhook-timestamp {ts}, now {now}");
     let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
     for key in [
         "type",
@@ -99,9 +114,12 @@ async fn the_receiver_verifies_the_signature_and_gets_the_documented_payload() {
     ] {
         assert!(body.get(key).is_some(), "payload lacks {key}: {body}");
     }
-    assert_eq!(body["type"], "Export");
-    assert_eq!(body["dequeue_count"], 2);
-    assert_eq!(body["raw"]["Content"]["exportStatus"], "ExportCompleted");
+    assert_eq!(body["type"], "Export", "{body}");
+    assert_eq!(body["dequeue_count"], 2, "{body}");
+    assert_eq!(
+        body["raw"]["Content"]["exportStatus"], "ExportCompleted",
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -121,10 +139,11 @@ async fn two_server_errors_then_success_is_one_delivery_with_one_webhook_id() {
     let h = handler(&server.uri(), "");
     h.handle(&delivery("msg-2")).await.unwrap();
     let reqs = server.received_requests().await.unwrap();
-    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs.len(), 3, "requests for two 500s and a 200");
     assert!(
         reqs.iter()
-            .all(|r| r.headers.get("webhook-id").unwrap() == "msg-2")
+            .all(|r| r.headers.get("webhook-id").unwrap() == "msg-2"),
+        "a retry changed the webhook-id"
     );
     assert!(reqs.iter().all(verify), "every attempt is signed");
 }
@@ -132,48 +151,32 @@ async fn two_server_errors_then_success_is_one_delivery_with_one_webhook_id() {
 #[tokio::test]
 async fn gone_and_bad_request_fail_without_retrying() {
     for status in [410u16, 400, 401, 404] {
-        let server = answering(ResponseTemplate::new(status)).await;
-        let e = handler(&server.uri(), "")
-            .handle(&delivery("m"))
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains(&status.to_string()), "{e}");
-        assert!(e.to_string().contains("not retried"), "{e}");
-        assert_eq!(
-            server.received_requests().await.unwrap().len(),
-            1,
-            "{status} was retried"
-        );
+        let (e, requests) = against(ResponseTemplate::new(status), "").await;
+        assert!(e.contains(&status.to_string()), "{e}");
+        assert!(e.contains("not retried"), "{e}");
+        assert_eq!(requests, 1, "{status} was retried");
     }
 }
 
 #[tokio::test]
 async fn throttling_and_timeouts_are_retried_up_to_max_attempts() {
     for status in [408u16, 429, 502, 503] {
-        let server = answering(ResponseTemplate::new(status)).await;
-        let e = handler(&server.uri(), "max_attempts = 3")
-            .handle(&delivery("m"))
-            .await
-            .unwrap_err();
-        assert!(e.to_string().contains("gave up after 3 attempts"), "{e}");
-        assert_eq!(
-            server.received_requests().await.unwrap().len(),
-            3,
-            "{status}"
-        );
+        let (e, requests) = against(ResponseTemplate::new(status), "max_attempts = 3").await;
+        assert!(e.contains("gave up after 3 attempts"), "{e}");
+        assert_eq!(requests, 3, "{status}");
     }
 }
 
 #[tokio::test]
 async fn a_hanging_receiver_times_out_and_is_retried() {
-    let server = answering(ResponseTemplate::new(200).set_delay(Duration::from_secs(5))).await;
     let started = Instant::now();
-    let e = handler(&server.uri(), "timeout = \"300ms\"\nmax_attempts = 2")
-        .handle(&delivery("m"))
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("no answer from"), "{e}");
-    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    let (e, requests) = against(
+        ResponseTemplate::new(200).set_delay(Duration::from_secs(5)),
+        "timeout = \"300ms\"\nmax_attempts = 2",
+    )
+    .await;
+    assert!(e.contains("no answer from"), "{e}");
+    assert_eq!(requests, 2, "attempts");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "the timeout was not applied"
@@ -205,18 +208,22 @@ async fn retry_after_is_honoured() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "attempts"
+    );
 }
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_cap_leaves_the_retry_to_the_queue() {
-    let server = answering(ResponseTemplate::new(429).insert_header("Retry-After", "3600")).await;
-    let e = handler(&server.uri(), "")
-        .handle(&delivery("m"))
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("exceeds retry_max_delay"), "{e}");
-    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    let (e, requests) = against(
+        ResponseTemplate::new(429).insert_header("Retry-After", "3600"),
+        "",
+    )
+    .await;
+    assert!(e.contains("exceeds retry_max_delay"), "{e}");
+    assert_eq!(requests, 1, "attempts");
 }
 
 #[tokio::test]
@@ -274,41 +281,18 @@ async fn queue_redeliveries_keep_the_webhook_id_and_end_in_the_poison_queue() {
         .queue("max_dequeue_count = 2")
         .handler(&handlers)
         .write("c.toml");
-    let mut d = Daemon::start_with_env(
-        &cfg,
-        &["run"],
-        w.dir.path(),
-        "d",
-        &[("HOOK_SECRET", SECRET)],
-    );
-    let poison = w.poison_queue();
-    assert!(
-        eventually(Duration::from_secs(60), async || !World::peek_all(&poison)
-            .await
-            .is_empty())
-        .await,
-        "{}",
-        d.logs()
-    );
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(Duration::from_secs(30))
-            .await
-            .unwrap()
-            .success()
-    );
+    let mut d = w.daemon(&cfg).envs(&[("HOOK_SECRET", SECRET)]).start();
+    w.wait_poisoned(&d, 1).await;
+    d.stop_ok().await;
     let reqs = server.received_requests().await.unwrap();
     assert_eq!(reqs.len(), 4, "2 deliveries x 2 attempts");
     assert!(
         reqs.iter()
-            .all(|r| r.headers.get("webhook-id").unwrap().to_str().unwrap() == id)
+            .all(|r| r.headers.get("webhook-id").unwrap().to_str().unwrap() == id),
+        "a redelivery changed the webhook-id"
     );
-    assert!(reqs.iter().all(verify));
-    let logs = d.logs();
-    assert!(
-        !logs.contains(SECRET.trim_start_matches("whsec_")),
-        "secret in logs"
-    );
+    assert!(reqs.iter().all(verify), "every attempt is signed");
+    d.assert_not_logged(SECRET.trim_start_matches("whsec_"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,28 +303,22 @@ async fn the_daemon_delivers_through_http_proxy() {
     w.send_all(&[training("TrainingCompleted")]).await;
     let handlers = "[[handlers]]\ntype = \"webhook\"\nurl = \"http://receiver.invalid/hook\"\n";
     let cfg = w.config().handler(handlers).write("c.toml");
-    let mut d = Daemon::start_with_env(
-        &cfg,
-        &["run", "--once"],
-        w.dir.path(),
-        "d",
-        &[
+    let d = w
+        .daemon(&cfg)
+        .envs(&[
             ("HTTP_PROXY", &proxy.uri()),
             ("NO_PROXY", "127.0.0.1,localhost"),
-        ],
-    );
-    assert!(
-        d.wait_timeout(Duration::from_secs(60))
-            .await
-            .unwrap()
-            .success(),
-        "{}",
-        d.logs()
-    );
+        ])
+        .run_once()
+        .await;
     let reqs = proxy.received_requests().await.unwrap();
-    assert_eq!(reqs.len(), 1, "{}", d.logs());
-    assert_eq!(reqs[0].url.host_str(), Some("receiver.invalid"));
-    assert_eq!(World::length(&w.main_queue()).await, 0);
+    d.assert_eq(reqs.len(), 1, "requests through the proxy");
+    assert_eq!(
+        reqs[0].url.host_str(),
+        Some("receiver.invalid"),
+        "the host the proxy was asked for"
+    );
+    assert_eq!(w.queued().await, 0, "messages left in the queue");
 }
 
 #[tokio::test]
@@ -356,7 +334,11 @@ async fn a_private_ca_is_trusted_only_through_ca_file() {
     let text = e.to_string();
     assert!(text.contains("certificate"), "{text}");
     assert!(text.contains("ca_file"), "no hint: {text}");
-    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "answered an untrusting client"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
@@ -365,7 +347,11 @@ async fn a_private_ca_is_trusted_only_through_ca_file() {
         .handle(&delivery("m"))
         .await
         .unwrap();
-    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "deliveries with ca_file"
+    );
 }
 
 #[tokio::test]
@@ -390,5 +376,9 @@ async fn the_global_tls_ca_file_applies_to_webhooks() {
         .handle(&delivery("m"))
         .await
         .unwrap();
-    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "deliveries with the global tls.ca_file"
+    );
 }
