@@ -11,12 +11,7 @@ mod common;
 
 use common::flood::{Answer, Flood};
 use common::*;
-use nix::sys::signal::Signal;
-use std::path::Path;
-use std::time::Duration;
 use uuid::Uuid;
-
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// How far above idle the peak may go for a client whose cap is at most
 /// 4 MiB; a client reading the flood whole takes 256 MiB or more per
@@ -31,25 +26,19 @@ const QUEUE_MARGIN_KIB: u64 = 64 * 1024;
 /// answer), takes its idle memory, and lets the flood go. Returns the idle
 /// `VmRSS` in KiB.
 async fn idle_then_open(d: &Daemon, peer: &Flood) -> u64 {
-    assert!(
-        eventually(LIMIT, async || peer.requests() >= 1).await,
-        "the daemon never asked the peer\n{}",
-        d.logs()
-    );
-    let idle = status_kib(d.child.id(), "VmRSS");
+    d.wait_for("the daemon to ask the peer", async || peer.requests() >= 1)
+        .await;
+    let idle = status_kib(d.pid(), "VmRSS");
     peer.open();
     idle
 }
 
 /// Waits until `peer` finished `n` answers.
 async fn answers(d: &Daemon, peer: &Flood, n: u64) {
-    assert!(
-        eventually(LIMIT, async || peer.finished() >= n).await,
-        "{} answers finished, {} MiB sent\n{}",
-        peer.finished(),
-        peer.sent() >> 20,
-        d.logs()
-    );
+    d.wait_for_progress(&format!("{n} answers finished"), WAIT, async || {
+        (peer.finished() as usize, peer.finished() >= n)
+    })
+    .await;
 }
 
 /// The peak memory of `d` stays within `margin` KiB of `idle`, and its
@@ -62,7 +51,7 @@ async fn assert_bounded(
     what: &str,
     needle: &str,
 ) {
-    let peak = status_kib(d.child.id(), "VmHWM");
+    let peak = status_kib(d.pid(), "VmHWM");
     eprintln!(
         "{what}: idle RSS {} MiB, peak {} MiB, {} answers, {} MiB sent by the peer",
         idle >> 10,
@@ -70,19 +59,15 @@ async fn assert_bounded(
         peer.finished(),
         peer.sent() >> 20
     );
-    assert!(
+    d.assert(
         peak <= idle + margin,
-        "{what}: peak RSS {peak} KiB is more than {} MiB above idle {idle} KiB\n{}",
-        margin >> 10,
-        d.logs()
+        format!(
+            "{what}: peak RSS {peak} KiB is more than {} MiB above idle {idle} KiB",
+            margin >> 10
+        ),
     );
-    assert!(
-        eventually(LIMIT, async || d.logs().contains(needle)).await,
-        "{what}: no `{needle}` in\n{}",
-        d.logs()
-    );
-    d.signal(Signal::SIGTERM);
-    d.wait_timeout(LIMIT).await;
+    d.wait_logged(needle).await;
+    d.stop().await;
 }
 
 /// The whole measurement: `d`'s idle memory while it waits for `peer`,
@@ -99,20 +84,26 @@ async fn measure(d: Daemon, peer: &Flood, margin: u64, what: &str, needle: &str)
 async fn daemon_with(w: &World, tables: &str, bodies: &[String]) -> Daemon {
     let cfg = w.config().log_level("info").extra(tables).write("c.toml");
     w.send_all(bodies).await;
-    Daemon::start(&cfg, &["run"], w.dir.path(), "d")
+    w.daemon(&cfg).start()
 }
 
-/// A config without Azurite: queue `endpoint`, `auth` keys, JSON logs.
-fn config(dir: &Path, endpoint: &str, auth: &str) -> std::path::PathBuf {
-    let p = dir.join("c.toml");
-    std::fs::write(
-        &p,
-        format!(
+/// `cvnotify run` without Azurite, on queue `endpoint` with `auth` keys,
+/// JSON logs, and `env`; its directory goes with it.
+fn daemon_without_storage(
+    endpoint: &str,
+    auth: &str,
+    env: &[(&str, &str)],
+) -> (Daemon, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(
+        dir.path(),
+        "c.toml",
+        &format!(
             "[queue]\nname = \"q-flood\"\nendpoint = \"{endpoint}\"\nmin_poll_interval = \"50ms\"\nmax_poll_interval = \"500ms\"\n[auth]\n{auth}\n[log]\nformat = \"json\"\nlevel = \"info\"\n"
         ),
-    )
-    .unwrap();
-    p
+    );
+    let d = Daemon::start_with_env(&cfg, &["run"], dir.path(), "d", env);
+    (d, dir)
 }
 
 /// Finding 1: the OTLP exporter read a whole answer before cutting it to
@@ -136,7 +127,7 @@ async fn finding_1_a_collector_answering_2_gib_costs_bounded_memory_and_messages
             collector.url()
         ))
         .write("c.toml");
-    let d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let d = w.daemon(&cfg).start();
     // The first message's spans make the first export, which waits for
     // its answer.
     w.send_all(&[training("TrainingCompleted")]).await;
@@ -145,15 +136,12 @@ async fn finding_1_a_collector_answering_2_gib_costs_bounded_memory_and_messages
         let bodies: Vec<String> = (0..5).map(|_| training("TrainingCompleted")).collect();
         w.send_all(&bodies).await;
         let want = 1 + 5 * wave as usize;
-        assert!(
-            eventually(LIMIT, async || lines(&handled).len() >= want
-                && collector.finished() >= wave)
-            .await,
-            "wave {wave}: {} of {want} handled, {} exports answered\n{}",
-            lines(&handled).len(),
-            collector.finished(),
-            d.logs()
-        );
+        let what = format!("wave {wave}: {want} handled and {wave} exports answered");
+        d.wait_for_progress(&what, WAIT, async || {
+            let (n, answered) = (lines(&handled).len(), collector.finished());
+            (n + answered as usize, n >= want && answered >= wave)
+        })
+        .await;
     }
     assert_bounded(
         d,
@@ -173,13 +161,11 @@ async fn finding_1_a_collector_answering_2_gib_costs_bounded_memory_and_messages
 async fn a_queue_endpoint_answering_2_gib_costs_bounded_memory() {
     let storage =
         Flood::start(Answer::declaring_2_gib(200).header("content-type", "application/xml")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
+    let (d, _dir) = daemon_without_storage(
         &format!("{}/devstoreaccount1", storage.url()),
         "mode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"",
+        &[],
     );
-    let d = Daemon::start(&cfg, &["run"], dir.path(), "d");
     measure(
         d,
         &storage,
@@ -196,19 +182,11 @@ async fn a_queue_endpoint_answering_2_gib_costs_bounded_memory() {
 async fn a_token_endpoint_answering_2_gib_costs_bounded_memory() {
     let identity =
         Flood::start(Answer::declaring_2_gib(200).header("content-type", "application/json")).await;
-    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("{}/msi/token", identity.url());
     // The queue is never reached: no token ever comes.
-    let cfg = config(
-        dir.path(),
+    let (d, _dir) = daemon_without_storage(
         "https://127.0.0.1:9/devstoreaccount1",
         "mode = \"managed_identity\"",
-    );
-    let endpoint = format!("{}/msi/token", identity.url());
-    let d = Daemon::start_with_env(
-        &cfg,
-        &["run"],
-        dir.path(),
-        "d",
         &[
             ("IDENTITY_ENDPOINT", endpoint.as_str()),
             ("IDENTITY_HEADER", "test-identity-header"),

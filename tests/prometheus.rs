@@ -92,31 +92,28 @@ impl Prometheus {
         (body["status"] == "success").then(|| body["data"].clone())
     }
 
+    /// The array `key` of the `data` an API answer holds (empty while the
+    /// server is not up).
+    async fn list(&self, path: &str, key: &str) -> Vec<Value> {
+        let data = self.api(path).await;
+        data.and_then(|d| d[key].as_array().cloned())
+            .unwrap_or_default()
+    }
+
     /// The alerting rules Prometheus loaded (`/api/v1/rules`).
     async fn rules(&self) -> Vec<Value> {
-        let Some(data) = self.api("/api/v1/rules?type=alert").await else {
-            return Vec::new();
-        };
-        data["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let groups = self.list("/api/v1/rules?type=alert", "groups").await;
+        groups
+            .iter()
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect()
     }
 
     /// Active (pending or firing) alerts named `name`.
     async fn alerts(&self, name: &str) -> Vec<Value> {
-        let Some(data) = self.api("/api/v1/alerts").await else {
-            return Vec::new();
-        };
-        data["alerts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|a| a["labels"]["alertname"] == name)
-            .cloned()
-            .collect()
+        let mut alerts = self.list("/api/v1/alerts", "alerts").await;
+        alerts.retain(|a| a["labels"]["alertname"] == name);
+        alerts
     }
 
     /// The value of the one series `query` selects, as Prometheus has it.
@@ -162,63 +159,52 @@ async fn prometheus_fires_the_poison_alert_after_a_poisoned_message() {
         .extra(format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"))
         .handler(shell_handler(&script, "name = \"fail\""))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let mut d = w.daemon(&cfg).start();
     let ready = format!("http://127.0.0.1:{port}/readyz");
-    assert!(
-        eventually(LIMIT, async || reqwest::get(&ready)
-            .await
-            .is_ok_and(|r| r.status() == 200))
-        .await,
-        "{}",
-        d.logs()
-    );
+    d.wait_for("/readyz to answer 200", async || {
+        reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
 
     let mut p = Prometheus::start(w.dir.path(), &format!("127.0.0.1:{port}"));
     // Before any poisoning: the poison queue's length was scraped (0), and
     // every rule of alerts.yaml loaded and evaluates without error; the
     // poison alert is inactive.
     let poison_length = r#"cvnotify_queue_length{job="cvnotify", role="poison"}"#;
-    assert!(
-        eventually(LIMIT, async || {
-            let rules = p.rules().await;
-            p.value(poison_length).await.as_deref() == Some("0")
-                && rules.len() == 4
-                && rules.iter().all(|r| r["health"] == "ok")
-                && rules
-                    .iter()
-                    .any(|r| r["name"] == "CvnotifyPoisonQueueNotEmpty" && r["state"] == "inactive")
-        })
-        .await,
-        "rules: {:#}\n{}\n{}",
-        Value::Array(p.rules().await),
-        p.logs(),
-        d.logs()
-    );
-    assert!(p.alerts("CvnotifyPoisonQueueNotEmpty").await.is_empty());
+    let loaded = eventually(LIMIT, async || {
+        let rules = p.rules().await;
+        p.value(poison_length).await.as_deref() == Some("0")
+            && rules.len() == 4
+            && rules.iter().all(|r| r["health"] == "ok")
+            && rules
+                .iter()
+                .any(|r| r["name"] == "CvnotifyPoisonQueueNotEmpty" && r["state"] == "inactive")
+    })
+    .await;
+    if !loaded {
+        let rules = Value::Array(p.rules().await);
+        fail_with(&format!("rules: {rules:#}\n{}", p.logs()), &[&d]);
+    }
+    let pending = p.alerts("CvnotifyPoisonQueueNotEmpty").await;
+    assert!(pending.is_empty(), "{pending:?}");
 
     // One message; its only handler fails, and max_dequeue_count = 1.
     w.send_all(&[training("TrainingCompleted")]).await;
-    let poison = w.poison_queue();
-    assert!(
-        eventually(LIMIT, async || World::peek_all(&poison).await.len() == 1).await,
-        "{}",
-        d.logs()
-    );
+    w.wait_poisoned(&d, 1).await;
     let poisoned = Instant::now();
 
     // The daemon reads queue lengths at most every 30 s, so this takes up
     // to 30 s plus a scrape and an evaluation.
     let mut firing = Vec::new();
-    assert!(
-        eventually(LIMIT, async || {
-            firing = p.alerts("CvnotifyPoisonQueueNotEmpty").await;
-            firing.iter().any(|a| a["state"] == "firing")
-        })
-        .await,
-        "no firing poison alert within {LIMIT:?}: {firing:?}\n{}\n{}",
-        p.logs(),
-        d.logs()
-    );
+    let fired = eventually(LIMIT, async || {
+        firing = p.alerts("CvnotifyPoisonQueueNotEmpty").await;
+        firing.iter().any(|a| a["state"] == "firing")
+    })
+    .await;
+    if !fired {
+        let what = format!("no firing poison alert within {LIMIT:?}: {firing:?}");
+        fail_with(&format!("{what}\n{}", p.logs()), &[&d]);
+    }
     eprintln!(
         "CvnotifyPoisonQueueNotEmpty fired {:.1} s after the message reached the poison queue",
         poisoned.elapsed().as_secs_f64()
@@ -236,11 +222,6 @@ async fn prometheus_fires_the_poison_alert_after_a_poisoned_message() {
         "{alert}"
     );
 
-    d.signal(Signal::SIGTERM);
-    assert!(
-        d.wait_timeout(LIMIT).await.unwrap().success(),
-        "{}",
-        d.logs()
-    );
+    d.stop_ok().await;
     p.stop().await;
 }

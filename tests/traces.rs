@@ -8,17 +8,13 @@
 mod common;
 
 use common::*;
-use nix::sys::signal::Signal;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const LIMIT: Duration = Duration::from_secs(30);
+use wiremock::MockServer;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -61,22 +57,12 @@ async fn spans(collector: &MockServer) -> Vec<Span> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_is_one_trace_from_queue_to_webhook_and_hook() {
     let w = World::new().await;
-    let collector = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/traces"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&collector)
-        .await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
-    let seen = w.path("hook.txt");
+    let collector = collector(200).await;
+    let receiver = receiver(200).await;
     let script = hook(
         &w,
         "trace.sh",
-        &format!("echo \"$TRACEPARENT\" > {0}\ncat >> {0}", seen.display()),
+        "echo \"$TRACEPARENT\" > \"$DIR/hook.txt\"\ncat >> \"$DIR/hook.txt\"",
     );
     let body = training("TrainingCompleted");
     let ids = w.send_all(std::slice::from_ref(&body)).await;
@@ -93,9 +79,7 @@ async fn a_message_is_one_trace_from_queue_to_webhook_and_hook() {
             collector.uri()
         ))
         .write("c.toml");
-    let mut d = Daemon::start(&cfg, &["run", "--once"], w.dir.path(), "d");
-    let status = d.wait_timeout(LIMIT).await.expect("--once did not exit");
-    assert!(status.success(), "{}", d.logs());
+    let d = w.daemon(&cfg).run_once().await;
 
     // Flushed at exit: the spans are there.
     let spans = spans(&collector).await;
@@ -109,13 +93,21 @@ async fn a_message_is_one_trace_from_queue_to_webhook_and_hook() {
             )
         });
     let attrs = attributes(message);
-    assert_eq!(attrs["messaging.system"], "azure_storage_queues");
-    assert_eq!(attrs["messaging.destination.name"], w.queue);
-    assert_eq!(attrs["messaging.operation.type"], "process");
-    assert_eq!(attrs["messaging.message.id"], ids[0]);
-    assert_eq!(attrs["dequeue_count"], "1");
-    assert_eq!(attrs["event_type"], "Training");
-    assert_eq!(attrs["outcome"], "handled");
+    for (key, want) in [
+        ("messaging.system", "azure_storage_queues"),
+        ("messaging.destination.name", &w.queue),
+        ("messaging.operation.type", "process"),
+        ("messaging.message.id", &ids[0]),
+        ("dequeue_count", "1"),
+        ("event_type", "Training"),
+        ("outcome", "handled"),
+    ] {
+        assert_eq!(
+            attrs.get(key).map(String::as_str),
+            Some(want),
+            "{key}: {attrs:?}"
+        );
+    }
     assert!(
         attrs.contains_key("project_id") && attrs.contains_key("iteration_id"),
         "{attrs:?}"
@@ -131,7 +123,10 @@ async fn a_message_is_one_trace_from_queue_to_webhook_and_hook() {
         "{names:?}"
     );
     assert!(names.contains(&"queue.delete"), "{names:?}");
-    assert!(children.iter().all(|s| hex(&s.trace_id) == trace));
+    assert!(
+        children.iter().all(|s| hex(&s.trace_id) == trace),
+        "a child span of another trace"
+    );
 
     // The webhook got the handler span's context.
     let requests = receiver.received_requests().await.unwrap();
@@ -148,32 +143,32 @@ async fn a_message_is_one_trace_from_queue_to_webhook_and_hook() {
         .unwrap();
     assert_eq!(
         traceparent,
-        format!("00-{trace}-{}-01", hex(&webhook_span.span_id))
+        format!("00-{trace}-{}-01", hex(&webhook_span.span_id)),
+        "the webhook's traceparent"
     );
     let payload: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
-    assert_eq!(payload["trace_id"], trace);
+    assert_eq!(payload["trace_id"], trace, "{payload}");
 
     // The hook: TRACEPARENT of its handler span, trace_id on stdin.
-    let hook_lines = lines(&seen);
+    let hook_lines = lines(&w.path("hook.txt"));
     let hook_span = children
         .iter()
         .find(|s| s.name == "handler deploy")
         .unwrap();
     assert_eq!(
         hook_lines[0],
-        format!("00-{trace}-{}-01", hex(&hook_span.span_id))
+        format!("00-{trace}-{}-01", hex(&hook_span.span_id)),
+        "the hook's TRACEPARENT"
     );
     let stdin: serde_json::Value = serde_json::from_str(&hook_lines[1]).unwrap();
-    assert_eq!(stdin["trace_id"], trace);
+    assert_eq!(stdin["trace_id"], trace, "{stdin}");
 
     // JSON log lines carry the ids in the message span.
-    let records = d.records();
-    let handled = records
-        .iter()
-        .find(|r| r["message"] == "Message handled")
-        .expect("a Message handled line");
-    assert_eq!(handled["spans"][0]["trace_id"], trace);
-    assert_eq!(handled["spans"][0]["span_id"], hex(&message.span_id));
+    let handled = d.records_of("Message handled");
+    d.assert(!handled.is_empty(), "no \"Message handled\" record");
+    let span = &handled[0]["spans"][0];
+    assert_eq!(span["trace_id"], trace, "{span}");
+    assert_eq!(span["span_id"], hex(&message.span_id), "{span}");
 }
 
 /// Drains `n` messages with `telemetry` as the config's extra tables; the
@@ -191,16 +186,16 @@ async fn drain(w: &World, n: usize, telemetry: &str, tag: &str) -> (f64, String)
         ))
         .write(&format!("{tag}.toml"));
     let started = Instant::now();
-    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), tag);
+    let mut d = w.daemon(&cfg).tag(tag).start();
     let q = w.main_queue();
-    assert!(
-        eventually(Duration::from_secs(120), async || World::length(&q).await
-            == 0
-            && q.peek(1).await.map(|m| m.is_empty()).unwrap_or(false))
-        .await,
-        "{tag}: not drained\n{}",
-        d.logs()
-    );
+    d.wait_for_within(
+        Duration::from_secs(120),
+        &format!("{tag}: the queue drained"),
+        async || {
+            World::length(&q).await == 0 && q.peek(1).await.map(|m| m.is_empty()).unwrap_or(false)
+        },
+    )
+    .await;
     let took = started.elapsed().as_secs_f64();
     let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -208,9 +203,7 @@ async fn drain(w: &World, n: usize, telemetry: &str, tag: &str) -> (f64, String)
         .text()
         .await
         .unwrap();
-    d.signal(Signal::SIGTERM);
-    let status = d.wait_timeout(LIMIT).await.expect("no exit after SIGTERM");
-    assert!(status.success(), "{tag}: {}", d.logs());
+    d.stop_ok().await;
     (took, metrics)
 }
 
@@ -265,6 +258,7 @@ async fn an_unreachable_collector_neither_slows_nor_fails_handling() {
                 w.queue
             )
         ),
-        n as f64
+        n as f64,
+        "{metrics}"
     );
 }
