@@ -77,6 +77,39 @@ impl Blobs {
             .unwrap();
     }
 
+    /// Uploads `bytes` as the backup of a new project and iteration,
+    /// `{p} - {i}.{rest}` in `models`: the two ids and the blob's name.
+    async fn backup(&self, rest: &str, bytes: Vec<u8>) -> (Uuid, Uuid, String) {
+        let p = Uuid::new_v4();
+        let (i, name) = self.backup_of(p, rest, bytes).await;
+        (p, i, name)
+    }
+
+    /// The same for a new iteration of project `p`: its id and the name.
+    async fn backup_of(&self, p: Uuid, rest: &str, bytes: Vec<u8>) -> (Uuid, String) {
+        let i = Uuid::new_v4();
+        let name = backup_name(p, i, rest);
+        self.upload("models", &name, bytes).await;
+        (i, name)
+    }
+
+    /// A download handler in process, with the development key, into `dir`
+    /// from this service's `models`, with `keys`.
+    fn handler(&self, dir: &Path, keys: &str) -> Arc<dyn Handler> {
+        keyed_handler(
+            dir,
+            &format!("{keys}\n{}", container_key(&[self.container_url("models")])),
+        )
+    }
+
+    /// `w`'s config with `queue` keys and a download handler into
+    /// `w.path("models")` from this service's `models`: that directory and
+    /// the config file.
+    fn daemon_config(&self, w: &World, queue: &str) -> (PathBuf, PathBuf) {
+        let config = w.config().queue(queue);
+        models_config(w, config, "", &[self.container_url("models")])
+    }
+
     /// A `[[handlers]]` download table into `dir` whose container is this
     /// service's `models`, with `keys`.
     fn download_table(&self, dir: &Path, keys: &str) -> String {
@@ -167,6 +200,26 @@ fn download_table(dir: &Path, keys: &str) -> String {
         "[[handlers]]\ntype = \"download\"\ndir = \"{}\"\n{keys}\n",
         dir.display()
     )
+}
+
+/// `config` with a download handler into `w.path("models")` with `keys`
+/// from `containers`: that directory and the config file.
+fn models_config(
+    w: &World,
+    config: ConfigBuilder,
+    keys: &str,
+    containers: &[String],
+) -> (PathBuf, PathBuf) {
+    let dir = w.path("models");
+    let keys = format!("{keys}\n{}", container_key(containers));
+    let cfg = config.handler(download_table(&dir, &keys)).write("c.toml");
+    (dir, cfg)
+}
+
+/// A download handler without credentials that takes only
+/// `acct.blob.core.windows.net`.
+fn acct_only(dir: &Path) -> Arc<dyn Handler> {
+    anonymous_handler(dir, "allowed_hosts = [\"acct.blob.core.windows.net\"]")
 }
 
 fn container_key(urls: &[String]) -> String {
@@ -285,6 +338,11 @@ impl TestServer {
     }
 }
 
+/// Hands the export of `p`/`i` at `url` to `handler`; it must succeed.
+async fn stores(handler: &Arc<dyn Handler>, p: Uuid, i: Uuid, url: &str) {
+    handler.handle(&delivery(&export(p, i, url))).await.unwrap();
+}
+
 async fn fails(handler: &Arc<dyn Handler>, body: &str) -> String {
     handler
         .handle(&delivery(body))
@@ -300,17 +358,11 @@ async fn fails(handler: &Arc<dyn Handler>, body: &str) -> String {
 async fn a_backup_blob_is_stored_under_its_own_name_with_its_checksum() {
     let blobs = Blobs::start().await;
     let w = World::new().await;
-    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
     let bytes = model_bytes(3 * MIB + 17);
-    let name = backup_name(p, i, "ONNX");
-    blobs.upload("models", &name, bytes.clone()).await;
+    let (p, i, name) = blobs.backup("ONNX", bytes.clone()).await;
     w.send_all(&[export(p, i, &blobs.url("models", &name))])
         .await;
-    let dir = w.path("models");
-    let cfg = w
-        .config()
-        .handler(blobs.download_table(&dir, ""))
-        .write("c.toml");
+    let (dir, cfg) = blobs.daemon_config(&w, "");
     let d = w.daemon(&cfg).run_once().await;
     d.assert_eq(files(&dir), stored(&name), "the files in dir");
     let got = std::fs::read(dir.join(&name)).unwrap();
@@ -334,13 +386,9 @@ async fn real_export_url_shapes_keep_the_platform_and_every_export_is_kept() {
     let container = format!("m-{}", hex(Uuid::new_v4()));
     blobs.create(&container).await;
     let dir = tempfile::tempdir().unwrap();
-    let handler = keyed_handler(
+    let handler = blobs.handler(
         dir.path(),
-        &format!(
-            "allowed_hosts = [\"{}\"]\n{}",
-            blobs.host(),
-            container_key(&[blobs.container_url("models")])
-        ),
+        &format!("allowed_hosts = [\"{}\"]", blobs.host()),
     );
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
     let mut expected = Vec::new();
@@ -349,10 +397,7 @@ async fn real_export_url_shapes_keep_the_platform_and_every_export_is_kept() {
         let body = onnx_export(platform.as_bytes());
         blobs.upload(&container, &blob, body.clone()).await;
         let url = blobs.sas_url(&container, &blob);
-        handler
-            .handle(&delivery(&export(p, i, &url)))
-            .await
-            .unwrap();
+        stores(&handler, p, i, &url).await;
         let name = format!("{p} - {i}.{platform}.zip");
         let got = std::fs::read(dir.path().join(&name)).unwrap();
         assert!(got == body, "{name}: content differs");
@@ -377,12 +422,7 @@ async fn a_sas_url_is_fetched_as_is() {
     let (p2, i2) = (Uuid::new_v4(), Uuid::new_v4());
     w.send_all(&[export(p, i, &good), export(p2, i2, &bad)])
         .await;
-    let dir = w.path("models");
-    let cfg = w
-        .config()
-        .queue("max_dequeue_count = 1")
-        .handler(blobs.download_table(&dir, ""))
-        .write("c.toml");
+    let (dir, cfg) = blobs.daemon_config(&w, "max_dequeue_count = 1");
     let d = w.daemon(&cfg).run_once().await;
     let name = format!("{p} - {i}.ONNX");
     let got = std::fs::read(dir.join(&name));
@@ -403,12 +443,7 @@ async fn a_missing_blob_is_retried_then_poisoned() {
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
     let body = export(p, i, &blobs.url("models", &backup_name(p, i, "ONNX")));
     w.send_all(std::slice::from_ref(&body)).await;
-    let dir = w.path("models");
-    let cfg = w
-        .config()
-        .queue("max_dequeue_count = 2")
-        .handler(blobs.download_table(&dir, ""))
-        .write("c.toml");
+    let (dir, cfg) = blobs.daemon_config(&w, "max_dequeue_count = 2");
     let mut d = w.daemon(&cfg).start();
     w.wait_poisoned(&d, 1).await;
     d.stop_ok().await;
@@ -424,15 +459,9 @@ async fn a_missing_blob_is_retried_then_poisoned() {
 async fn a_redelivered_event_does_not_download_again() {
     let blobs = Blobs::start().await;
     let w = World::new().await;
-    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let name = backup_name(p, i, "ONNX");
-    blobs.upload("models", &name, model_bytes(50_000)).await;
+    let (p, i, name) = blobs.backup("ONNX", model_bytes(50_000)).await;
     let body = export(p, i, &blobs.url("models", &name));
-    let dir = w.path("models");
-    let cfg = w
-        .config()
-        .handler(blobs.download_table(&dir, ""))
-        .write("c.toml");
+    let (dir, cfg) = blobs.daemon_config(&w, "");
     w.send_all(std::slice::from_ref(&body)).await;
     w.daemon(&cfg).tag("first").run_once().await;
     let before = std::fs::metadata(dir.join(&name))
@@ -460,13 +489,7 @@ async fn a_redelivered_event_does_not_download_again() {
 async fn keep_last_removes_older_models_of_the_same_project_and_platform() {
     let blobs = Blobs::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let handler = keyed_handler(
-        dir.path(),
-        &format!(
-            "keep_last = 2\n{}",
-            container_key(&[blobs.container_url("models")])
-        ),
-    );
+    let handler = blobs.handler(dir.path(), "keep_last = 2");
     let (p, other) = (Uuid::new_v4(), Uuid::new_v4());
     let mut names = Vec::new();
     for (k, (project, rest)) in [
@@ -482,10 +505,7 @@ async fn keep_last_removes_older_models_of_the_same_project_and_platform() {
         let i = Uuid::new_v4();
         let name = backup_name(project, i, rest);
         blobs.upload("models", &name, model_bytes(1000 + k)).await;
-        handler
-            .handle(&delivery(&export(project, i, &blobs.url("models", &name))))
-            .await
-            .unwrap();
+        stores(&handler, project, i, &blobs.url("models", &name)).await;
         names.push(name);
     }
     let mut expected: Vec<String> = [1, 2, 3, 4]
@@ -503,10 +523,7 @@ async fn keep_last_removes_older_models_of_the_same_project_and_platform() {
 #[tokio::test]
 async fn urls_outside_the_allowed_hosts_and_bad_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let handler = anonymous_handler(
-        dir.path(),
-        "allowed_hosts = [\"acct.blob.core.windows.net\"]",
-    );
+    let handler = acct_only(dir.path());
     let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
     for uri in [
         "https://evil.example/models/x.ONNX?sig=1",
@@ -541,10 +558,7 @@ async fn urls_outside_the_allowed_hosts_and_bad_names_are_refused() {
 #[tokio::test]
 async fn failed_exports_and_other_events_succeed_without_downloading() {
     let dir = tempfile::tempdir().unwrap();
-    let handler = anonymous_handler(
-        dir.path(),
-        "allowed_hosts = [\"acct.blob.core.windows.net\"]",
-    );
+    let handler = acct_only(dir.path());
     let failed = r#"{"version":"1.0","type":"Export","Content":{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportFailed"}}"#;
     handler.handle(&delivery(failed)).await.unwrap();
     handler
@@ -625,15 +639,13 @@ async fn finding_1_a_huge_content_range_total_fails_the_handler_and_the_daemon_l
     blobs.upload("models", &name, model_bytes(10_000)).await;
     let next = export(p2, i2, &blobs.url("models", &name));
     w.send_all(std::slice::from_ref(&hostile)).await;
-    let dir = w.path("models");
-    let cfg = w
-        .config()
-        .queue("max_dequeue_count = 1")
-        .handler(download_table(
-            &dir,
-            &container_key(&[blobs.container_url("models"), server.url("/models")]),
-        ))
-        .write("c.toml");
+    let containers = [blobs.container_url("models"), server.url("/models")];
+    let (dir, cfg) = models_config(
+        &w,
+        w.config().queue("max_dequeue_count = 1"),
+        "",
+        &containers,
+    );
     let mut d = w.daemon(&cfg).start();
     w.wait_poisoned(&d, 1).await;
     d.assert_running("after the hostile answer");
@@ -703,15 +715,13 @@ async fn finding_3_a_blob_outside_the_container_is_refused_without_a_request() {
     let inside = server.url(&format!("{base}/models/{p}%20-%20{i}.ONNX"));
     bodies.push(export(p, i, &inside));
     w.send_all(&bodies).await;
-    let dir = w.path("models");
-    let cfg = w
-        .config()
-        .queue("max_dequeue_count = 1")
-        .handler(download_table(
-            &dir,
-            &container_key(&[server.url(&format!("{base}/models"))]),
-        ))
-        .write("c.toml");
+    let containers = [server.url(&format!("{base}/models"))];
+    let (dir, cfg) = models_config(
+        &w,
+        w.config().queue("max_dequeue_count = 1"),
+        "",
+        &containers,
+    );
     let d = w.daemon(&cfg).run_once().await;
     let requests = server.requests();
     assert_eq!(requests.len(), 1, "{requests:#?}");
@@ -787,13 +797,9 @@ async fn finding_5_messages_alone_cannot_make_keep_last_delete_container_models(
     let blobs = Blobs::start().await;
     blobs.create("uploads").await;
     let dir = tempfile::tempdir().unwrap();
-    let handler = keyed_handler(
+    let handler = blobs.handler(
         dir.path(),
-        &format!(
-            "keep_last = 2\nallowed_hosts = [\"{}\"]\n{}",
-            blobs.host(),
-            container_key(&[blobs.container_url("models")])
-        ),
+        &format!("keep_last = 2\nallowed_hosts = [\"{}\"]", blobs.host()),
     );
     let p = Uuid::new_v4();
     let mut legit = Vec::new();
@@ -801,10 +807,7 @@ async fn finding_5_messages_alone_cannot_make_keep_last_delete_container_models(
         let i = Uuid::new_v4();
         let name = backup_name(p, i, "ONNX");
         blobs.upload("models", &name, model_bytes(2000)).await;
-        handler
-            .handle(&delivery(&export(p, i, &blobs.url("models", &name))))
-            .await
-            .unwrap();
+        stores(&handler, p, i, &blobs.url("models", &name)).await;
         legit.push(name);
     }
     // A legitimate backup blob under a random iteration id.
@@ -821,14 +824,7 @@ async fn finding_5_messages_alone_cannot_make_keep_last_delete_container_models(
     let mut others = Vec::new();
     for _ in 0..3 {
         let i = Uuid::new_v4();
-        handler
-            .handle(&delivery(&export(
-                p,
-                i,
-                &blobs.sas_url("uploads", "x.ONNX"),
-            )))
-            .await
-            .unwrap();
+        stores(&handler, p, i, &blobs.sas_url("uploads", "x.ONNX")).await;
         others.push(backup_name(p, i, "ONNX"));
     }
     let now = files(dir.path());
@@ -872,17 +868,8 @@ async fn finding_6_planted_symlinks_are_never_followed() {
     let model = model_bytes(4096);
     let body = onnx_export(&model);
     blobs.upload("models", &name, body.clone()).await;
-    let handler = keyed_handler(
-        dir.path(),
-        &format!(
-            "extract = true\nlink_current = true\n{}",
-            container_key(&[blobs.container_url("models")])
-        ),
-    );
-    handler
-        .handle(&delivery(&export(p, i, &blobs.url("models", &name))))
-        .await
-        .unwrap();
+    let handler = blobs.handler(dir.path(), "extract = true\nlink_current = true");
+    stores(&handler, p, i, &blobs.url("models", &name)).await;
     assert_eq!(
         std::fs::read(&victim).unwrap(),
         b"precious",
@@ -927,10 +914,7 @@ async fn finding_6_planted_symlinks_are_never_followed() {
     // as no model (it is not read through), and is replaced.
     std::fs::remove_file(dir.path().join(&name)).unwrap();
     plant(&name, &victim);
-    handler
-        .handle(&delivery(&export(p, i, &blobs.url("models", &name))))
-        .await
-        .unwrap();
+    stores(&handler, p, i, &blobs.url("models", &name)).await;
     assert!(kind(&name).is_file(), "{name} is still the planted link");
     assert_eq!(
         std::fs::read(&victim).unwrap(),
@@ -946,23 +930,15 @@ async fn finding_6_planted_symlinks_are_never_followed() {
 async fn finding_7_a_200_mib_download_stays_within_40_mib_of_idle_rss() {
     let blobs = Blobs::start().await;
     let w = World::new().await;
-    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let name = backup_name(p, i, "ONNX");
     let bytes = model_bytes(200 * MIB);
     let sha = sha256_hex(&bytes);
-    blobs.upload("models", &name, bytes).await;
-    let dir = w.path("models");
-    let cfg = w
-        .config()
-        .log_level("info")
-        .handler(download_table(
-            &dir,
-            &format!(
-                "timeout = \"5m\"\n{}",
-                container_key(&[blobs.container_url("models")])
-            ),
-        ))
-        .write("c.toml");
+    let (p, i, name) = blobs.backup("ONNX", bytes).await;
+    let (dir, cfg) = models_config(
+        &w,
+        w.config().log_level("info"),
+        "timeout = \"5m\"",
+        &[blobs.container_url("models")],
+    );
     w.send_all(&[]).await;
     let mut d = w.daemon(&cfg).start();
     let pid = d.pid();
@@ -1002,13 +978,7 @@ async fn finding_7_a_200_mib_download_stays_within_40_mib_of_idle_rss() {
 async fn corrupt_escaping_and_bomb_zips_are_refused_and_leave_no_file() {
     let blobs = Blobs::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let handler = keyed_handler(
-        dir.path(),
-        &format!(
-            "max_size = \"1MiB\"\nextract = true\n{}",
-            container_key(&[blobs.container_url("models")])
-        ),
-    );
+    let handler = blobs.handler(dir.path(), "max_size = \"1MiB\"\nextract = true");
     let zeros = vec![0u8; 4 * MIB];
     let bomb = zip_of(&[
         ("a", zeros.as_slice()),
@@ -1039,9 +1009,7 @@ async fn corrupt_escaping_and_bomb_zips_are_refused_and_leave_no_file() {
         ),
         ("bomb", bomb, "more than max_size (1.0 MiB) (a zip bomb?)"),
     ] {
-        let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-        let name = backup_name(p, i, "ONNX.zip");
-        blobs.upload("models", &name, bytes).await;
+        let (p, i, name) = blobs.backup("ONNX.zip", bytes).await;
         let e = fails(&handler, &export(p, i, &blobs.url("models", &name))).await;
         assert!(e.contains(expected), "{case}: {e}");
         assert_no_files(dir.path(), case);
@@ -1055,12 +1023,9 @@ async fn corrupt_escaping_and_bomb_zips_are_refused_and_leave_no_file() {
 async fn current_links_flip_atomically_while_a_reader_loops() {
     let blobs = Blobs::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let handler = keyed_handler(
+    let handler = blobs.handler(
         dir.path(),
-        &format!(
-            "extract = true\nlink_current = true\nkeep_last = 2\n{}",
-            container_key(&[blobs.container_url("models")])
-        ),
+        "extract = true\nlink_current = true\nkeep_last = 2",
     );
     let p = Uuid::new_v4();
     const SIZE: usize = 256 * 1024;
@@ -1100,10 +1065,7 @@ async fn current_links_flip_atomically_while_a_reader_loops() {
         })
     };
     for (i, name) in &exports {
-        handler
-            .handle(&delivery(&export(p, *i, &blobs.url("models", name))))
-            .await
-            .unwrap();
+        stores(&handler, p, *i, &blobs.url("models", name)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reads, problems) = reader.await.unwrap();
@@ -1139,10 +1101,8 @@ async fn current_links_flip_atomically_while_a_reader_loops() {
 async fn a_hook_routed_with_a_download_gets_the_complete_model() {
     let blobs = Blobs::start().await;
     let w = World::new().await;
-    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let name = backup_name(p, i, "ONNX");
     let bytes = model_bytes(20 * MIB);
-    blobs.upload("models", &name, bytes.clone()).await;
+    let (p, i, name) = blobs.backup("ONNX", bytes.clone()).await;
     let inbox = w.path("inbox");
     std::fs::create_dir(&inbox).unwrap();
     let script = hook(
@@ -1217,22 +1177,15 @@ async fn a_hook_routed_with_a_download_gets_the_complete_model() {
 async fn a_model_uri_with_literal_spaces_is_stored_under_the_backup_name() {
     let blobs = Blobs::start().await;
     let w = World::new().await;
-    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let name = backup_name(p, i, "ONNX");
     let bytes = model_bytes(200_000);
-    blobs.upload("models", &name, bytes.clone()).await;
+    let (p, i, name) = blobs.backup("ONNX", bytes.clone()).await;
     let encoded = blobs.url("models", &name);
     let literal = format!("{}/{name}", blobs.container_url("models"));
     assert!(
         literal.contains(' ') && !encoded.contains(' '),
         "{literal} / {encoded}"
     );
-    let dir = w.path("models");
-    let cfg = w
-        .config()
-        .queue("max_dequeue_count = 1")
-        .handler(blobs.download_table(&dir, ""))
-        .write("c.toml");
+    let (dir, cfg) = blobs.daemon_config(&w, "max_dequeue_count = 1");
     for (tag, uri) in [("literal", &literal), ("encoded", &encoded)] {
         w.send_all(&[export(p, i, uri)]).await;
         let d = w.daemon(&cfg).tag(tag).run_once().await;
@@ -1328,28 +1281,21 @@ fn mounted(d: &Daemon, dir: &Path) -> PathBuf {
 async fn a_full_disk_while_unpacking_is_retried_and_the_model_stored_when_space_is_back() {
     let blobs = Blobs::start().await;
     let w = World::new().await;
-    let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
-    let name = backup_name(p, i, "ONNX");
     let model = model_bytes(640 * 1024);
     let zip = onnx_export(&model);
-    blobs.upload("models", &name, zip.clone()).await;
+    let (p, i, name) = blobs.backup("ONNX", zip.clone()).await;
     w.send_all(&[export(p, i, &blobs.url("models", &name))])
         .await;
     // 4 MiB, 3 MiB of it taken: the download (about 640 KiB) fits, its
     // unpacking (as much again) does not.
     let filler = ".another-download.partial";
-    let dir = w.path("models");
-    let cfg = w
-        .config()
-        .queue("max_dequeue_count = 10\nretry_max_delay = \"2s\"")
-        .handler(download_table(
-            &dir,
-            &format!(
-                "extract = true\n{}",
-                container_key(&[blobs.container_url("models")])
-            ),
-        ))
-        .write("c.toml");
+    let (dir, cfg) = models_config(
+        &w,
+        w.config()
+            .queue("max_dequeue_count = 10\nretry_max_delay = \"2s\""),
+        "extract = true",
+        &[blobs.container_url("models")],
+    );
     let mut d = daemon_on_a_small_tmpfs(&cfg, &dir, 4 * MIB, (filler, 3 * MIB), w.dir.path());
     d.wait_logged("No space left on device").await;
     let inside = mounted(&d, &dir);
@@ -1414,15 +1360,8 @@ async fn current_is_the_newest_model_across_origins() {
     let current = dir.path().join(format!("current-{p}-ONNX"));
     let link = || std::fs::read_link(&current).unwrap();
     // A backup in the container, Last-Modified now.
-    let i1 = Uuid::new_v4();
-    let backup = backup_name(p, i1, "ONNX");
-    blobs
-        .upload("models", &backup, onnx_export(&[1u8; 5000]))
-        .await;
-    handler
-        .handle(&delivery(&export(p, i1, &blobs.url("models", &backup))))
-        .await
-        .unwrap();
+    let (i1, backup) = blobs.backup_of(p, "ONNX", onnx_export(&[1u8; 5000])).await;
+    stores(&handler, p, i1, &blobs.url("models", &backup)).await;
     assert_eq!(
         link(),
         PathBuf::from(format!("{backup}.unzipped")),
@@ -1432,10 +1371,7 @@ async fn current_is_the_newest_model_across_origins() {
     let i2 = Uuid::new_v4();
     let (h, k) = (hex(), hex());
     let old_url = server.url(&format!("/exports/m-{h}/{k}.ONNX.zip?sv=1&sig=x"));
-    handler
-        .handle(&delivery(&export(p, i2, &old_url)))
-        .await
-        .unwrap();
+    stores(&handler, p, i2, &old_url).await;
     let old_name = backup_name(p, i2, "ONNX.zip");
     assert!(
         std::fs::read(dir.path().join(&old_name)).unwrap() == old_model,
@@ -1456,10 +1392,7 @@ async fn current_is_the_newest_model_across_origins() {
     blobs
         .upload("uploads", &blob, onnx_export(&[3u8; 5000]))
         .await;
-    handler
-        .handle(&delivery(&export(p, i3, &blobs.sas_url("uploads", &blob))))
-        .await
-        .unwrap();
+    stores(&handler, p, i3, &blobs.sas_url("uploads", &blob)).await;
     assert_eq!(
         link(),
         PathBuf::from(backup_name(p, i3, "ONNX")),

@@ -15,6 +15,7 @@ mod common;
 
 use common::customvision::{CustomVision, CvOptions, Fault};
 use common::*;
+use std::path::PathBuf;
 use uuid::Uuid;
 use wiremock::MockServer;
 
@@ -33,6 +34,27 @@ fn section(cv: &CustomVision, extra: &str) -> String {
         "\n[customvision]\nendpoint = \"{}\"\ntraining_key_env = \"CV_KEY\"\nmax_attempts = 2\n{extra}\n",
         cv.endpoint()
     )
+}
+
+/// The stand-in, echoing the key it gets into its error answers (as the
+/// service's gateway may), and that key.
+async fn echoing() -> (CustomVision, String) {
+    let options = CvOptions {
+        echo_key: true,
+        ..Default::default()
+    };
+    let cv = CustomVision::start(options).await;
+    let key = cv.options.key.clone();
+    (cv, key)
+}
+
+/// A config for `check` and `setup` on `w` (its queue created) listing
+/// `project`.
+async fn listing(w: &World, cv: &CustomVision, project: Uuid) -> PathBuf {
+    w.main_queue().create_if_missing().await.unwrap();
+    w.config()
+        .extra(section(cv, &format!("projects = [\"{project}\"]")))
+        .write("c.toml")
 }
 
 fn training_of(project: Uuid, iteration: Uuid) -> String {
@@ -65,12 +87,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_training_key_the_service_echoes_reaches_no_output_log_envelope_or_span() {
     let w = World::new().await;
-    let cv = CustomVision::start(CvOptions {
-        echo_key: true,
-        ..Default::default()
-    })
-    .await;
-    let key = cv.options.key.clone();
+    let (cv, key) = echoing().await;
     let project = cv.add_project("birds");
     let iteration = cv.add_iteration(project, &["ONNX"], true);
     // ExportIteration is busy once (retried in process: a WARN line), then
@@ -179,12 +196,7 @@ async fn a_training_key_the_service_echoes_reaches_no_output_log_envelope_or_spa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_split_by_a_cut_leaks_no_part_of_it() {
     let w = World::new().await;
-    let cv = CustomVision::start(CvOptions {
-        echo_key: true,
-        ..Default::default()
-    })
-    .await;
-    let key = cv.options.key.clone();
+    let (cv, key) = echoing().await;
     let project = cv.add_project("birds");
     // 474 characters, then " (Training-Key: " (16): the cut at 500 falls
     // 10 characters into the key.
@@ -236,11 +248,7 @@ async fn a_project_name_with_escapes_is_printed_escaped_and_forges_no_line() {
     let project = cv.add_project(name);
     let queue_url = format!("{}/{}", w.azurite.queue_endpoint(), w.queue);
     cv.set_storage(project, &queue_url, None);
-    w.main_queue().create_if_missing().await.unwrap();
-    let cfg = w
-        .config()
-        .extra(section(&cv, &format!("projects = [\"{project}\"]")))
-        .write("c.toml");
+    let cfg = listing(&w, &cv, project).await;
     let env = [("CV_KEY", cv.options.key.as_str())];
     let escaped = "birds\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\r\\nok    project    forged";
     let id = project.to_string();
@@ -274,11 +282,7 @@ async fn a_sas_in_the_projects_queue_uri_is_never_printed() {
         ),
         None,
     );
-    w.main_queue().create_if_missing().await.unwrap();
-    let cfg = w
-        .config()
-        .extra(section(&cv, &format!("projects = [\"{project}\"]")))
-        .write("c.toml");
+    let cfg = listing(&w, &cv, project).await;
     let env = [("CV_KEY", cv.options.key.as_str())];
     let queue_url = format!("{}/{}", w.azurite.queue_endpoint(), w.queue);
 
@@ -365,21 +369,21 @@ async fn a_text_line_inside_a_message_holds_the_message_and_its_own_fields() {
     let script = hook(&w, "hello.sh", "echo hello");
     let (project, iteration) = (Uuid::new_v4(), Uuid::new_v4());
     let telemetry = format!("[telemetry]\notlp_endpoint = \"{}\"\n", traces.uri());
-    let config = |format: &str, file: &str| {
-        w.config()
+    // One message through `run --once` with logs in `format`: its id and
+    // the daemon.
+    let run = async |format: &str| {
+        let cfg = w
+            .config()
             .log_format(format)
             .log_level("info")
             .handler(shell_handler(&script, "name = \"deploy\""))
             .extra(&telemetry)
-            .write(file)
+            .write(&format!("{format}.toml"));
+        let ids = w.send_all(&[training_of(project, iteration)]).await;
+        (ids, w.daemon(&cfg).tag(format).run_once().await)
     };
 
-    let ids = w.send_all(&[training_of(project, iteration)]).await;
-    let d = w
-        .daemon(&config("text", "text.toml"))
-        .tag("t")
-        .run_once()
-        .await;
+    let (ids, d) = run("text").await;
     let line = |needle: &str| -> String {
         d.assert_logged(needle);
         let logs = d.logs();
@@ -417,12 +421,7 @@ async fn a_text_line_inside_a_message_holds_the_message_and_its_own_fields() {
 
     // JSON: the message span keeps the trace and span ids, without the
     // traces-only fields.
-    let ids = w.send_all(&[training_of(project, iteration)]).await;
-    let d = w
-        .daemon(&config("json", "json.toml"))
-        .tag("j")
-        .run_once()
-        .await;
+    let (ids, d) = run("json").await;
     let hooks = d.records_of("Hook output");
     d.assert(!hooks.is_empty(), "no Hook output record");
     let hook_record = &hooks[0];

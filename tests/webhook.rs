@@ -7,6 +7,7 @@ use base64::Engine as _;
 use common::tls;
 use common::*;
 use hmac::Mac;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -51,6 +52,24 @@ async fn against(template: ResponseTemplate, extra: &str) -> (String, usize) {
         e.to_string(),
         server.received_requests().await.unwrap().len(),
     )
+}
+
+/// A loopback receiver that answers the first `times` POSTs with `first`,
+/// then 200.
+async fn first_then_ok(first: ResponseTemplate, times: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(first)
+        .up_to_n_times(times)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    server
 }
 
 /// What a receiver does: recompute the signature from the secret.
@@ -101,17 +120,9 @@ async fn the_receiver_verifies_the_signature_and_gets_the_documented_payload() {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     assert!((now - ts).abs() < 60, "webhook-timestamp {ts}, now {now}");
     let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
-    for key in [
-        "type",
-        "project_id",
-        "iteration_id",
-        "status",
-        "model_uri",
-        "message_id",
-        "dequeue_count",
-        "received_at",
-        "raw",
-    ] {
+    let documented =
+        "type project_id iteration_id status model_uri message_id dequeue_count received_at raw";
+    for key in documented.split(' ') {
         assert!(body.get(key).is_some(), "payload lacks {key}: {body}");
     }
     assert_eq!(body["type"], "Export", "{body}");
@@ -124,18 +135,7 @@ async fn the_receiver_verifies_the_signature_and_gets_the_documented_payload() {
 
 #[tokio::test]
 async fn two_server_errors_then_success_is_one_delivery_with_one_webhook_id() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    let server = first_then_ok(ResponseTemplate::new(500), 2).await;
     let h = handler(&server.uri(), "");
     h.handle(&delivery("msg-2")).await.unwrap();
     let reqs = server.received_requests().await.unwrap();
@@ -185,18 +185,8 @@ async fn a_hanging_receiver_times_out_and_is_retried() {
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "2"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    let busy = ResponseTemplate::new(503).insert_header("Retry-After", "2");
+    let server = first_then_ok(busy, 1).await;
     let started = Instant::now();
     handler(&server.uri(), "")
         .handle(&delivery("m"))
@@ -228,22 +218,21 @@ async fn a_retry_after_beyond_the_cap_leaves_the_retry_to_the_queue() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/old"))
-        .respond_with(ResponseTemplate::new(307).insert_header("Location", "/new"))
-        .mount(&server)
-        .await;
-    Mock::given(path("/new"))
-        .respond_with(ResponseTemplate::new(200))
-        .expect(0)
-        .mount(&server)
-        .await;
+    let server = answering(ResponseTemplate::new(307).insert_header("Location", "/new")).await;
     let e = handler(&format!("{}/old", server.uri()), "")
         .handle(&delivery("m"))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("redirects are not followed"), "{e}");
+    // Every request the server saw, whatever its method or path.
+    let seen: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    assert_eq!(seen, vec!["POST /old"], "the redirect was followed");
 }
 
 #[tokio::test]
@@ -334,11 +323,7 @@ async fn a_private_ca_is_trusted_only_through_ca_file() {
     let text = e.to_string();
     assert!(text.contains("certificate"), "{text}");
     assert!(text.contains("ca_file"), "no hint: {text}");
-    assert_eq!(
-        served.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "answered an untrusting client"
-    );
+    assert_eq!(served.load(SeqCst), 0, "answered an untrusting client");
 
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
@@ -347,11 +332,7 @@ async fn a_private_ca_is_trusted_only_through_ca_file() {
         .handle(&delivery("m"))
         .await
         .unwrap();
-    assert_eq!(
-        served.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "deliveries with ca_file"
-    );
+    assert_eq!(served.load(SeqCst), 1, "deliveries with ca_file");
 }
 
 #[tokio::test]
@@ -377,7 +358,7 @@ async fn the_global_tls_ca_file_applies_to_webhooks() {
         .await
         .unwrap();
     assert_eq!(
-        served.load(std::sync::atomic::Ordering::SeqCst),
+        served.load(SeqCst),
         1,
         "deliveries with the global tls.ca_file"
     );
