@@ -94,14 +94,9 @@ fn daemon_without_storage(
     auth: &str,
     env: &[(&str, &str)],
 ) -> (Daemon, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_file(
-        dir.path(),
-        "c.toml",
-        &format!(
-            "[queue]\nname = \"q-flood\"\nendpoint = \"{endpoint}\"\nmin_poll_interval = \"50ms\"\nmax_poll_interval = \"500ms\"\n[auth]\n{auth}\n[log]\nformat = \"json\"\nlevel = \"info\"\n"
-        ),
-    );
+    let (dir, cfg) = temp_config(&format!(
+        "[queue]\nname = \"q-flood\"\nendpoint = \"{endpoint}\"\nmin_poll_interval = \"50ms\"\nmax_poll_interval = \"500ms\"\n[auth]\n{auth}\n[log]\nformat = \"json\"\nlevel = \"info\"\n"
+    ));
     let d = Daemon::start_with_env(&cfg, &["run"], dir.path(), "d", env);
     (d, dir)
 }

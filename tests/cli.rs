@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{cli, write_file};
+use common::{cli, temp_config, write_file};
 
 #[test]
 fn decode_prints_the_typed_event() {
@@ -47,10 +47,7 @@ fn decode_error_exits_65_and_names_the_field() {
 
 #[test]
 fn bad_config_exits_78_with_every_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = write_file(
-        dir.path(),
-        "c.toml",
+    let (_dir, p) = temp_config(
         "[queue]\nname = \"UPPER\"\nbatch_size = 99\nbogus = 1\n[[handlers]]\ntype = \"shell\"\ncommand = []\nevents = [\"trainig\"]\n",
     );
     for cmd in [
@@ -74,12 +71,7 @@ fn bad_config_exits_78_with_every_error() {
 
 #[test]
 fn config_from_environment_variable_path_and_overrides() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = write_file(
-        dir.path(),
-        "c.toml",
-        "[queue]\nname = \"q-x\"\naccount = \"acct\"\n",
-    );
+    let (_dir, p) = temp_config("[queue]\nname = \"q-x\"\naccount = \"acct\"\n");
     cli()
         .args(["check", "--config-only"])
         .env("CVNOTIFY_CONFIG", &p)

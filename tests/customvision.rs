@@ -70,8 +70,7 @@ async fn a_completed_training_is_exported_backed_up_downloaded_and_handed_to_a_h
 
     let models = w.path("models");
     let got = w.path("hook.txt");
-    let script = hook(
-        &w,
+    let script = w.hook(
         "on-export.sh",
         "echo \"$CVNOTIFY_PROJECT_ID $CVNOTIFY_ITERATION_ID $CVNOTIFY_MODEL_URI\" >> \"$DIR/hook.txt\"",
     );
@@ -438,19 +437,13 @@ async fn a_platform_the_service_refuses_is_poisoned_at_once_with_its_reason() {
     let d = w.daemon(&cfg).run_once().await;
     assert_eq!(w.poisoned().await, vec![body], "the poisoned body");
     assert_eq!(w.queued().await, 0, "messages left in the queue");
-    let poisoned = d.records_of("Moved the message to the poison queue");
-    d.assert_eq(poisoned.len(), 1, "poisoning records");
-    let reason = poisoned[0]["reason"].as_str().unwrap();
+    let (reason, delivery) = d.poisoning();
     assert!(reason.starts_with("permanent failure: handler `customvision#0` failed: exporting to ONNX: ExportIteration: the service answered 400 BadRequestProjectUnsupportedExportPlatform"), "{reason}");
     assert!(
         reason.contains("remove the platform from `export`"),
         "{reason}"
     );
-    assert_eq!(
-        poisoned[0]["spans"][0]["dequeue_count"], 1,
-        "{}",
-        poisoned[0]
-    );
+    assert_eq!(delivery, 1, "poisoned on delivery {delivery}: {reason}");
     // Not retried, in process or through the queue.
     assert_eq!(cv.count("POST", "/export"), 1, "{:?}", cv.requests());
 }
@@ -569,7 +562,7 @@ async fn the_export_notification_of_a_requested_export_is_handled_at_once_despit
     // No container: the service then sends a SAS URL of its own blob.
     cv.set_storage(project, &queue_url, None);
     let got = w.path("handled-at.txt");
-    let script = hook(&w, "at.sh", "date +%s.%N >> \"$DIR/handled-at.txt\"");
+    let script = w.hook("at.sh", "date +%s.%N >> \"$DIR/handled-at.txt\"");
     let cfg = w
         .config()
         .poll_intervals("100ms", "30s")
@@ -608,7 +601,7 @@ async fn a_training_key_from_the_environment_is_used_but_never_inherited_by_hook
     let cv = CustomVision::start(CvOptions::default()).await;
     let project = cv.add_project("birds");
     let iteration = cv.add_iteration(project, &["ONNX"], true);
-    let script = hook(&w, "env.sh", "env > \"$DIR/env.txt\"");
+    let script = w.hook("env.sh", "env > \"$DIR/env.txt\"");
     let cfg = w
         .config()
         .extra(format!(

@@ -10,8 +10,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_event_is_handled_exactly_once_by_a_shell_hook() {
     let w = World::new().await;
-    let script = hook(
-        &w,
+    let script = w.hook(
         "hook.sh",
         "cat > /dev/null\nprintf '%s %s %s\\n' \"$CVNOTIFY_MESSAGE_ID\" \"$CVNOTIFY_EVENT_TYPE\" \"$CVNOTIFY_STATUS\" >> \"$DIR/handled.txt\"",
     );
@@ -58,8 +57,7 @@ async fn each_event_is_handled_exactly_once_by_a_shell_hook() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_hook_is_retried_with_growing_delay_then_poisoned_verbatim() {
     let w = World::new().await;
-    let script = hook(
-        &w,
+    let script = w.hook(
         "fail.sh",
         "echo \"$CVNOTIFY_DEQUEUE_COUNT $(date +%s.%N)\" >> \"$DIR/calls.txt\"\necho 'hook says no' >&2\nexit 3",
     );
@@ -121,18 +119,12 @@ async fn malformed_message_goes_to_poison_at_once_while_good_ones_are_handled() 
     );
     assert_eq!(w.poisoned().await, vec![bad], "the poisoned body");
     assert_eq!(w.queued().await, 0, "messages left in the queue");
-    let poisoned = d.records_of("Moved the message to the poison queue");
-    assert_eq!(poisoned.len(), 1, "{poisoned:?}");
-    let reason = poisoned[0]["reason"].as_str().unwrap();
+    let (reason, delivery) = d.poisoning();
     assert!(
         reason.contains("`Content.projectId`: not a GUID"),
         "{reason}"
     );
-    assert_eq!(
-        poisoned[0]["spans"][0]["dequeue_count"], 1,
-        "{:?}",
-        poisoned[0]
-    );
+    assert_eq!(delivery, 1, "poisoned on delivery {delivery}: {reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,8 +285,8 @@ async fn events_go_only_to_the_handlers_whose_filter_matches() {
     let w = World::new().await;
     let record =
         |to: &str| format!("echo \"$CVNOTIFY_EVENT_TYPE $CVNOTIFY_STATUS\" >> \"$DIR/{to}\"");
-    let ha = hook(&w, "a.sh", &record("a.txt"));
-    let hb = hook(&w, "b.sh", &record("b.txt"));
+    let ha = w.hook("a.sh", &record("a.txt"));
+    let hb = w.hook("b.sh", &record("b.txt"));
     let export = r#"{"version":"1.0","type":"Export","Content":{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f","exportStatus":"ExportCompleted","modelUri":"https://a.blob.core.windows.net/m/x.onnx"}}"#;
     let ct = r#"{"version":"1.0","type":"ConnectionTest","Content":{"projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c"}}"#;
     w.send_all(&[
@@ -333,8 +325,7 @@ async fn events_go_only_to_the_handlers_whose_filter_matches() {
 async fn secrets_never_reach_the_logs() {
     let w = World::new().await;
     // The hook echoes the model URI to stdout, which the daemon logs.
-    let script = hook(
-        &w,
+    let script = w.hook(
         "echo.sh",
         "echo \"uri=$CVNOTIFY_MODEL_URI\"\necho \"$CVNOTIFY_MODEL_URI\" > \"$DIR/seen.txt\"",
     );
@@ -429,10 +420,7 @@ fn a_credential_without_a_token_fails_start_up_naming_the_mode() {
     // App Service managed identity pointed at a closed loopback port: no
     // request leaves the machine.
     let closed = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_file(
-        dir.path(),
-        "c.toml",
+    let (_dir, cfg) = temp_config(
         "[queue]\nname = \"q-x\"\nendpoint = \"https://127.0.0.1:9/devstoreaccount1\"\n[auth]\nmode = \"managed_identity\"\nstartup_timeout = \"3s\"\n",
     );
     cli()
@@ -456,8 +444,7 @@ async fn shell_hook_gets_the_event_on_stdin_and_in_its_environment() {
     let w = World::new().await;
     let work = w.path("work");
     std::fs::create_dir(&work).unwrap();
-    let script = hook(
-        &w,
+    let script = w.hook(
         "dump.sh",
         "cat > stdin.json\npwd > pwd.txt\nprintf '%s|%s|%s|%s|%s|%s|%s|%s|%s' \"$CVNOTIFY_EVENT_TYPE\" \"$CVNOTIFY_PROJECT_ID\" \"$CVNOTIFY_ITERATION_ID\" \"$CVNOTIFY_STATUS\" \"$CVNOTIFY_MODEL_URI\" \"$CVNOTIFY_MESSAGE_ID\" \"$CVNOTIFY_DEQUEUE_COUNT\" \"$EXTRA\" \"${CVNOTIFY__AUTH__CONNECTION_STRING-unset}\" > env.txt",
     );
@@ -547,8 +534,7 @@ async fn shell_hook_past_its_timeout_is_killed_and_counts_as_a_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_output_lines_carry_only_their_own_message_span() {
     let w = World::new().await;
-    let script = hook(
-        &w,
+    let script = w.hook(
         "echo.sh",
         "echo \"id=$CVNOTIFY_MESSAGE_ID\"\nsleep 0.2\necho \"id=$CVNOTIFY_MESSAGE_ID\" >&2",
     );

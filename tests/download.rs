@@ -1105,8 +1105,7 @@ async fn a_hook_routed_with_a_download_gets_the_complete_model() {
     let (p, i, name) = blobs.backup("ONNX", bytes.clone()).await;
     let inbox = w.path("inbox");
     std::fs::create_dir(&inbox).unwrap();
-    let script = hook(
-        &w,
+    let script = w.hook(
         "deploy.sh",
         &format!(
             "out={}/$CVNOTIFY_MESSAGE_ID\ncat > \"$out.json\"\nprintf '%s\\n%s\\n' \"$CVNOTIFY_MODEL_PATH\" \"$CVNOTIFY_MODEL_SHA256\" > \"$out.env\"\nif [ -n \"$CVNOTIFY_MODEL_PATH\" ]; then sha256sum \"$CVNOTIFY_MODEL_PATH\" | cut -d' ' -f1 > \"$out.actual\"; fi",

@@ -17,7 +17,7 @@ async fn poisoned_and_replayed_messages_never_expire() {
     let w = World::new().await;
     let body = training("TrainingCompleted");
     w.send_all(std::slice::from_ref(&body)).await;
-    let script = hook(&w, "fail.sh", "exit 1");
+    let script = w.hook("fail.sh", "exit 1");
     let cfg = w
         .config()
         .queue("max_dequeue_count = 1")
@@ -89,8 +89,7 @@ async fn restarts_during_a_slow_message_never_poison_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_kills_the_daemon_every_time_is_poisoned() {
     let w = World::new().await;
-    let script = hook(
-        &w,
+    let script = w.hook(
         "kill.sh",
         "echo x >> \"$DIR/runs.txt\"\nkill -KILL $PPID\nsleep 5",
     );
@@ -346,15 +345,10 @@ async fn finding_3_keep_alive_clients_never_starve_a_fresh_probe() {
 /// --config-only` print the source line with `AccountKey=...` in clear.
 #[test]
 fn config_errors_do_not_print_secret_values() {
-    let dir = tempfile::tempdir().unwrap();
     let key = "U2VjcmV0QWNjb3VudEtleU1hdGVyaWFsMDEyMzQ1Njc4OQ==";
-    let cfg = write_file(
-        dir.path(),
-        "c.toml",
-        &format!(
-            "[queue]\nname = \"q-x\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={key}\n"
-        ),
-    );
+    let (_dir, cfg) = temp_config(&format!(
+        "[queue]\nname = \"q-x\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={key}\n"
+    ));
     cli()
         .config(&cfg)
         .args(["check", "--config-only"])
@@ -373,8 +367,7 @@ fn config_errors_do_not_print_secret_values() {
 async fn hooks_do_not_inherit_or_echo_secrets() {
     let w = World::new().await;
     let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjdm5vdGlmeSJ9.c2lnbmF0dXJlLXNlY3JldA";
-    let script = hook(
-        &w,
+    let script = w.hook(
         "env.sh",
         &format!("env | tee \"$DIR/env.txt\"\necho \"Authorization: Bearer {jwt}\""),
     );
@@ -413,8 +406,7 @@ async fn hooks_do_not_inherit_or_echo_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_hook_line_costs_bounded_memory() {
     let w = World::new().await;
-    let script = hook(
-        &w,
+    let script = w.hook(
         "flood.sh",
         "head -c 100000000 /dev/zero | tr '\\0' 'a'\necho\necho after",
     );
@@ -454,11 +446,7 @@ async fn an_endless_hook_line_costs_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_uri_with_a_newline_never_reaches_a_hook() {
     let w = World::new().await;
-    let script = hook(
-        &w,
-        "h.sh",
-        "echo \"$CVNOTIFY_MODEL_URI\" >> \"$DIR/ran.txt\"",
-    );
+    let script = w.hook("h.sh", "echo \"$CVNOTIFY_MODEL_URI\" >> \"$DIR/ran.txt\"");
     let uri = "  https://acct.blob.core.windows.net/m/m.onnx\n$(touch x) `id`\t";
     let body = serde_json::json!({"version":"1.0","type":"Export","Content":{
         "projectId":"8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c","iterationId":"0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f",
@@ -482,8 +470,7 @@ async fn a_model_uri_with_a_newline_never_reaches_a_hook() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escape_sequences_never_reach_the_terminal() {
     let w = World::new().await;
-    let script = hook(
-        &w,
+    let script = w.hook(
         "esc.sh",
         "printf '\\033]0;pwned\\007\\033[2J\\rFORGED LINE\\n'",
     );
@@ -515,8 +502,7 @@ async fn escape_sequences_never_reach_the_terminal() {
 async fn permanent_failures_poison_at_once_with_their_reason() {
     let w = World::new().await;
     let receiver = receiver(410).await;
-    let script = hook(
-        &w,
+    let script = w.hook(
         "code.sh",
         "echo \"$CVNOTIFY_DEQUEUE_COUNT $CVNOTIFY_STATUS\" >> \"$DIR/calls.txt\"\n[ \"$CVNOTIFY_STATUS\" = TrainingFailed ] && exit 3\nexit 4",
     );
@@ -596,7 +582,7 @@ async fn envelope_poison_list_replay_round_trip_keeps_bodies_exactly() {
     assert_eq!(large.len(), 65_300);
     let bodies = vec![plain, spaced, b64, large];
     w.send_all(&bodies).await;
-    let script = hook(&w, "fail.sh", "exit 3");
+    let script = w.hook("fail.sh", "exit 3");
     let cfg = w
         .config()
         .queue("poison_format = \"envelope\"")

@@ -98,6 +98,25 @@ fn start_managed_identity(
     )
 }
 
+/// A bed with its queue, a token service issuing tokens for `lifetime`
+/// over plain HTTP (App Service managed identity), a recording hook (its
+/// output file), and a config with `mode = "managed_identity"` plus `auth`
+/// keys that trusts the bed's CA.
+async fn managed_identity(
+    lifetime: Duration,
+    auth: &str,
+) -> (Bed, tokens::TokenService, PathBuf, PathBuf) {
+    let bed = Bed::new().await;
+    bed.admin(&bed.queue).create_if_missing().await.unwrap();
+    let tokens = tokens::TokenService::start(lifetime, None).await;
+    let (out, handler) = recording_hook(bed.dir.path());
+    let cfg = bed.config(
+        &format!("mode = \"managed_identity\"\n{auth}"),
+        &format!("[tls]\nca_file = \"{}\"\n{handler}", bed.ca().display()),
+    );
+    (bed, tokens, out, cfg)
+}
+
 /// Sends one message every 500 ms for `run` and waits until all are handled.
 async fn flow(bed: &Bed, d: &Daemon, out: &Path, run: Duration) -> usize {
     let q = bed.admin(&bed.queue);
@@ -126,16 +145,10 @@ async fn flow(bed: &Bed, d: &Daemon, out: &Path, run: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_identity_over_https_with_token_refresh_and_client_id() {
-    let bed = Bed::new().await;
-    bed.admin(&bed.queue).create_if_missing().await.unwrap();
     let lifetime = Duration::from_secs(6);
-    let tokens = tokens::TokenService::start(lifetime, None).await;
-    let (out, handler) = recording_hook(bed.dir.path());
     let client_id = "5f3c1a7e-0000-4000-8000-00000000c11d";
-    let cfg = bed.config(
-        &format!("mode = \"managed_identity\"\nclient_id = \"{client_id}\""),
-        &format!("[tls]\nca_file = \"{}\"\n{handler}", bed.ca().display()),
-    );
+    let (bed, tokens, out, cfg) =
+        managed_identity(lifetime, &format!("client_id = \"{client_id}\"")).await;
     let mut d = start_managed_identity(&bed, &tokens, &cfg, "mi");
     // More than two token lifetimes of traffic.
     let run = lifetime * 2 + Duration::from_secs(3);
@@ -300,15 +313,8 @@ async fn without_tls_ca_file_the_errors_say_the_certificate_is_untrusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_service_down_while_running_is_survived() {
-    let bed = Bed::new().await;
-    bed.admin(&bed.queue).create_if_missing().await.unwrap();
     let lifetime = Duration::from_secs(4);
-    let tokens = tokens::TokenService::start(lifetime, None).await;
-    let (out, handler) = recording_hook(bed.dir.path());
-    let cfg = bed.config(
-        "mode = \"managed_identity\"",
-        &format!("[tls]\nca_file = \"{}\"\n{handler}", bed.ca().display()),
-    );
+    let (bed, tokens, out, cfg) = managed_identity(lifetime, "").await;
     let mut d = start_managed_identity(&bed, &tokens, &cfg, "down");
     flow(&bed, &d, &out, Duration::from_secs(1)).await;
     // Down for longer than a token lifetime: the token expires meanwhile.
@@ -386,8 +392,7 @@ async fn update_denied_warns_once_and_keeps_working() {
     let w = World::new().await;
     w.poison_queue().create_if_missing().await.unwrap();
     // Fails on the first delivery, succeeds on the second.
-    let script = hook(
-        &w,
+    let script = w.hook(
         "h.sh",
         "echo \"$CVNOTIFY_DEQUEUE_COUNT\" >> \"$DIR/calls.txt\"\n[ \"$CVNOTIFY_DEQUEUE_COUNT\" -ge 2 ]",
     );

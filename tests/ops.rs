@@ -26,11 +26,18 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The status of `/healthz`, and the status and body of `/readyz`, at
+/// `base`.
+async fn probes(base: &str) -> (u16, u16, String) {
+    let (healthz, _) = http_get(&format!("{base}/healthz")).await;
+    let (readyz, body) = http_get(&format!("{base}/readyz")).await;
+    (healthz, readyz, body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_messages_flow_and_fail() {
     let w = World::new().await;
-    let script = hook(
-        &w,
+    let script = w.hook(
         "h.sh",
         "[ \"$CVNOTIFY_STATUS\" = TrainingFailed ] && exit 1\nexit 0",
     );
@@ -53,13 +60,8 @@ async fn metrics_move_as_messages_flow_and_fail() {
     w.wait_poisoned(&d, 2).await;
     w.wait_drained(&d).await;
 
-    assert_eq!(
-        http_get(&format!("{base}/healthz")).await.0,
-        200,
-        "/healthz"
-    );
-    let (status, body) = http_get(&format!("{base}/readyz")).await;
-    assert_eq!(status, 200, "{body}");
+    let (healthz, readyz, body) = probes(&base).await;
+    assert_eq!((healthz, readyz), (200, 200), "/healthz, /readyz: {body}");
     let (status, text) = http_get(&format!("{base}/metrics")).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(
@@ -147,24 +149,14 @@ async fn metrics_move_as_messages_flow_and_fail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_while_storage_is_unreachable_and_storage_errors_count() {
-    let dir = tempfile::tempdir().unwrap();
     let closed = free_port();
-    let cfg = write_file(
-        dir.path(),
-        "c.toml",
-        &format!(
-            "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:{closed}/devstoreaccount1\"\nrequest_timeout = \"1s\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n[log]\nformat = \"json\"\n[http]\nlisten = \"127.0.0.1:0\"\n"
-        ),
-    );
+    let (dir, cfg) = temp_config(&format!(
+        "[queue]\nname = \"q-x\"\nendpoint = \"http://127.0.0.1:{closed}/devstoreaccount1\"\nrequest_timeout = \"1s\"\n[auth]\nmode = \"connection_string\"\nconnection_string = \"UseDevelopmentStorage=true\"\n[log]\nformat = \"json\"\n[http]\nlisten = \"127.0.0.1:0\"\n"
+    ));
     let mut d = Daemon::start(&cfg, &["run"], dir.path(), "d");
     let base = format!("http://{}", d.http_addr().await);
-    assert_eq!(
-        http_get(&format!("{base}/healthz")).await.0,
-        200,
-        "/healthz"
-    );
-    let (status, body) = http_get(&format!("{base}/readyz")).await;
-    assert_eq!(status, 503, "{body}");
+    let (healthz, readyz, body) = probes(&base).await;
+    assert_eq!((healthz, readyz), (200, 503), "/healthz, /readyz: {body}");
     assert!(body.contains("not ready"), "{body}");
     d.wait_for("a transient receive error counted", async || {
         let (_, text) = http_get(&format!("{base}/metrics")).await;
@@ -375,8 +367,7 @@ async fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
     let done = w.path("done.txt");
     // Leaves a child in its process group (killed with the group, then a
     // zombie of PID 1) and one in a new session (outlives the hook).
-    let script = hook(
-        &w,
+    let script = w.hook(
         "leave.sh",
         "sleep 30 &\nsetsid sleep 1 &\necho \"$CVNOTIFY_MESSAGE_ID\" >> \"$DIR/done.txt\"",
     );

@@ -150,7 +150,7 @@ impl Drop for Prometheus {
 async fn prometheus_fires_the_poison_alert_after_a_poisoned_message() {
     eprintln!("{}", Prometheus::version());
     let w = World::new().await;
-    let script = hook(&w, "fail.sh", "exit 1");
+    let script = w.hook("fail.sh", "exit 1");
     w.main_queue().create_if_missing().await.unwrap();
     let port = free_port();
     let cfg = w

@@ -429,8 +429,7 @@ async fn hostile_messages_end_where_they_should() {
     let inbox = w.path("inbox");
     let models = w.path("models");
     std::fs::create_dir(&inbox).unwrap();
-    let script = hook(
-        &w,
+    let script = w.hook(
         "inert.sh",
         "cat > \"$CVNOTIFY_MESSAGE_ID.json\"\nprintf '%s' \"$CVNOTIFY_STATUS\" > \"$CVNOTIFY_MESSAGE_ID.status\"\nprintf '%s' \"$CVNOTIFY_EVENT_TYPE\" > \"$CVNOTIFY_MESSAGE_ID.type\"\nprintf '%s' \"$CVNOTIFY_MODEL_URI\" > \"$CVNOTIFY_MESSAGE_ID.uri\"",
     );

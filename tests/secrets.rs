@@ -210,8 +210,7 @@ async fn a_secret_split_by_a_cut_leaks_no_part_of_it() {
     });
     let header_value = "hook-cut-secret-0123456789";
     // 4085 bytes, then the value: the cut at 4096 falls 11 bytes into it.
-    let script = hook(
-        &w,
+    let script = w.hook(
         "long.sh",
         &format!("printf '%4085s{header_value}\\n' '' | tr ' ' a"),
     );
@@ -314,8 +313,7 @@ async fn hooks_never_inherit_the_collectors_headers() {
     let logs_key = "logs-api-key-0123456789";
     // The hook prints its environment to a file, and one of the values on
     // stdout, which the daemon logs: registered, so redacted.
-    let script = hook(
-        &w,
+    let script = w.hook(
         "env.sh",
         &format!("env > \"$DIR/env.txt\"\necho \"collector said {team_key}\""),
     );
@@ -366,7 +364,7 @@ async fn hooks_never_inherit_the_collectors_headers() {
 async fn a_text_line_inside_a_message_holds_the_message_and_its_own_fields() {
     let w = World::new().await;
     let traces = collector(200).await;
-    let script = hook(&w, "hello.sh", "echo hello");
+    let script = w.hook("hello.sh", "echo hello");
     let (project, iteration) = (Uuid::new_v4(), Uuid::new_v4());
     let telemetry = format!("[telemetry]\notlp_endpoint = \"{}\"\n", traces.uri());
     // One message through `run --once` with logs in `format`: its id and

@@ -59,8 +59,7 @@ async fn a_message_is_one_trace_from_queue_to_webhook_and_hook() {
     let w = World::new().await;
     let collector = collector(200).await;
     let receiver = receiver(200).await;
-    let script = hook(
-        &w,
+    let script = w.hook(
         "trace.sh",
         "echo \"$TRACEPARENT\" > \"$DIR/hook.txt\"\ncat >> \"$DIR/hook.txt\"",
     );

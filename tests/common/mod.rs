@@ -390,6 +390,17 @@ impl World {
         }
     }
 
+    /// Writes an executable `/bin/sh` hook script `name` into the world's
+    /// directory. The shell variable `DIR` (not exported) names that
+    /// directory, so that `body` can write `"$DIR/calls.txt"` for a file
+    /// the test reads with `lines(&w.path("calls.txt"))`.
+    pub fn hook(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.path(name);
+        let dir = self.dir.path().display();
+        std::fs::write(&p, format!("#!/bin/sh\nDIR='{dir}'\n{body}\n")).unwrap();
+        p
+    }
+
     /// A hook `name` that records when each of its runs starts and ends,
     /// running `body` in between ([`MarkedHook`]).
     pub fn marked_hook(&self, name: &str, body: &str) -> MarkedHook {
@@ -398,8 +409,7 @@ impl World {
         // One `echo` per record: a line appended by one write, so a reader
         // sees it whole or not at all (see `complete_lines`).
         let record = "\"$$ $PPID $CVNOTIFY_MESSAGE_ID $CVNOTIFY_DEQUEUE_COUNT\"";
-        let script = hook(
-            self,
+        let script = self.hook(
             name,
             &format!(
                 "echo {record} >> '{}'\n{body}\necho {record} >> '{}'",
@@ -972,6 +982,18 @@ impl Daemon {
             .collect()
     }
 
+    /// The one "Moved the message to the poison queue" record (failing,
+    /// with the tail of the logs, unless there is exactly one): its reason
+    /// and the delivery it happened on.
+    #[track_caller]
+    pub fn poisoning(&self) -> (String, u64) {
+        let records = self.records_of("Moved the message to the poison queue");
+        self.assert_eq(records.len(), 1, "poisoning records");
+        let r = &records[0];
+        let reason = r["reason"].as_str().unwrap_or_default().to_owned();
+        (reason, r["spans"][0]["dequeue_count"].as_u64().unwrap_or(0))
+    }
+
     /// The lines of its logs that contain `needle`.
     pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
         self.logs()
@@ -1367,20 +1389,6 @@ pub fn live_members_of_group(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// Writes an executable `/bin/sh` hook script into the world's directory.
-/// The shell variable `DIR` (not exported) names that directory, so that
-/// `body` can write `"$DIR/calls.txt"` for a file the test reads with
-/// `lines(&w.path("calls.txt"))`.
-pub fn hook(w: &World, name: &str, body: &str) -> PathBuf {
-    let p = w.path(name);
-    std::fs::write(
-        &p,
-        format!("#!/bin/sh\nDIR='{}'\n{body}\n", w.dir.path().display()),
-    )
-    .unwrap();
-    p
-}
-
 /// A hook ([`World::marked_hook`]) that appends a record to `starts` when
 /// a run begins and to `ends` when it ends: facts written by the hook
 /// itself, which a test reads instead of guessing from time windows.
@@ -1461,6 +1469,14 @@ pub fn complete_lines(path: &Path) -> Vec<String> {
         Some(end) => text[..end].lines().map(str::to_owned).collect(),
         None => Vec::new(),
     }
+}
+
+/// A new temp dir holding the config file `c.toml` with `text`: the dir
+/// (removed on drop) and the file.
+pub fn temp_config(text: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(dir.path(), "c.toml", text);
+    (dir, cfg)
 }
 
 /// Writes `text` to `name` in `dir`; its path.
