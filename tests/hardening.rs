@@ -579,7 +579,7 @@ async fn envelope_poison_list_replay_round_trip_keeps_bodies_exactly() {
     // original goes to the poison queue verbatim instead.
     let head = format!("{},\"pad\":\"", &plain[..plain.len() - 1]);
     let large = format!("{head}{}\"}}", "p".repeat(65_300 - head.len() - 2));
-    assert_eq!(large.len(), 65_300);
+    assert_eq!(large.len(), 65_300, "the large body's length");
     let bodies = vec![plain, spaced, b64, large];
     w.send_all(&bodies).await;
     let script = w.hook("fail.sh", "exit 3");

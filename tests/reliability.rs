@@ -634,7 +634,7 @@ async fn hostile_messages_end_where_they_should() {
             None,
         ),
     ];
-    assert!(cases.len() >= 30);
+    assert!(cases.len() >= 30, "{} cases", cases.len());
     let q = w.main_queue();
     q.create_if_missing().await.unwrap();
     let mut sent: Vec<(String, &str, String, Option<String>)> = Vec::new();

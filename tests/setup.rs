@@ -103,13 +103,23 @@ async fn setup_sets_the_storage_uris_reads_them_back_and_sees_the_connection_tes
     );
     // The values the service holds now.
     let settings = &b.cv.project(project)["settings"];
-    assert_eq!(settings["notificationQueueUri"], b.queue_url().as_str());
-    assert_eq!(settings["exportModelContainerUri"], b.container.as_str());
+    assert_eq!(
+        settings["notificationQueueUri"],
+        b.queue_url().as_str(),
+        "{settings}"
+    );
+    assert_eq!(
+        settings["exportModelContainerUri"],
+        b.container.as_str(),
+        "{settings}"
+    );
     // The rest of the project went back as it was read.
-    assert_eq!(settings["classificationType"], "Multiclass");
-    assert_eq!(b.cv.count("PATCH", &format!("/projects/{project}")), 1);
+    assert_eq!(settings["classificationType"], "Multiclass", "{settings}");
+    let updates = b.cv.count("PATCH", &format!("/projects/{project}"));
+    assert_eq!(updates, 1, "{:?}", b.cv.requests());
     // Setup only looks: the ConnectionTest is left for the daemon.
-    assert_eq!(World::peek_all(&b.w.main_queue()).await.len(), 1);
+    let left = World::peek_all(&b.w.main_queue()).await;
+    assert_eq!(left.len(), 1, "the queue holds {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,11 +154,8 @@ async fn setup_with_a_wrong_training_key_says_which_key_to_use_and_fails() {
             .any(|l| l.contains(" settings ") || l.contains(" message ")),
         "{lines:#?}"
     );
-    assert!(
-        b.cv.project(project)["settings"]
-            .get("notificationQueueUri")
-            .is_none()
-    );
+    let settings = &b.cv.project(project)["settings"];
+    assert!(settings.get("notificationQueueUri").is_none(), "{settings}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,21 +225,24 @@ async fn setup_dry_run_shows_the_change_and_changes_nothing() {
             "ok    settings   dry run: would set notificationQueueUri: (not set) → {}; exportModelContainerUri: (not set) → {}; nothing changed",
             b.queue_url(),
             b.container
-        )
+        ),
+        "the settings line"
     );
     assert!(step(&lines, "queue").contains("dry run: `"), "{lines:#?}");
-    assert_eq!(b.cv.project(project), before);
+    assert_eq!(b.cv.project(project), before, "the project changed");
     assert!(
         b.cv.requests().iter().all(|r| r.method == "GET"),
         "{:?}",
         b.cv.requests()
     );
     // Not even the queue was created.
-    assert!(matches!(
-        b.w.main_queue().peek(1).await,
-        Err(QueueError::QueueNotFound { .. })
-    ));
-    assert!(list_blobs(&b.container, "").await.is_empty());
+    let peeked = b.w.main_queue().peek(1).await;
+    assert!(
+        matches!(peeked, Err(QueueError::QueueNotFound { .. })),
+        "{peeked:?}"
+    );
+    let blobs = list_blobs(&b.container, "").await;
+    assert!(blobs.is_empty(), "{blobs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,17 +275,18 @@ async fn setup_tries_the_other_form_when_the_first_does_not_stick_and_says_which
     let lines = out.lines();
     assert_eq!(
         step(&lines, "settings"),
-        "ok    settings   set with UpdateProject with the URIs as query parameters (the guide's CreateProject form; not documented for UpdateProject); GetProject shows both; did not stick: UpdateProject with the URIs in `settings` (the storage guide's form)"
+        "ok    settings   set with UpdateProject with the URIs as query parameters (the guide's CreateProject form; not documented for UpdateProject); GetProject shows both; did not stick: UpdateProject with the URIs in `settings` (the storage guide's form)",
+        "the settings line"
     );
     assert!(step(&lines, "message").starts_with("ok"), "{lines:#?}");
     assert!(
         !lines.iter().any(|l| l.contains(" blob ")),
         "--no-backup: {lines:#?}"
     );
+    let settings = &b.cv.project(project)["settings"];
     assert!(
-        b.cv.project(project)["settings"]
-            .get("exportModelContainerUri")
-            .is_none()
+        settings.get("exportModelContainerUri").is_none(),
+        "{settings}"
     );
 }
 
@@ -328,7 +339,8 @@ async fn setup_create_makes_a_project_wired_to_the_queue() {
     );
     assert_eq!(
         step(&lines, "settings"),
-        "ok    settings   set by CreateProject with the URIs as query parameters (the storage guide's form); GetProject shows both"
+        "ok    settings   set by CreateProject with the URIs as query parameters (the storage guide's form); GetProject shows both",
+        "the settings line"
     );
     assert!(step(&lines, "message").starts_with("ok"), "{lines:#?}");
     assert!(step(&lines, "blob").starts_with("ok"), "{lines:#?}");
@@ -343,7 +355,7 @@ async fn setup_create_makes_a_project_wired_to_the_queue() {
             .contains(&("notificationQueueUri".into(), b.queue_url())),
         "{create:?}"
     );
-    assert_eq!(b.cv.count("PATCH", ""), 0);
+    assert_eq!(b.cv.count("PATCH", ""), 0, "{:?}", b.cv.requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,7 +387,8 @@ async fn check_verifies_each_listed_project_points_at_this_queue() {
         &format!(
             "ok    project    {wired} `wired`: notifications → this queue; backups → {}",
             b.container
-        )
+        ),
+        "the wired project's line"
     );
     assert!(projects[1].starts_with(&format!("FAIL  project    {elsewhere} `elsewhere`: notificationQueueUri is https://other.queue.core.windows.net/other-queue, not this daemon's queue {}", b.queue_url())), "{}", projects[1]);
     assert!(
