@@ -7,7 +7,7 @@
 //!
 //! Real Azurite where a queue must work, the real binary, loopback only.
 
-mod common;
+use crate::common;
 
 use common::flood::{Answer, Flood};
 use common::*;

@@ -1,6 +1,6 @@
 //! The command line without a storage service: decode, config errors, help.
 
-mod common;
+use crate::common;
 
 use common::{cli, temp_config, write_file};
 

@@ -6,7 +6,7 @@
 //! (`common::customvision`, written from the reference: no real Custom
 //! Vision service is reachable here).
 
-mod common;
+use crate::common;
 
 use common::customvision::{CustomVision, CvOptions, Fault, handler_ctx};
 use common::*;
@@ -580,7 +580,7 @@ async fn the_export_notification_of_a_requested_export_is_handled_at_once_despit
         .written()
         .into_iter()
         .find(|x| x.kind == "Export")
-        .expect("the stand-in wrote the Export message");
+        .unwrap_or_else(|| panic!("the stand-in wrote no Export message: {:?}", cv.written()));
     let arrived = written.at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
     let handled: f64 = lines(&got)[0].parse().unwrap();
     let latency = handled - arrived;

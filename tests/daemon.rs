@@ -1,7 +1,7 @@
 //! The daemon end to end: real Azurite, real `cvnotify` processes, real
 //! shell hooks.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::{BTreeSet, HashSet};

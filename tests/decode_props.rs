@@ -3,7 +3,7 @@
 //! Case counts are fixed so CI time is bounded; `PROPTEST_CASES` raises them
 //! for longer runs, and `fuzz/` has a cargo-fuzz target for open-ended ones.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::{DecodeError, Event, Notification, decode};

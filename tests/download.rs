@@ -5,7 +5,7 @@
 //! theirs at the end (finding 2 on a small tmpfs in a user and mount
 //! namespace).
 
-mod common;
+use crate::common;
 
 use azure_core::http::RequestContent;
 use common::*;

@@ -5,7 +5,7 @@
 //! finding is quoted in its doc comment); the others pin the new features.
 //! Real Azurite, the real binary, loopback only.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

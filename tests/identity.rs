@@ -2,7 +2,7 @@
 //! token service (App Service managed identity and Entra ID workload
 //! identity protocols), a private CA, and the failure modes users hit.
 
-mod common;
+use crate::common;
 
 use common::*;
 use common::{tls, tokens};

@@ -1,7 +1,7 @@
 //! Operations: health and metrics endpoints, systemd notifications, poison
 //! tooling, PID 1 behaviour. Real daemons against real Azurite.
 
-mod common;
+use crate::common;
 
 use common::*;
 use nix::sys::signal::Signal;

@@ -4,7 +4,7 @@
 //! unchanged (the poison alert has no `for`, so nothing needs shortening),
 //! every second.
 
-mod common;
+use crate::common;
 
 use common::*;
 use nix::sys::signal::{Signal, kill};

@@ -2,7 +2,7 @@
 //! "accounts"), one queue on each, with their own handlers, thresholds and
 //! credentials, and one shared concurrency limit.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! bounded in count and time. `CVNOTIFY_SOAK=N` multiplies the message
 //! counts for longer runs (CI runs with 1).
 
-mod common;
+use crate::common;
 
 use common::faults;
 use common::*;

@@ -11,7 +11,7 @@
 //! Vision service is reachable here), and the OTLP collector a wiremock
 //! server that records what it receives.
 
-mod common;
+use crate::common;
 
 use common::customvision::{CustomVision, CvOptions, Fault};
 use common::*;

@@ -4,7 +4,7 @@
 //! (`common::customvision`, written from the reference: no real Custom
 //! Vision service is reachable here).
 
-mod common;
+use crate::common;
 
 use common::customvision::{CustomVision, CvOptions, Forms};
 use common::*;

@@ -5,7 +5,7 @@
 //! JSON log lines; a collector that never answers neither slows handling nor
 //! loses a message, and its dropped spans are counted.
 
-mod common;
+use crate::common;
 
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

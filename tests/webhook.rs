@@ -1,7 +1,7 @@
 //! The webhook handler against a real HTTP server on loopback (wiremock),
 //! and end to end through the daemon with Azurite.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::tls;

@@ -6,7 +6,6 @@
 //! client's timeout, or resets the connection without answering. Written
 //! here because the fault kinds are storage-specific (ServerBusy bodies) and
 //! small.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

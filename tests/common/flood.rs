@@ -9,7 +9,6 @@
 //! Its answers are held back until [`Flood::open`]: the daemon then waits
 //! on its first request, fully started, and a test can take its idle
 //! memory before the flood begins.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -19,7 +19,6 @@
 //! - `tls`, `tokens`, `faults` and `flood` are loopback servers for some
 //!   tests; `customvision` is a stand-in for the Custom Vision Training API.
 //! - [`status_kib`] reads a process's memory (`VmRSS`, `VmHWM`).
-#![allow(dead_code)]
 
 pub mod customvision;
 pub mod faults;
@@ -72,8 +71,8 @@ pub enum Service {
 pub struct Azurite {
     child: Child,
     pub port: u16,
-    /// Azurite's working directory.
-    pub dir: TempDir,
+    /// Azurite's working directory, removed when this is dropped.
+    _dir: TempDir,
 }
 
 /// How to start Azurite: [`Azurite::builder`].
@@ -169,7 +168,11 @@ impl AzuriteBuilder {
                 tokio::time::timeout(Duration::from_secs(30), rx.recv()).await
                 && wait_for_port(port, &mut child, Duration::from_secs(10)).await
             {
-                return Azurite { child, port, dir };
+                return Azurite {
+                    child,
+                    port,
+                    _dir: dir,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -197,10 +200,6 @@ impl Azurite {
 
     pub fn queue_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}/devstoreaccount1", self.port)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Stops it (SIGTERM to its pid, so on-disk data is flushed; SIGKILL

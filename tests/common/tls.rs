@@ -1,5 +1,4 @@
 //! A private CA and a TLS server on loopback, for tests of `ca_file`.
-#![allow(dead_code)]
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::path::Path;

@@ -6,7 +6,6 @@
 //! basic` mode (which does not verify signatures), short lifetimes, and
 //! records every request. It can be turned "down" (connections closed
 //! without an answer).
-#![allow(dead_code)]
 
 use base64::Engine as _;
 use std::sync::atomic::{AtomicBool, Ordering};
