@@ -16,6 +16,9 @@
 //! - the known **shapes**, whatever their value: `sig=`, `AccountKey=`,
 //!   `SharedAccessSignature=`, `Bearer `, `whsec_`, JSON Web Tokens.
 //!
+//! [`load`] reads a secret given as a value, an environment variable or a
+//! file (the training key, webhook secrets), the one way both do it.
+//!
 //! Handlers that need the real value (the shell hook's
 //! `CVNOTIFY_MODEL_URI`) get it unredacted; logs never do. This module must
 //! not log anything itself.
@@ -25,6 +28,7 @@ use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, RwLock};
 
 /// A value that must never be printed: `Debug` shows `***`. Making one
@@ -407,6 +411,50 @@ pub fn redact_cut(text: &str) -> String {
     out
 }
 
+/// A secret named by an environment variable or a file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the environment variable {0} is not set")]
+    EnvNotSet(String),
+    #[error("{}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A secret given in one of the three ways the configuration offers: its
+/// value, the name of an environment variable holding it (`*_env`, taken
+/// as it is), or the path of a file holding it (`*_file`, surrounding white
+/// space removed: an editor's trailing newline is not part of the secret).
+/// The first one given wins (validation allows only one); `None` when none
+/// is. A value read from a variable or a file becomes a [`Secret`] here, so
+/// it is registered as the configuration's own values are when it loads.
+pub fn load(
+    value: Option<&Secret>,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, SourceError> {
+    if let Some(v) = value {
+        return Ok(Some(v.clone()));
+    }
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(|v| Some(Secret::new(v)))
+            .map_err(|_| SourceError::EnvNotSet(var.to_owned()));
+    }
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    std::fs::read_to_string(path)
+        .map(|v| Some(Secret::new(v.trim())))
+        .map_err(|source| SourceError::File {
+            path: path.to_owned(),
+            source,
+        })
+}
+
 /// Text from outside (a message, a service's answer, a hook) made fit for
 /// a terminal or a line of output: secrets redacted, control characters
 /// escaped (see [`escape_control`]).
@@ -437,6 +485,36 @@ pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one loader both `training_key*` and a webhook's `secret*` go
+    /// through: the value wins, a file is trimmed and registered, and a
+    /// missing source names the variable or the file.
+    #[test]
+    fn secrets_load_from_a_value_a_variable_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "  file-secret-0123456789\n").unwrap();
+        let inline = Secret::new("inline-secret-0123456789");
+        let got = load(Some(&inline), Some("UNUSED"), Some(&path)).unwrap();
+        assert_eq!(got.unwrap().expose(), "inline-secret-0123456789");
+        let got = load(None, None, Some(&path)).unwrap().unwrap();
+        assert_eq!(got.expose(), "file-secret-0123456789");
+        assert_eq!(redact_text("x file-secret-0123456789 y"), "x REDACTED y");
+        assert!(load(None, None, None).unwrap().is_none());
+
+        let var = "CVNOTIFY_TEST_SECRET_THAT_IS_NEVER_SET";
+        let e = load(None, Some(var), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("the environment variable {var} is not set")
+        );
+        let missing = dir.path().join("missing");
+        let e = load(None, None, Some(&missing)).unwrap_err();
+        assert!(
+            matches!(&e, SourceError::File { path, .. } if *path == missing),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn url_query_is_dropped() {

@@ -19,7 +19,7 @@ use super::model::{ErrorBody, Export, Iteration, Project, StorageUris};
 use crate::config::{AuthConfig, Cloud, CustomVisionConfig, TlsConfig};
 use crate::error::{error_chain, with_trust_hint};
 use crate::retry::{Backoff, parse_retry_after};
-use crate::secret::Secret;
+use crate::secret::{Secret, SourceError};
 use azure_core::credentials::TokenCredential;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -126,29 +126,16 @@ impl TrainingClient {
         cloud: Cloud,
         tls: &TlsConfig,
     ) -> Result<Self, ClientBuildError> {
-        let key = match (
-            &cv.training_key,
-            &cv.training_key_env,
-            &cv.training_key_file,
-        ) {
-            (Some(k), _, _) => Some(k.expose().trim().to_owned()),
-            (_, Some(var), _) => Some(
-                std::env::var(var)
-                    .map_err(|_| ClientBuildError::KeyEnv(var.clone()))?
-                    .trim()
-                    .to_owned(),
-            ),
-            (_, _, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|source| ClientBuildError::KeyFile {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            _ => None,
-        };
+        let key = crate::secret::load(
+            cv.training_key.as_ref(),
+            cv.training_key_env.as_deref(),
+            cv.training_key_file.as_deref(),
+        )
+        .map_err(|e| match e {
+            SourceError::EnvNotSet(var) => ClientBuildError::KeyEnv(var),
+            SourceError::File { path, source } => ClientBuildError::KeyFile { path, source },
+        })?
+        .map(|k| k.expose().trim().to_owned());
         let credential = match key {
             Some(k) if k.is_empty() => return Err(ClientBuildError::EmptyKey),
             Some(k) => Credential::Key(Secret::new(k)),

@@ -17,6 +17,7 @@ use crate::config::WebhookConfig;
 use crate::config::handlers::{WebhookSecretError, webhook_key};
 use crate::error::{error_chain, with_trust_hint};
 use crate::retry::{Backoff, parse_retry_after};
+use crate::secret::SourceError;
 use async_trait::async_trait;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -139,29 +140,17 @@ impl WebhookHandler {
         config: &WebhookConfig,
         default_ca_file: Option<&std::path::Path>,
     ) -> Result<Self, WebhookBuildError> {
-        let secret = match (&config.secret, &config.secret_env, &config.secret_file) {
-            (Some(s), _, _) => Some(s.expose().to_owned()),
-            (_, Some(var), _) => {
-                Some(std::env::var(var).map_err(|_| WebhookBuildError::SecretEnv(var.clone()))?)
-            }
-            (_, _, Some(file)) => Some(
-                std::fs::read_to_string(file)
-                    .map_err(|source| WebhookBuildError::SecretFile {
-                        path: file.clone(),
-                        source,
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            _ => None,
-        };
-        // Read from a variable or a file: registered here, as a `Secret`
-        // from the configuration is when it is loaded.
-        if let Some(s) = &secret {
-            crate::secret::register(s);
-        }
+        let secret = crate::secret::load(
+            config.secret.as_ref(),
+            config.secret_env.as_deref(),
+            config.secret_file.as_deref(),
+        )
+        .map_err(|e| match e {
+            SourceError::EnvNotSet(var) => WebhookBuildError::SecretEnv(var),
+            SourceError::File { path, source } => WebhookBuildError::SecretFile { path, source },
+        })?;
         let signer = secret
-            .map(|s| Signer::new(&s).map_err(WebhookBuildError::Secret))
+            .map(|s| Signer::new(s.expose()).map_err(WebhookBuildError::Secret))
             .transpose()?;
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
