@@ -8,44 +8,15 @@
 //! there, it is received and made visible again immediately (its dequeue
 //! count goes up by one).
 
+use super::lines::{CheckLine, Lines, line};
 use crate::azure::Connector;
 use crate::config::Config;
 use crate::error::error_chain;
 use crate::queue::{Expiry, Queue, QueueError};
-use crate::secret::redact;
-use std::fmt;
 use std::time::Duration;
-
-/// One check's result (also one line of `setup`).
-#[derive(Debug, Clone)]
-pub struct CheckLine {
-    pub name: &'static str,
-    pub ok: bool,
-    /// cvnotify's own text, with anything from outside (a project name, a
-    /// URI or an error a service sent) put in through
-    /// [`crate::secret::printable`].
-    pub detail: String,
-}
-
-impl fmt::Display for CheckLine {
-    /// The line as printed: every registered secret and secret-shaped text
-    /// removed, whatever part of the detail carried it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mark = if self.ok { "ok  " } else { "FAIL" };
-        write!(f, "{mark}  {:<10} {}", self.name, redact(&self.detail))
-    }
-}
 
 const MISSING_ID: &str = "00000000-0000-0000-0000-000000000000";
 const MISSING_RECEIPT: &str = "AgAAAAMAAAAAAAAAAAAAAAAAAAA=";
-
-fn line(name: &'static str, ok: bool, detail: impl Into<String>) -> CheckLine {
-    CheckLine {
-        name,
-        ok,
-        detail: detail.into(),
-    }
-}
 
 /// Whether a call on a missing message shows the operation is allowed.
 fn allowed_on_missing(r: Result<impl Sized, QueueError>) -> Result<(), QueueError> {
@@ -58,48 +29,38 @@ fn allowed_on_missing(r: Result<impl Sized, QueueError>) -> Result<(), QueueErro
 }
 
 /// Runs the network checks, printing each line through `out` as it is known.
-pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckLine> {
-    let mut lines = Vec::new();
-    let mut push = |l: CheckLine, lines: &mut Vec<CheckLine>| {
-        out(&l);
-        lines.push(l);
-    };
+pub async fn run(config: &Config, out: impl FnMut(&CheckLine)) -> Vec<CheckLine> {
+    let mut lines = Lines::new(out);
     let connector = match Connector::new(&config.queue, &config.auth, &config.tls) {
         Ok(c) => c,
         Err(e) => {
-            push(line("client", false, error_chain(&e)), &mut lines);
-            return lines;
+            lines.push(line("client", false, error_chain(&e)));
+            return lines.into_vec();
         }
     };
     match connector
         .verify_credential(config.auth.startup_timeout)
         .await
     {
-        Ok(()) if config.auth.mode.uses_token() => push(
-            line(
-                "token",
-                true,
-                format!(
-                    "got a storage token with auth.mode = \"{}\"",
-                    config.auth.mode.as_str()
-                ),
+        Ok(()) if config.auth.mode.uses_token() => lines.push(line(
+            "token",
+            true,
+            format!(
+                "got a storage token with auth.mode = \"{}\"",
+                config.auth.mode.as_str()
             ),
-            &mut lines,
-        ),
-        Ok(()) => push(
-            line(
-                "token",
-                true,
-                format!(
-                    "not needed with auth.mode = \"{}\"",
-                    config.auth.mode.as_str()
-                ),
+        )),
+        Ok(()) => lines.push(line(
+            "token",
+            true,
+            format!(
+                "not needed with auth.mode = \"{}\"",
+                config.auth.mode.as_str()
             ),
-            &mut lines,
-        ),
+        )),
         Err(e) => {
-            push(line("token", false, e.to_string()), &mut lines);
-            return lines;
+            lines.push(line("token", false, e.to_string()));
+            return lines.into_vec();
         }
     }
     let (queue, poison) = match (
@@ -108,39 +69,33 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
     ) {
         (Ok(q), Ok(p)) => (q, p),
         (Err(e), _) | (_, Err(e)) => {
-            push(line("client", false, error_chain(&e)), &mut lines);
-            return lines;
+            lines.push(line("client", false, error_chain(&e)));
+            return lines.into_vec();
         }
     };
     match queue.approximate_length().await {
-        Ok(n) => push(
-            line(
-                "queue",
-                true,
-                format!(
-                    "`{}` at {} is reachable (about {n} messages)",
-                    queue.name(),
-                    connector.endpoint()
-                ),
+        Ok(n) => lines.push(line(
+            "queue",
+            true,
+            format!(
+                "`{}` at {} is reachable (about {n} messages)",
+                queue.name(),
+                connector.endpoint()
             ),
-            &mut lines,
-        ),
+        )),
         // Reading properties needs a reader role the daemon does not; only
         // a missing queue or an unreachable service is fatal here.
-        Err(e @ QueueError::Forbidden { .. }) => push(
-            line(
-                "queue",
-                true,
-                format!(
-                    "`{}` is reachable; its properties are not readable ({e}); not needed to run",
-                    queue.name()
-                ),
+        Err(e @ QueueError::Forbidden { .. }) => lines.push(line(
+            "queue",
+            true,
+            format!(
+                "`{}` is reachable; its properties are not readable ({e}); not needed to run",
+                queue.name()
             ),
-            &mut lines,
-        ),
+        )),
         Err(e) => {
-            push(line("queue", false, e.to_string()), &mut lines);
-            return lines;
+            lines.push(line("queue", false, e.to_string()));
+            return lines.into_vec();
         }
     }
     let receive = match queue.receive(1, Duration::from_secs(2)).await {
@@ -154,27 +109,21 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
         }
         Err(e) => line("receive", false, e.to_string()),
     };
-    push(receive, &mut lines);
+    lines.push(receive);
     let update = allowed_on_missing(
         queue
             .update_visibility(MISSING_ID, MISSING_RECEIPT, Duration::ZERO)
             .await,
     );
-    push(
-        match update {
-            Ok(()) => line("update", true, "allowed"),
-            Err(e) => line("update", false, e.to_string()),
-        },
-        &mut lines,
-    );
+    lines.push(match update {
+        Ok(()) => line("update", true, "allowed"),
+        Err(e) => line("update", false, e.to_string()),
+    });
     let delete = allowed_on_missing(queue.delete(MISSING_ID, MISSING_RECEIPT).await);
-    push(
-        match delete {
-            Ok(()) => line("delete", true, "allowed"),
-            Err(e) => line("delete", false, e.to_string()),
-        },
-        &mut lines,
-    );
+    lines.push(match delete {
+        Ok(()) => line("delete", true, "allowed"),
+        Err(e) => line("delete", false, e.to_string()),
+    });
     let poison_result = async {
         let created = match poison.create_if_missing().await {
             Ok(()) => true,
@@ -190,24 +139,21 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
         Ok::<_, QueueError>(created)
     }
     .await;
-    push(
-        match poison_result {
-            Ok(true) => line(
-                "poison",
-                true,
-                format!("`{}` exists and accepts messages", poison.name()),
+    lines.push(match poison_result {
+        Ok(true) => line(
+            "poison",
+            true,
+            format!("`{}` exists and accepts messages", poison.name()),
+        ),
+        Ok(false) => line(
+            "poison",
+            true,
+            format!(
+                "`{}` accepts messages (creating queues is denied, which is fine while it exists)",
+                poison.name()
             ),
-            Ok(false) => line(
-                "poison",
-                true,
-                format!(
-                    "`{}` accepts messages (creating queues is denied, which is fine while it exists)",
-                    poison.name()
-                ),
-            ),
-            Err(e) => line("poison", false, format!("`{}`: {e}", poison.name())),
-        },
-        &mut lines,
-    );
-    lines
+        ),
+        Err(e) => line("poison", false, format!("`{}`: {e}", poison.name())),
+    });
+    lines.into_vec()
 }

@@ -4,7 +4,7 @@
 //! handler names a `container`) point at this daemon's queue (and
 //! container). One line per project; nothing is changed.
 
-use super::check::CheckLine;
+use super::lines::{CheckLine, Lines, line};
 use super::setup::{backup_container, same_uri};
 use crate::azure::Connector;
 use crate::config::Config;
@@ -12,51 +12,36 @@ use crate::customvision::TrainingClient;
 use crate::error::error_chain;
 use crate::secret::{printable, redact_url};
 
-fn line(name: &'static str, ok: bool, detail: impl Into<String>) -> CheckLine {
-    CheckLine {
-        name,
-        ok,
-        detail: detail.into(),
-    }
-}
-
 /// The lines, each printed through `out` as it is known; none without
 /// `[customvision]`.
-pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckLine> {
-    let mut lines = Vec::new();
-    let mut push = |l: CheckLine, lines: &mut Vec<CheckLine>| {
-        out(&l);
-        lines.push(l);
-    };
+pub async fn run(config: &Config, out: impl FnMut(&CheckLine)) -> Vec<CheckLine> {
+    let mut lines = Lines::new(out);
     let Some(cv) = &config.customvision else {
-        return lines;
+        return lines.into_vec();
     };
     let client =
         match TrainingClient::from_config(cv, &config.auth, config.queue.cloud, &config.tls) {
             Ok(c) => c,
             Err(e) => {
-                push(line("customvision", false, error_chain(&e)), &mut lines);
-                return lines;
+                lines.push(line("customvision", false, error_chain(&e)));
+                return lines.into_vec();
             }
         };
     if cv.projects.is_empty() {
-        push(
-            line(
-                "customvision",
-                true,
-                "no projects listed in customvision.projects; nothing to verify",
-            ),
-            &mut lines,
-        );
-        return lines;
+        lines.push(line(
+            "customvision",
+            true,
+            "no projects listed in customvision.projects; nothing to verify",
+        ));
+        return lines.into_vec();
     }
     let queue = match Connector::new(&config.queue, &config.auth, &config.tls)
         .and_then(|c| c.queue_url(config.queue_name()))
     {
         Ok(u) => u,
         Err(e) => {
-            push(line("customvision", false, error_chain(&e)), &mut lines);
-            return lines;
+            lines.push(line("customvision", false, error_chain(&e)));
+            return lines.into_vec();
         }
     };
     let container = backup_container(config);
@@ -64,10 +49,7 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
         let p = match client.get_project(*id).await {
             Ok(p) => p,
             Err(e) => {
-                push(
-                    line("project", false, format!("{id}: {}", error_chain(&e))),
-                    &mut lines,
-                );
+                lines.push(line("project", false, format!("{id}: {}", error_chain(&e))));
                 continue;
             }
         };
@@ -112,7 +94,7 @@ pub async fn run(config: &Config, mut out: impl FnMut(&CheckLine)) -> Vec<CheckL
                 ),
             )
         };
-        push(l, &mut lines);
+        lines.push(l);
     }
-    lines
+    lines.into_vec()
 }

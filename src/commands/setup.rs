@@ -11,7 +11,7 @@
 //! `FAIL`; a missing message or blob names the role the Custom Vision
 //! resource's managed identity needs and the `az` command to grant it.
 
-use super::check::CheckLine;
+use super::lines::{CheckLine, Lines, line};
 use crate::azure::{AzureContainer, Connector, ContainerError};
 use crate::config::{Config, HandlerConfig};
 use crate::customvision::{CvError, Project, StorageUris, TrainingClient};
@@ -132,14 +132,6 @@ impl Names {
     }
 }
 
-fn line(name: &'static str, ok: bool, detail: impl Into<String>) -> CheckLine {
-    CheckLine {
-        name,
-        ok,
-        detail: detail.into(),
-    }
-}
-
 /// A URI as the output shows it: without its query (a SAS), escaped (it
 /// may come from GetProject).
 fn show(v: Option<&str>) -> String {
@@ -201,16 +193,14 @@ pub async fn run(
     out: impl FnMut(&CheckLine),
 ) -> Vec<CheckLine> {
     let mut s = Setup {
-        lines: Vec::new(),
-        out,
+        lines: Lines::new(out),
     };
     s.run(config, opts).await;
-    s.lines
+    s.lines.into_vec()
 }
 
 struct Setup<F> {
-    lines: Vec<CheckLine>,
-    out: F,
+    lines: Lines<F>,
 }
 
 /// What is watched for the proof, and what was there before.
@@ -221,7 +211,6 @@ struct Watch {
 
 impl<F: FnMut(&CheckLine)> Setup<F> {
     fn push(&mut self, l: CheckLine) {
-        (self.out)(&l);
         self.lines.push(l);
     }
 
