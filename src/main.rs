@@ -2,13 +2,16 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use cvnotify::commands::edge::{
+    print_error, report, runtime, with_config, with_queue, with_traced_config,
+};
 use cvnotify::commands::poison::{self, Selection};
 use cvnotify::commands::send::{self, SendSpec, SendType};
 use cvnotify::commands::setup::{self, SetupOptions};
-use cvnotify::config::{Config, ConfigError};
+use cvnotify::config::Config;
 use cvnotify::daemon::{self, StartError};
 use cvnotify::exit;
-use cvnotify::logging::{self, Target};
+use cvnotify::logging::Target;
 use cvnotify::queue::Queue;
 use cvnotify::secret::redact;
 use std::io::Read;
@@ -169,18 +172,22 @@ fn main() -> ExitCode {
             );
             exit::OK
         }
-        Command::Run { once } => with_traced_config(cli.config, |c| run(c, once)),
-        Command::Check { config_only, queue } => with_config(cli.config, Target::Stderr, |c| {
-            println!("ok    config     valid");
-            if config_only {
-                exit::OK
-            } else {
-                with_queue(c, queue.as_deref(), check)
-            }
-        }),
-        Command::Poison { command, queue } => with_config(cli.config, Target::Stderr, |c| {
-            with_queue(c, queue.as_deref(), |c| poison(c, command))
-        }),
+        Command::Run { once } => with_traced_config(cli.config.as_deref(), |c| run(c, once)),
+        Command::Check { config_only, queue } => {
+            with_config(cli.config.as_deref(), Target::Stderr, |c| {
+                println!("ok    config     valid");
+                if config_only {
+                    exit::OK
+                } else {
+                    with_queue(c, queue.as_deref(), check)
+                }
+            })
+        }
+        Command::Poison { command, queue } => {
+            with_config(cli.config.as_deref(), Target::Stderr, |c| {
+                with_queue(c, queue.as_deref(), |c| poison(c, command))
+            })
+        }
         Command::Setup {
             project,
             create,
@@ -200,7 +207,7 @@ fn main() -> ExitCode {
                 dry_run,
                 wait,
             };
-            with_config(cli.config, Target::Stderr, |c| {
+            with_config(cli.config.as_deref(), Target::Stderr, |c| {
                 with_queue(c, queue.as_deref(), |c| setup(c, &opts))
             })
         }
@@ -221,82 +228,12 @@ fn main() -> ExitCode {
                 model_uri,
                 base64,
             };
-            with_config(cli.config, Target::Stderr, |c| {
+            with_config(cli.config.as_deref(), Target::Stderr, |c| {
                 with_queue(c, queue.as_deref(), |c| send(c, &spec))
             })
         }
     };
     ExitCode::from(code as u8)
-}
-
-fn with_config(path: Option<PathBuf>, target: Target, f: impl FnOnce(&Config) -> i32) -> i32 {
-    match Config::load(path.as_deref()) {
-        Ok(config) => {
-            logging::init(&config.log, target, None);
-            f(&config)
-        }
-        Err(e) => config_error(&e),
-    }
-}
-
-/// As [`with_config`] for the daemon: traces too, when configured, flushed
-/// before the process exits.
-fn with_traced_config(path: Option<PathBuf>, f: impl FnOnce(&Config) -> i32) -> i32 {
-    let config = match Config::load(path.as_deref()) {
-        Ok(config) => config,
-        Err(e) => return config_error(&e),
-    };
-    let (tracer, telemetry) = match cvnotify::telemetry::init(&config.telemetry) {
-        Ok(Some((tracer, telemetry))) => (Some(tracer), Some(telemetry)),
-        Ok(None) => (None, None),
-        Err(e) => {
-            print_error(report(&e.into()));
-            return exit::CONFIG;
-        }
-    };
-    logging::init(&config.log, Target::Stdout, tracer);
-    let code = f(&config);
-    if let Some(t) = telemetry {
-        t.shutdown();
-    }
-    code
-}
-
-/// Runs `f` on the configuration narrowed to the queue `--queue` names (or
-/// the only one); a usage error naming the queues otherwise.
-fn with_queue(config: &Config, name: Option<&str>, f: impl FnOnce(&Config) -> i32) -> i32 {
-    match config.for_queue(name) {
-        Ok(one) => f(&one),
-        Err(e) => {
-            print_error(e);
-            exit::USAGE
-        }
-    }
-}
-
-fn config_error(e: &ConfigError) -> i32 {
-    print_error(e);
-    eprintln!("See config/cvnotify.example.toml for every key and its default.");
-    exit::CONFIG
-}
-
-/// The error and its causes on one line (`{:#}`).
-fn report(e: &anyhow::Error) -> String {
-    format!("{e:#}")
-}
-
-/// `error: {text}` on stderr, secrets removed ([`redact`]): some causes
-/// come from HTTP clients and services that put request URLs, or a key
-/// they were sent, in their messages.
-fn print_error(text: impl std::fmt::Display) {
-    eprintln!("error: {}", redact(&text.to_string()));
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("building the tokio runtime")
 }
 
 fn run(config: &Config, once: bool) -> i32 {

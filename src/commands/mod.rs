@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod check_projects;
+pub mod edge;
 pub mod lines;
 pub mod poison;
 pub mod send;
