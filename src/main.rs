@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use cvnotify::commands::decode;
 use cvnotify::commands::edge::{
     print_error, report, runtime, with_config, with_queue, with_traced_config,
 };
@@ -14,7 +15,6 @@ use cvnotify::exit;
 use cvnotify::logging::Target;
 use cvnotify::queue::Queue;
 use cvnotify::secret::redact;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use uuid::Uuid;
@@ -161,7 +161,7 @@ enum PoisonCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Decode { file } => decode(file),
+        Command::Decode { file } => decode::exec(file.as_deref()),
         Command::ConfigFile {
             command: ConfigCommand::Schema,
         } => {
@@ -347,31 +347,4 @@ fn poison(config: &Config, command: PoisonCommand) -> i32 {
         print_error(report(&e));
         exit::FAILURE
     })
-}
-
-fn decode(file: Option<PathBuf>) -> i32 {
-    let mut body = Vec::new();
-    let read = match file.as_deref() {
-        None => std::io::stdin().read_to_end(&mut body).map(|_| ()),
-        Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_end(&mut body).map(|_| ()),
-        Some(p) => std::fs::read(p).map(|b| body = b),
-    };
-    if let Err(e) = read {
-        eprintln!("error: cannot read the message: {e}");
-        return exit::FAILURE;
-    }
-    match cvnotify::event::decode(&body) {
-        Ok(n) => {
-            let out = serde_json::json!({"version": n.version, "event": n.event});
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&out).expect("serializable")
-            );
-            exit::OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::DATA_ERR
-        }
-    }
 }

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod check_projects;
+pub mod decode;
 pub mod edge;
 pub mod lines;
 pub mod poison;
