@@ -7,6 +7,7 @@ use cvnotify::commands::edge::{
     print_error, report, runtime, with_config, with_queue, with_traced_config,
 };
 use cvnotify::commands::poison::{self, Selection};
+use cvnotify::commands::schema;
 use cvnotify::commands::send::{self, SendSpec, SendType};
 use cvnotify::commands::setup::{self, SetupOptions};
 use cvnotify::config::Config;
@@ -164,14 +165,7 @@ fn main() -> ExitCode {
         Command::Decode { file } => decode::exec(file.as_deref()),
         Command::ConfigFile {
             command: ConfigCommand::Schema,
-        } => {
-            let schema = Config::json_schema();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&schema).expect("serializable")
-            );
-            exit::OK
-        }
+        } => schema::exec(),
         Command::Run { once } => with_traced_config(cli.config.as_deref(), |c| run(c, once)),
         Command::Check { config_only, queue } => {
             with_config(cli.config.as_deref(), Target::Stderr, |c| {

@@ -8,5 +8,6 @@ pub mod decode;
 pub mod edge;
 pub mod lines;
 pub mod poison;
+pub mod schema;
 pub mod send;
 pub mod setup;
