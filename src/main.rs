@@ -3,15 +3,12 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cvnotify::commands::decode;
-use cvnotify::commands::edge::{
-    print_error, report, runtime, with_config, with_queue, with_traced_config,
-};
+use cvnotify::commands::edge::{print_error, report, runtime, with_config, with_queue};
 use cvnotify::commands::poison::{self, Selection};
-use cvnotify::commands::schema;
 use cvnotify::commands::send::{self, SendSpec, SendType};
 use cvnotify::commands::setup::{self, SetupOptions};
+use cvnotify::commands::{run, schema};
 use cvnotify::config::Config;
-use cvnotify::daemon::{self, StartError};
 use cvnotify::exit;
 use cvnotify::logging::Target;
 use cvnotify::queue::Queue;
@@ -166,7 +163,7 @@ fn main() -> ExitCode {
         Command::ConfigFile {
             command: ConfigCommand::Schema,
         } => schema::exec(),
-        Command::Run { once } => with_traced_config(cli.config.as_deref(), |c| run(c, once)),
+        Command::Run { once } => run::exec(cli.config.as_deref(), once),
         Command::Check { config_only, queue } => {
             with_config(cli.config.as_deref(), Target::Stderr, |c| {
                 println!("ok    config     valid");
@@ -228,24 +225,6 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code as u8)
-}
-
-fn run(config: &Config, once: bool) -> i32 {
-    let result = runtime().block_on(daemon::run(config, once, daemon::shutdown_signal()));
-    match result {
-        Ok(_) => exit::OK,
-        Err(StartError::Credential(e)) => {
-            tracing::error!(error = %e, "Cannot start");
-            print_error(e);
-            exit::UNAVAILABLE
-        }
-        Err(e) => {
-            let e = report(&e.into());
-            tracing::error!(error = %e, "Cannot start");
-            print_error(e);
-            exit::FAILURE
-        }
-    }
 }
 
 fn check(config: &Config) -> i32 {

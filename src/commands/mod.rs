@@ -8,6 +8,7 @@ pub mod decode;
 pub mod edge;
 pub mod lines;
 pub mod poison;
+pub mod run;
 pub mod schema;
 pub mod send;
 pub mod setup;
