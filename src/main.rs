@@ -4,10 +4,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cvnotify::commands::decode;
 use cvnotify::commands::edge::{print_error, report, runtime, with_config, with_queue};
+use cvnotify::commands::lines::exit_code;
 use cvnotify::commands::poison::{self, Selection};
 use cvnotify::commands::send::{self, SendSpec, SendType};
 use cvnotify::commands::setup::{self, SetupOptions};
-use cvnotify::commands::{run, schema};
+use cvnotify::commands::{check, run, schema};
 use cvnotify::config::Config;
 use cvnotify::exit;
 use cvnotify::logging::Target;
@@ -165,14 +166,7 @@ fn main() -> ExitCode {
         } => schema::exec(),
         Command::Run { once } => run::exec(cli.config.as_deref(), once),
         Command::Check { config_only, queue } => {
-            with_config(cli.config.as_deref(), Target::Stderr, |c| {
-                println!("ok    config     valid");
-                if config_only {
-                    exit::OK
-                } else {
-                    with_queue(c, queue.as_deref(), check)
-                }
-            })
+            check::exec(cli.config.as_deref(), config_only, queue.as_deref())
         }
         Command::Poison { command, queue } => {
             with_config(cli.config.as_deref(), Target::Stderr, |c| {
@@ -227,26 +221,9 @@ fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-fn check(config: &Config) -> i32 {
-    let lines = runtime().block_on(async {
-        let mut lines = cvnotify::commands::check::run(config, |l| println!("{l}")).await;
-        lines.extend(cvnotify::commands::check_projects::run(config, |l| println!("{l}")).await);
-        lines
-    });
-    if lines.iter().all(|l| l.ok) {
-        exit::OK
-    } else {
-        exit::FAILURE
-    }
-}
-
 fn setup(config: &Config, opts: &SetupOptions) -> i32 {
     let lines = runtime().block_on(setup::run(config, opts, |l| println!("{l}")));
-    if lines.iter().all(|l| l.ok) {
-        exit::OK
-    } else {
-        exit::FAILURE
-    }
+    exit_code(&lines)
 }
 
 fn parse_wait(s: &str) -> Result<std::time::Duration, String> {

@@ -8,15 +8,42 @@
 //! there, it is received and made visible again immediately (its dequeue
 //! count goes up by one).
 
-use super::lines::{CheckLine, Lines, line};
+use super::edge::{runtime, with_config, with_queue};
+use super::lines::{CheckLine, Lines, exit_code, line};
 use crate::azure::Connector;
 use crate::config::Config;
 use crate::error::error_chain;
+use crate::exit;
+use crate::logging::Target;
 use crate::queue::{Expiry, Queue, QueueError};
+use std::path::Path;
 use std::time::Duration;
 
 const MISSING_ID: &str = "00000000-0000-0000-0000-000000000000";
 const MISSING_RECEIPT: &str = "AgAAAAMAAAAAAAAAAAAAAAAAAAA=";
+
+/// Runs the command with the configuration at `config`: the configuration
+/// is valid, then (unless `config_only`) the network checks of the queue
+/// `queue` names and of the Custom Vision projects; the exit code.
+pub fn exec(config: Option<&Path>, config_only: bool, queue: Option<&str>) -> i32 {
+    with_config(config, Target::Stderr, |c| {
+        println!("ok    config     valid");
+        if config_only {
+            exit::OK
+        } else {
+            with_queue(c, queue, check)
+        }
+    })
+}
+
+fn check(config: &Config) -> i32 {
+    let lines = runtime().block_on(async {
+        let mut lines = run(config, |l| println!("{l}")).await;
+        lines.extend(super::check_projects::run(config, |l| println!("{l}")).await);
+        lines
+    });
+    exit_code(&lines)
+}
 
 /// Whether a call on a missing message shows the operation is allowed.
 fn allowed_on_missing(r: Result<impl Sized, QueueError>) -> Result<(), QueueError> {

@@ -33,6 +33,15 @@ pub fn line(name: &'static str, ok: bool, detail: impl Into<String>) -> CheckLin
     }
 }
 
+/// 0 when every line is `ok`, 1 otherwise.
+pub fn exit_code(lines: &[CheckLine]) -> i32 {
+    if lines.iter().all(|l| l.ok) {
+        crate::exit::OK
+    } else {
+        crate::exit::FAILURE
+    }
+}
+
 /// A command's lines: each printed through `out` as it is known, and kept
 /// for the exit code.
 pub struct Lines<F> {
