@@ -4,7 +4,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cvnotify::commands::decode;
 use cvnotify::commands::edge::{print_error, report, runtime, with_config, with_queue};
-use cvnotify::commands::lines::exit_code;
 use cvnotify::commands::poison::{self, Selection};
 use cvnotify::commands::send::{self, SendSpec, SendType};
 use cvnotify::commands::setup::{self, SetupOptions};
@@ -74,7 +73,7 @@ enum Command {
         dry_run: bool,
         /// How long to wait for the ConnectionTest message and the test
         /// blob (at most 30m).
-        #[arg(long, default_value = "2m", value_parser = parse_wait)]
+        #[arg(long, default_value = "2m", value_parser = setup::parse_wait)]
         wait: std::time::Duration,
         /// Which `[[queues]]` entry (by name) the project notifies; needed
         /// when several are configured.
@@ -192,9 +191,7 @@ fn main() -> ExitCode {
                 dry_run,
                 wait,
             };
-            with_config(cli.config.as_deref(), Target::Stderr, |c| {
-                with_queue(c, queue.as_deref(), |c| setup(c, &opts))
-            })
+            setup::exec(cli.config.as_deref(), queue.as_deref(), &opts)
         }
         Command::Send {
             kind,
@@ -219,19 +216,6 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code as u8)
-}
-
-fn setup(config: &Config, opts: &SetupOptions) -> i32 {
-    let lines = runtime().block_on(setup::run(config, opts, |l| println!("{l}")));
-    exit_code(&lines)
-}
-
-fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d > setup::MAX_WAIT {
-        return Err("at most 30m".into());
-    }
-    Ok(d)
 }
 
 fn send(config: &Config, spec: &SendSpec) -> i32 {

@@ -11,16 +11,19 @@
 //! `FAIL`; a missing message or blob names the role the Custom Vision
 //! resource's managed identity needs and the `az` command to grant it.
 
-use super::lines::{CheckLine, Lines, line};
+use super::edge::{runtime, with_config, with_queue};
+use super::lines::{CheckLine, Lines, exit_code, line};
 use crate::azure::{AzureContainer, Connector, ContainerError};
 use crate::config::{Config, HandlerConfig};
 use crate::customvision::{CvError, Project, StorageUris, TrainingClient};
 use crate::envelope::Envelope;
 use crate::error::error_chain;
 use crate::event::{Event, decode};
+use crate::logging::Target;
 use crate::queue::{Queue, QueueError};
 use crate::secret::{printable, redact_url};
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 use url::Url;
@@ -184,6 +187,26 @@ impl UpdateForm {
             }
         }
     }
+}
+
+/// Runs the command with the configuration at `config`, on the queue
+/// `queue` names; the exit code.
+pub fn exec(config: Option<&Path>, queue: Option<&str>, opts: &SetupOptions) -> i32 {
+    with_config(config, Target::Stderr, |c| {
+        with_queue(c, queue, |c| {
+            let lines = runtime().block_on(run(c, opts, |l| println!("{l}")));
+            exit_code(&lines)
+        })
+    })
+}
+
+/// `--wait`: a duration (`2m`), at most [`MAX_WAIT`].
+pub fn parse_wait(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > MAX_WAIT {
+        return Err("at most 30m".into());
+    }
+    Ok(d)
 }
 
 /// Runs setup, printing each line through `out` as it is known.
