@@ -1,6 +1,5 @@
 //! The command line. Everything else lives in the library; see its Layout.
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cvnotify::commands::decode;
 use cvnotify::commands::edge::{print_error, report, runtime, with_config, with_queue};
@@ -210,33 +209,10 @@ fn main() -> ExitCode {
                 model_uri,
                 base64,
             };
-            with_config(cli.config.as_deref(), Target::Stderr, |c| {
-                with_queue(c, queue.as_deref(), |c| send(c, &spec))
-            })
+            send::exec(cli.config.as_deref(), queue.as_deref(), &spec)
         }
     };
     ExitCode::from(code as u8)
-}
-
-fn send(config: &Config, spec: &SendSpec) -> i32 {
-    let body = match send::build_message(spec) {
-        Ok(b) => b,
-        Err(e) => {
-            print_error(e);
-            return exit::USAGE;
-        }
-    };
-    let sent = runtime().block_on(send::send(config, &body));
-    match sent.context("Failed to send the message") {
-        Ok(id) => {
-            println!("{id}");
-            exit::OK
-        }
-        Err(e) => {
-            print_error(report(&e));
-            exit::FAILURE
-        }
-    }
 }
 
 fn poison(config: &Config, command: PoisonCommand) -> i32 {

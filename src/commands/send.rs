@@ -1,11 +1,16 @@
 //! `cvnotify send`: building notifications exactly as Custom Vision writes
 //! them, and enqueueing one, to try a pipeline end to end.
 
+use super::edge::{print_error, report, runtime, with_config, with_queue};
 use crate::azure::Connector;
 use crate::config::Config;
+use crate::exit;
+use crate::logging::Target;
 use crate::queue::{Expiry, Queue, QueueError};
+use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::json;
+use std::path::Path;
 use uuid::Uuid;
 
 /// The `--type` of `cvnotify send`.
@@ -37,6 +42,35 @@ pub enum SendError {
     ModelUriNotExport,
     #[error("--model-uri is required for a completed export")]
     ModelUriRequired,
+}
+
+/// Runs the command with the configuration at `config`, on the queue
+/// `queue` names: prints the new message's id; the exit code.
+pub fn exec(config: Option<&Path>, queue: Option<&str>, spec: &SendSpec) -> i32 {
+    with_config(config, Target::Stderr, |c| {
+        with_queue(c, queue, |c| send_one(c, spec))
+    })
+}
+
+fn send_one(config: &Config, spec: &SendSpec) -> i32 {
+    let body = match build_message(spec) {
+        Ok(b) => b,
+        Err(e) => {
+            print_error(e);
+            return exit::USAGE;
+        }
+    };
+    let sent = runtime().block_on(send(config, &body));
+    match sent.context("Failed to send the message") {
+        Ok(id) => {
+            println!("{id}");
+            exit::OK
+        }
+        Err(e) => {
+            print_error(report(&e));
+            exit::FAILURE
+        }
+    }
 }
 
 /// Enqueues `body` in the configured queue, creating the queue on first use
