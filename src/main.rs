@@ -1,17 +1,10 @@
 //! The command line. Everything else lives in the library; see its Layout.
 
 use clap::{Parser, Subcommand};
-use cvnotify::commands::decode;
-use cvnotify::commands::edge::{print_error, report, runtime, with_config, with_queue};
-use cvnotify::commands::poison::{self, Selection};
-use cvnotify::commands::send::{self, SendSpec, SendType};
-use cvnotify::commands::setup::{self, SetupOptions};
-use cvnotify::commands::{check, run, schema};
-use cvnotify::config::Config;
-use cvnotify::exit;
-use cvnotify::logging::Target;
-use cvnotify::queue::Queue;
-use cvnotify::secret::redact;
+use cvnotify::commands::poison::{Action, Selection};
+use cvnotify::commands::send::{SendSpec, SendType};
+use cvnotify::commands::setup::SetupOptions;
+use cvnotify::commands::{check, decode, poison, run, schema, send, setup};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use uuid::Uuid;
@@ -167,9 +160,14 @@ fn main() -> ExitCode {
             check::exec(cli.config.as_deref(), config_only, queue.as_deref())
         }
         Command::Poison { command, queue } => {
-            with_config(cli.config.as_deref(), Target::Stderr, |c| {
-                with_queue(c, queue.as_deref(), |c| poison(c, command))
-            })
+            let action = match command {
+                PoisonCommand::List { max } => Action::List { max },
+                PoisonCommand::Replay { all: true, .. } => Action::Replay(Selection::All),
+                PoisonCommand::Replay { id, .. } => {
+                    Action::Replay(Selection::Ids(id.into_iter().collect()))
+                }
+            };
+            poison::exec(cli.config.as_deref(), queue.as_deref(), action)
         }
         Command::Setup {
             project,
@@ -213,48 +211,4 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code as u8)
-}
-
-fn poison(config: &Config, command: PoisonCommand) -> i32 {
-    let result = runtime().block_on(async {
-        let (main, poison) = poison::queues(config)?;
-        match command {
-            PoisonCommand::List { max } => {
-                let lines = poison::list(&poison, max).await?;
-                if lines.is_empty() {
-                    eprintln!("The poison queue `{}` is empty", poison.name());
-                }
-                for l in lines {
-                    println!("{l}");
-                }
-                anyhow::Ok(exit::OK)
-            }
-            PoisonCommand::Replay { all, id } => {
-                let selection = if all {
-                    Selection::All
-                } else {
-                    Selection::Ids(id.into_iter().collect())
-                };
-                let report = poison::replay(&main, &poison, &selection).await?;
-                for (old, new) in &report.replayed {
-                    println!("replayed {old} as {new}");
-                }
-                for id in &report.missing {
-                    eprintln!("not found: {id}");
-                }
-                for (id, why) in &report.failed {
-                    eprintln!("failed: {id}: {}", redact(why));
-                }
-                Ok(if report.missing.is_empty() && report.failed.is_empty() {
-                    exit::OK
-                } else {
-                    exit::FAILURE
-                })
-            }
-        }
-    });
-    result.unwrap_or_else(|e| {
-        print_error(report(&e));
-        exit::FAILURE
-    })
 }

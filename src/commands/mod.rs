@@ -5,7 +5,7 @@
 pub mod check;
 pub mod check_projects;
 pub mod decode;
-pub mod edge;
+mod edge;
 pub mod lines;
 pub mod poison;
 pub mod run;

@@ -9,14 +9,73 @@
 //! requested messages, receive keeps the others hidden; they are made
 //! visible again before the command ends.
 
+use super::edge::{print_error, report, runtime, with_config, with_queue};
 use crate::azure::{AzureQueue, Connector};
 use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::event::decode;
+use crate::exit;
+use crate::logging::Target;
 use crate::queue::{Expiry, Queue, QueueError, ReceivedMessage};
-use crate::secret::{escape_control, redact_text};
+use crate::secret::{escape_control, redact, redact_text};
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
+
+/// What to do with the poison queue.
+pub enum Action {
+    /// Print one line per message, at most `max` (1 to 32).
+    List { max: u8 },
+    /// Move the selected messages back to the main queue.
+    Replay(Selection),
+}
+
+/// Runs the command with the configuration at `config`, on the queue
+/// `queue` names; the exit code.
+pub fn exec(config: Option<&Path>, queue: Option<&str>, action: Action) -> i32 {
+    with_config(config, Target::Stderr, |c| {
+        with_queue(c, queue, |c| run(c, action))
+    })
+}
+
+fn run(config: &Config, action: Action) -> i32 {
+    let result = runtime().block_on(async {
+        let (main, poison) = queues(config)?;
+        match action {
+            Action::List { max } => {
+                let lines = list(&poison, max).await?;
+                if lines.is_empty() {
+                    eprintln!("The poison queue `{}` is empty", poison.name());
+                }
+                for l in lines {
+                    println!("{l}");
+                }
+                anyhow::Ok(exit::OK)
+            }
+            Action::Replay(selection) => {
+                let report = replay(&main, &poison, &selection).await?;
+                for (old, new) in &report.replayed {
+                    println!("replayed {old} as {new}");
+                }
+                for id in &report.missing {
+                    eprintln!("not found: {id}");
+                }
+                for (id, why) in &report.failed {
+                    eprintln!("failed: {id}: {}", redact(why));
+                }
+                Ok(if report.missing.is_empty() && report.failed.is_empty() {
+                    exit::OK
+                } else {
+                    exit::FAILURE
+                })
+            }
+        }
+    });
+    result.unwrap_or_else(|e| {
+        print_error(report(&e));
+        exit::FAILURE
+    })
+}
 
 /// The main and the poison queue of `config`.
 pub fn queues(config: &Config) -> anyhow::Result<(AzureQueue, AzureQueue)> {
