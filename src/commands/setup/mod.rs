@@ -215,15 +215,9 @@ pub async fn run(
     opts: &SetupOptions,
     out: impl FnMut(&CheckLine),
 ) -> Vec<CheckLine> {
-    let mut s = Setup {
-        lines: Lines::new(out),
-    };
-    s.run(config, opts).await;
-    s.lines.into_vec()
-}
-
-struct Setup<F> {
-    lines: Lines<F>,
+    let mut lines = Lines::new(out);
+    steps(&mut lines, config, opts).await;
+    lines.into_vec()
 }
 
 /// What is watched for the proof, and what was there before.
@@ -232,471 +226,462 @@ struct Watch {
     container: Option<(AzureContainer, HashSet<String>)>,
 }
 
-impl<F: FnMut(&CheckLine)> Setup<F> {
-    fn push(&mut self, l: CheckLine) {
-        self.lines.push(l);
-    }
-
-    async fn run(&mut self, config: &Config, opts: &SetupOptions) {
-        let Some(cv) = &config.customvision else {
-            self.push(line(
-                "customvision",
-                false,
-                "the configuration has no [customvision] section: set endpoint and training_key (see config/cvnotify.example.toml)",
-            ));
-            return;
-        };
-        let client =
-            match TrainingClient::from_config(cv, &config.auth, config.queue.cloud, &config.tls) {
-                Ok(c) => c,
-                Err(e) => {
-                    self.push(line("customvision", false, error_chain(&e)));
-                    return;
-                }
-            };
-        let connector = match Connector::new(&config.queue, &config.auth, &config.tls) {
+/// Every step, in order; a failed one ends setup.
+async fn steps<F: FnMut(&CheckLine)>(lines: &mut Lines<F>, config: &Config, opts: &SetupOptions) {
+    let Some(cv) = &config.customvision else {
+        lines.push(line(
+            "customvision",
+            false,
+            "the configuration has no [customvision] section: set endpoint and training_key (see config/cvnotify.example.toml)",
+        ));
+        return;
+    };
+    let client =
+        match TrainingClient::from_config(cv, &config.auth, config.queue.cloud, &config.tls) {
             Ok(c) => c,
             Err(e) => {
-                self.push(line("client", false, error_chain(&e)));
+                lines.push(line("customvision", false, error_chain(&e)));
                 return;
             }
         };
-        let own_queue = match connector.queue_url(config.queue_name()) {
-            Ok(u) => u,
-            Err(e) => {
-                self.push(line("client", false, error_chain(&e)));
-                return;
-            }
-        };
-        let queue_uri = opts.queue_uri.clone().unwrap_or_else(|| own_queue.clone());
-        let container_uri = if opts.no_backup {
-            None
-        } else {
-            opts.container_uri
-                .clone()
-                .or_else(|| backup_container(config))
-        };
-        let uris = StorageUris {
-            notification_queue_uri: Some(queue_uri.to_string()),
-            export_model_container_uri: container_uri.as_ref().map(Url::to_string),
-        };
-        let names = Names::new(&cv.endpoint, container_uri.as_ref().unwrap_or(&queue_uri));
+    let connector = match Connector::new(&config.queue, &config.auth, &config.tls) {
+        Ok(c) => c,
+        Err(e) => {
+            lines.push(line("client", false, error_chain(&e)));
+            return;
+        }
+    };
+    let own_queue = match connector.queue_url(config.queue_name()) {
+        Ok(u) => u,
+        Err(e) => {
+            lines.push(line("client", false, error_chain(&e)));
+            return;
+        }
+    };
+    let queue_uri = opts.queue_uri.clone().unwrap_or_else(|| own_queue.clone());
+    let container_uri = if opts.no_backup {
+        None
+    } else {
+        opts.container_uri
+            .clone()
+            .or_else(|| backup_container(config))
+    };
+    let uris = StorageUris {
+        notification_queue_uri: Some(queue_uri.to_string()),
+        export_model_container_uri: container_uri.as_ref().map(Url::to_string),
+    };
+    let names = Names::new(&cv.endpoint, container_uri.as_ref().unwrap_or(&queue_uri));
 
-        let watch = self
-            .prepare_storage(
-                config,
-                &connector,
-                &queue_uri,
-                &own_queue,
-                container_uri.as_ref(),
-                opts.dry_run,
-            )
-            .await;
+    let watch = prepare_storage(
+        lines,
+        config,
+        &connector,
+        &queue_uri,
+        &own_queue,
+        container_uri.as_ref(),
+        opts.dry_run,
+    )
+    .await;
 
-        let project = match (opts.project, &opts.create) {
-            (Some(id), _) => match client.get_project(id).await {
-                Ok(p) => {
-                    self.push(line(
-                        "project",
-                        true,
-                        format!("`{}` ({id}) read", printable(&p.name)),
-                    ));
-                    (id, p)
-                }
-                Err(e) => {
-                    self.push(line("project", false, project_error(&e, id)));
-                    return;
-                }
-            },
-            (None, Some(name)) if opts.dry_run => {
-                self.push(line(
+    let project = match (opts.project, &opts.create) {
+        (Some(id), _) => match client.get_project(id).await {
+            Ok(p) => {
+                lines.push(line(
                     "project",
                     true,
-                    format!("dry run: would create project `{}` with notificationQueueUri = {}, exportModelContainerUri = {}; nothing changed",
-                        printable(name), show(Some(queue_uri.as_str())), show(uris.export_model_container_uri.as_deref())),
+                    format!("`{}` ({id}) read", printable(&p.name)),
                 ));
+                (id, p)
+            }
+            Err(e) => {
+                lines.push(line("project", false, project_error(&e, id)));
                 return;
             }
-            (None, Some(name)) => match client.create_project(name, &uris, false).await {
-                Ok(p) => {
-                    let Some(id) = p.id else {
-                        self.push(line(
-                            "project",
-                            false,
-                            "CreateProject answered without a project id",
-                        ));
-                        return;
-                    };
-                    self.push(line(
+        },
+        (None, Some(name)) if opts.dry_run => {
+            lines.push(line(
+                "project",
+                true,
+                format!("dry run: would create project `{}` with notificationQueueUri = {}, exportModelContainerUri = {}; nothing changed",
+                    printable(name), show(Some(queue_uri.as_str())), show(uris.export_model_container_uri.as_deref())),
+            ));
+            return;
+        }
+        (None, Some(name)) => match client.create_project(name, &uris, false).await {
+            Ok(p) => {
+                let Some(id) = p.id else {
+                    lines.push(line(
                         "project",
-                        true,
-                        format!("created `{}` ({id})", printable(&p.name)),
+                        false,
+                        "CreateProject answered without a project id",
                     ));
-                    (id, p)
-                }
-                Err(e) => {
-                    self.push(line("project", false, error_chain(&e)));
                     return;
-                }
-            },
-            (None, None) => {
-                self.push(line("project", false, "give --project ID or --create NAME"));
+                };
+                lines.push(line(
+                    "project",
+                    true,
+                    format!("created `{}` ({id})", printable(&p.name)),
+                ));
+                (id, p)
+            }
+            Err(e) => {
+                lines.push(line("project", false, error_chain(&e)));
                 return;
             }
-        };
-        let (id, current) = project;
-
-        if opts.dry_run {
-            let change = |name: &str, have: Option<&str>, want: Option<&str>| match want {
-                None => format!("{name}: left as {}", show(have)),
-                Some(w) if have.is_some_and(|h| same_uri(h, w)) => {
-                    format!("{name}: already {}", show(Some(w)))
-                }
-                Some(w) => format!("{name}: {} → {}", show(have), show(Some(w))),
-            };
-            self.push(line(
-                "settings",
-                true,
-                format!(
-                    "dry run: would set {}; {}; nothing changed",
-                    change(
-                        "notificationQueueUri",
-                        current.settings.notification_queue_uri.as_deref(),
-                        uris.notification_queue_uri.as_deref()
-                    ),
-                    change(
-                        "exportModelContainerUri",
-                        current.settings.export_model_container_uri.as_deref(),
-                        uris.export_model_container_uri.as_deref()
-                    ),
-                ),
-            ));
+        },
+        (None, None) => {
+            lines.push(line("project", false, "give --project ID or --create NAME"));
             return;
         }
+    };
+    let (id, current) = project;
 
-        if !self
-            .set_uris(&client, id, current, &uris, opts.create.is_some())
-            .await
-        {
-            return;
-        }
-        self.wait_for_proof(
-            id,
-            &names,
-            &queue_uri,
-            container_uri.as_ref(),
-            watch,
-            opts.wait,
-        )
-        .await;
-    }
-
-    /// Checks the queue and container are there (creating them unless this
-    /// is a dry run) and notes what they hold, so that only new proof
-    /// counts.
-    async fn prepare_storage(
-        &mut self,
-        config: &Config,
-        connector: &Connector,
-        queue_uri: &Url,
-        own_queue: &Url,
-        container_uri: Option<&Url>,
-        dry_run: bool,
-    ) -> Watch {
-        let mut watch = Watch {
-            queue: None,
-            container: None,
+    if opts.dry_run {
+        let change = |name: &str, have: Option<&str>, want: Option<&str>| match want {
+            None => format!("{name}: left as {}", show(have)),
+            Some(w) if have.is_some_and(|h| same_uri(h, w)) => {
+                format!("{name}: already {}", show(Some(w)))
+            }
+            Some(w) => format!("{name}: {} → {}", show(have), show(Some(w))),
         };
-        if !same_uri(queue_uri.as_str(), own_queue.as_str()) {
-            self.push(line(
-                "queue",
-                true,
-                format!("{queue_uri} is not this daemon's queue ({own_queue}); the ConnectionTest message will not be watched for"),
-            ));
-        } else {
-            match connector.queue(config.queue_name()) {
-                Err(e) => self.push(line("queue", false, error_chain(&e))),
-                Ok(q) => match q.peek(32).await {
-                    Ok(m) => {
-                        self.push(line("queue", true, format!("`{}` is reachable", q.name())));
-                        watch.queue = Some((q, m.into_iter().map(|m| m.id).collect()));
-                    }
-                    Err(QueueError::QueueNotFound { .. }) if dry_run => self.push(line(
-                        "queue",
-                        true,
-                        format!(
-                            "dry run: `{}` does not exist; setup would create it",
-                            q.name()
-                        ),
-                    )),
-                    Err(QueueError::QueueNotFound { .. }) => match q.create_if_missing().await {
-                        Ok(()) => {
-                            self.push(line("queue", true, format!("created `{}`", q.name())));
-                            watch.queue = Some((q, HashSet::new()));
-                        }
-                        Err(e) => self.push(line(
-                            "queue",
-                            false,
-                            format!("`{}` does not exist and cannot be created: {e}", q.name()),
-                        )),
-                    },
-                    Err(e) => self.push(line(
-                        "queue",
-                        false,
-                        format!(
-                            "cannot look into `{}` for the ConnectionTest message: {e}",
-                            q.name()
-                        ),
-                    )),
-                },
-            }
-        }
-        let Some(container_uri) = container_uri else {
-            self.push(line(
-                "container",
-                true,
-                "no backup container (--no-backup, or no download handler `container`); exportModelContainerUri is left as it is",
-            ));
-            return watch;
-        };
-        match connector.container(container_uri) {
-            Err(e) => self.push(line("container", false, error_chain(&e))),
-            Ok(c) => match c.list(TEST_BLOB_PREFIX).await {
-                Ok(names) => {
-                    self.push(line(
-                        "container",
-                        true,
-                        format!("{container_uri} is reachable"),
-                    ));
-                    watch.container = Some((c, names.into_iter().collect()));
-                }
-                Err(ContainerError::NotFound) if dry_run => self.push(line(
-                    "container",
-                    true,
-                    format!("dry run: {container_uri} does not exist; setup would create it"),
-                )),
-                Err(ContainerError::NotFound) => match c.create_if_missing().await {
-                    Ok(()) => {
-                        self.push(line("container", true, format!("created {container_uri}")));
-                        watch.container = Some((c, HashSet::new()));
-                    }
-                    Err(e) => self.push(line(
-                        "container",
-                        false,
-                        format!("{container_uri} does not exist and cannot be created: {e}"),
-                    )),
-                },
-                Err(e) => self.push(line(
-                    "container",
-                    false,
-                    format!("cannot list {container_uri} to look for the test blob: {e}"),
-                )),
-            },
-        }
-        watch
-    }
-
-    /// Sets the URIs and reads the project back; false when they did not
-    /// stick in any form.
-    async fn set_uris(
-        &mut self,
-        client: &TrainingClient,
-        id: Uuid,
-        current: Project,
-        uris: &StorageUris,
-        created: bool,
-    ) -> bool {
-        let mut tried: Vec<&'static str> = Vec::new();
-        let mut last = current;
-        if created {
-            match client.get_project(id).await {
-                Ok(p) if stuck(&p, uris) => {
-                    self.push(line(
-                        "settings",
-                        true,
-                        "set by CreateProject with the URIs as query parameters (the storage guide's form); GetProject shows both",
-                    ));
-                    return true;
-                }
-                Ok(p) => last = p,
-                Err(e) => {
-                    self.push(line(
-                        "settings",
-                        false,
-                        format!("reading the project back: {e}"),
-                    ));
-                    return false;
-                }
-            }
-            tried
-                .push("CreateProject with the URIs as query parameters (the storage guide's form)");
-        }
-        for form in [UpdateForm::Body, UpdateForm::Query] {
-            let (body, query) = match form {
-                UpdateForm::Body => (last.update_body(uris), Vec::new()),
-                UpdateForm::Query => (last.update_body(&StorageUris::default()), uris.query()),
-            };
-            let query: Vec<(&str, String)> = query.into_iter().collect();
-            if let Err(e) = client.update_project(id, body, &query).await {
-                self.push(line("settings", false, error_chain(&e)));
-                return false;
-            }
-            match client.get_project(id).await {
-                Ok(p) if stuck(&p, uris) => {
-                    let before = if tried.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; did not stick: {}", tried.join("; "))
-                    };
-                    self.push(line(
-                        "settings",
-                        true,
-                        format!(
-                            "set with {}; GetProject shows both{before}",
-                            form.describe()
-                        ),
-                    ));
-                    return true;
-                }
-                Ok(p) => last = p,
-                Err(e) => {
-                    self.push(line(
-                        "settings",
-                        false,
-                        format!("reading the project back: {e}"),
-                    ));
-                    return false;
-                }
-            }
-            tried.push(form.describe());
-        }
-        self.push(line(
+        lines.push(line(
             "settings",
-            false,
+            true,
             format!(
-                "the service accepted every form but the values did not stick: after {}, GetProject shows {}. Set them in a way the service takes (see the storage integration guide) and run `cvnotify check`",
-                tried.join(", then "),
-                shows(&last)
+                "dry run: would set {}; {}; nothing changed",
+                change(
+                    "notificationQueueUri",
+                    current.settings.notification_queue_uri.as_deref(),
+                    uris.notification_queue_uri.as_deref()
+                ),
+                change(
+                    "exportModelContainerUri",
+                    current.settings.export_model_container_uri.as_deref(),
+                    uris.export_model_container_uri.as_deref()
+                ),
             ),
         ));
-        false
+        return;
     }
 
-    /// Waits for the `ConnectionTest` message and the test blob.
-    async fn wait_for_proof(
-        &mut self,
-        id: Uuid,
-        names: &Names,
-        queue_uri: &Url,
-        container_uri: Option<&Url>,
-        watch: Watch,
-        wait: Duration,
-    ) {
-        let started = Instant::now();
-        let deadline = started + wait.min(MAX_WAIT);
-        let mut message: Option<Result<Duration, String>> = None;
-        let mut blob: Option<Result<(Duration, String), String>> = None;
-        let mut queue_full = false;
-        if watch.queue.is_none() {
-            message = Some(Err(String::new()));
-        }
-        if watch.container.is_none() {
-            blob = Some(Err(String::new()));
-        }
-        loop {
-            if message.is_none()
-                && let Some((q, before)) = &watch.queue
-            {
-                match q.peek(32).await {
-                    Ok(msgs) => {
-                        queue_full = msgs.len() >= 32;
-                        let found = msgs.iter().any(|m| {
-                            !before.contains(&m.id)
-                                && matches!(decode(Envelope::original(&m.body).as_bytes()).map(|n| n.event),
-                                    Ok(Event::ConnectionTest { project_id }) if project_id == id)
-                        });
-                        if found {
-                            message = Some(Ok(started.elapsed()));
-                        }
-                    }
-                    Err(e) => message = Some(Err(format!("cannot look into the queue: {e}"))),
+    if !set_uris(lines, &client, id, current, &uris, opts.create.is_some()).await {
+        return;
+    }
+    wait_for_proof(
+        lines,
+        id,
+        &names,
+        &queue_uri,
+        container_uri.as_ref(),
+        watch,
+        opts.wait,
+    )
+    .await;
+}
+
+/// Checks the queue and container are there (creating them unless this
+/// is a dry run) and notes what they hold, so that only new proof
+/// counts.
+async fn prepare_storage<F: FnMut(&CheckLine)>(
+    lines: &mut Lines<F>,
+    config: &Config,
+    connector: &Connector,
+    queue_uri: &Url,
+    own_queue: &Url,
+    container_uri: Option<&Url>,
+    dry_run: bool,
+) -> Watch {
+    let mut watch = Watch {
+        queue: None,
+        container: None,
+    };
+    if !same_uri(queue_uri.as_str(), own_queue.as_str()) {
+        lines.push(line(
+            "queue",
+            true,
+            format!("{queue_uri} is not this daemon's queue ({own_queue}); the ConnectionTest message will not be watched for"),
+        ));
+    } else {
+        match connector.queue(config.queue_name()) {
+            Err(e) => lines.push(line("queue", false, error_chain(&e))),
+            Ok(q) => match q.peek(32).await {
+                Ok(m) => {
+                    lines.push(line("queue", true, format!("`{}` is reachable", q.name())));
+                    watch.queue = Some((q, m.into_iter().map(|m| m.id).collect()));
                 }
-            }
-            if blob.is_none()
-                && let Some((c, before)) = &watch.container
-            {
-                match c.list(TEST_BLOB_PREFIX).await {
-                    Ok(names) => {
-                        if let Some(n) = names.into_iter().find(|n| !before.contains(n)) {
-                            blob = Some(Ok((started.elapsed(), n)));
-                        }
-                    }
-                    Err(e) => blob = Some(Err(format!("cannot list the container: {e}"))),
-                }
-            }
-            if (message.is_some() && blob.is_some()) || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(LOOK_EVERY.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
-        }
-        let waited = humantime::format_duration(Duration::from_secs(wait.min(MAX_WAIT).as_secs()));
-        if let Some((q, _)) = &watch.queue {
-            let queue_name = q.name().to_owned();
-            match message {
-                Some(Ok(after)) => self.push(line(
-                    "message",
+                Err(QueueError::QueueNotFound { .. }) if dry_run => lines.push(line(
+                    "queue",
                     true,
                     format!(
-                        "ConnectionTest for project {id} arrived in `{queue_name}` after {:.1} s",
-                        after.as_secs_f64()
+                        "dry run: `{}` does not exist; setup would create it",
+                        q.name()
                     ),
                 )),
-                Some(Err(e)) => self.push(line("message", false, e)),
-                None => {
-                    let full = if queue_full {
-                        " The queue holds 32 or more messages and setup sees only the first 32: the message may be behind them."
-                    } else {
-                        ""
-                    };
-                    self.push(line(
-                        "message",
+                Err(QueueError::QueueNotFound { .. }) => match q.create_if_missing().await {
+                    Ok(()) => {
+                        lines.push(line("queue", true, format!("created `{}`", q.name())));
+                        watch.queue = Some((q, HashSet::new()));
+                    }
+                    Err(e) => lines.push(line(
+                        "queue",
                         false,
-                        format!(
-                            "no ConnectionTest for project {id} in `{queue_name}` ({queue_uri}) within {waited}: {}\n\
-                             \x20     Or a cvnotify daemon already running on this queue received and deleted it: look for event_type \"ConnectionTest\" in its log.{full}",
-                            names.grant("Storage Queue Data Contributor", &format!("queueServices/default/queues/{queue_name}"))
-                        ),
-                    ));
-                }
-            }
-        }
-        if let (Some(container_uri), Some(_)) = (container_uri, &watch.container) {
-            let container = container_uri
-                .path_segments()
-                .and_then(|mut s| s.next_back())
-                .unwrap_or_default()
-                .to_owned();
-            match blob {
-                Some(Ok((after, name))) => self.push(line(
-                    "blob",
-                    true,
-                    format!("test blob `{name}` appeared in {container_uri} after {:.1} s", after.as_secs_f64()),
-                )),
-                Some(Err(e)) => self.push(line("blob", false, e)),
-                None => self.push(line(
-                    "blob",
+                        format!("`{}` does not exist and cannot be created: {e}", q.name()),
+                    )),
+                },
+                Err(e) => lines.push(line(
+                    "queue",
                     false,
                     format!(
-                        "no blob under {TEST_BLOB_PREFIX} in {container_uri} within {waited} (it exists only briefly): {}",
-                        names.grant("Storage Blob Data Contributor", &format!("blobServices/default/containers/{container}"))
+                        "cannot look into `{}` for the ConnectionTest message: {e}",
+                        q.name()
                     ),
                 )),
+            },
+        }
+    }
+    let Some(container_uri) = container_uri else {
+        lines.push(line(
+            "container",
+            true,
+            "no backup container (--no-backup, or no download handler `container`); exportModelContainerUri is left as it is",
+        ));
+        return watch;
+    };
+    match connector.container(container_uri) {
+        Err(e) => lines.push(line("container", false, error_chain(&e))),
+        Ok(c) => match c.list(TEST_BLOB_PREFIX).await {
+            Ok(names) => {
+                lines.push(line(
+                    "container",
+                    true,
+                    format!("{container_uri} is reachable"),
+                ));
+                watch.container = Some((c, names.into_iter().collect()));
             }
+            Err(ContainerError::NotFound) if dry_run => lines.push(line(
+                "container",
+                true,
+                format!("dry run: {container_uri} does not exist; setup would create it"),
+            )),
+            Err(ContainerError::NotFound) => match c.create_if_missing().await {
+                Ok(()) => {
+                    lines.push(line("container", true, format!("created {container_uri}")));
+                    watch.container = Some((c, HashSet::new()));
+                }
+                Err(e) => lines.push(line(
+                    "container",
+                    false,
+                    format!("{container_uri} does not exist and cannot be created: {e}"),
+                )),
+            },
+            Err(e) => lines.push(line(
+                "container",
+                false,
+                format!("cannot list {container_uri} to look for the test blob: {e}"),
+            )),
+        },
+    }
+    watch
+}
+
+/// Sets the URIs and reads the project back; false when they did not
+/// stick in any form.
+async fn set_uris<F: FnMut(&CheckLine)>(
+    lines: &mut Lines<F>,
+    client: &TrainingClient,
+    id: Uuid,
+    current: Project,
+    uris: &StorageUris,
+    created: bool,
+) -> bool {
+    let mut tried: Vec<&'static str> = Vec::new();
+    let mut last = current;
+    if created {
+        match client.get_project(id).await {
+            Ok(p) if stuck(&p, uris) => {
+                lines.push(line(
+                    "settings",
+                    true,
+                    "set by CreateProject with the URIs as query parameters (the storage guide's form); GetProject shows both",
+                ));
+                return true;
+            }
+            Ok(p) => last = p,
+            Err(e) => {
+                lines.push(line(
+                    "settings",
+                    false,
+                    format!("reading the project back: {e}"),
+                ));
+                return false;
+            }
+        }
+        tried.push("CreateProject with the URIs as query parameters (the storage guide's form)");
+    }
+    for form in [UpdateForm::Body, UpdateForm::Query] {
+        let (body, query) = match form {
+            UpdateForm::Body => (last.update_body(uris), Vec::new()),
+            UpdateForm::Query => (last.update_body(&StorageUris::default()), uris.query()),
+        };
+        let query: Vec<(&str, String)> = query.into_iter().collect();
+        if let Err(e) = client.update_project(id, body, &query).await {
+            lines.push(line("settings", false, error_chain(&e)));
+            return false;
+        }
+        match client.get_project(id).await {
+            Ok(p) if stuck(&p, uris) => {
+                let before = if tried.is_empty() {
+                    String::new()
+                } else {
+                    format!("; did not stick: {}", tried.join("; "))
+                };
+                lines.push(line(
+                    "settings",
+                    true,
+                    format!(
+                        "set with {}; GetProject shows both{before}",
+                        form.describe()
+                    ),
+                ));
+                return true;
+            }
+            Ok(p) => last = p,
+            Err(e) => {
+                lines.push(line(
+                    "settings",
+                    false,
+                    format!("reading the project back: {e}"),
+                ));
+                return false;
+            }
+        }
+        tried.push(form.describe());
+    }
+    lines.push(line(
+        "settings",
+        false,
+        format!(
+            "the service accepted every form but the values did not stick: after {}, GetProject shows {}. Set them in a way the service takes (see the storage integration guide) and run `cvnotify check`",
+            tried.join(", then "),
+            shows(&last)
+        ),
+    ));
+    false
+}
+
+/// Waits for the `ConnectionTest` message and the test blob.
+async fn wait_for_proof<F: FnMut(&CheckLine)>(
+    lines: &mut Lines<F>,
+    id: Uuid,
+    names: &Names,
+    queue_uri: &Url,
+    container_uri: Option<&Url>,
+    watch: Watch,
+    wait: Duration,
+) {
+    let started = Instant::now();
+    let deadline = started + wait.min(MAX_WAIT);
+    let mut message: Option<Result<Duration, String>> = None;
+    let mut blob: Option<Result<(Duration, String), String>> = None;
+    let mut queue_full = false;
+    if watch.queue.is_none() {
+        message = Some(Err(String::new()));
+    }
+    if watch.container.is_none() {
+        blob = Some(Err(String::new()));
+    }
+    loop {
+        if message.is_none()
+            && let Some((q, before)) = &watch.queue
+        {
+            match q.peek(32).await {
+                Ok(msgs) => {
+                    queue_full = msgs.len() >= 32;
+                    let found = msgs.iter().any(|m| {
+                        !before.contains(&m.id)
+                            && matches!(decode(Envelope::original(&m.body).as_bytes()).map(|n| n.event),
+                                Ok(Event::ConnectionTest { project_id }) if project_id == id)
+                    });
+                    if found {
+                        message = Some(Ok(started.elapsed()));
+                    }
+                }
+                Err(e) => message = Some(Err(format!("cannot look into the queue: {e}"))),
+            }
+        }
+        if blob.is_none()
+            && let Some((c, before)) = &watch.container
+        {
+            match c.list(TEST_BLOB_PREFIX).await {
+                Ok(names) => {
+                    if let Some(n) = names.into_iter().find(|n| !before.contains(n)) {
+                        blob = Some(Ok((started.elapsed(), n)));
+                    }
+                }
+                Err(e) => blob = Some(Err(format!("cannot list the container: {e}"))),
+            }
+        }
+        if (message.is_some() && blob.is_some()) || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(LOOK_EVERY.min(deadline.saturating_duration_since(Instant::now())))
+            .await;
+    }
+    let waited = humantime::format_duration(Duration::from_secs(wait.min(MAX_WAIT).as_secs()));
+    if let Some((q, _)) = &watch.queue {
+        let queue_name = q.name().to_owned();
+        match message {
+            Some(Ok(after)) => lines.push(line(
+                "message",
+                true,
+                format!(
+                    "ConnectionTest for project {id} arrived in `{queue_name}` after {:.1} s",
+                    after.as_secs_f64()
+                ),
+            )),
+            Some(Err(e)) => lines.push(line("message", false, e)),
+            None => {
+                let full = if queue_full {
+                    " The queue holds 32 or more messages and setup sees only the first 32: the message may be behind them."
+                } else {
+                    ""
+                };
+                lines.push(line(
+                    "message",
+                    false,
+                    format!(
+                        "no ConnectionTest for project {id} in `{queue_name}` ({queue_uri}) within {waited}: {}\n\
+                         \x20     Or a cvnotify daemon already running on this queue received and deleted it: look for event_type \"ConnectionTest\" in its log.{full}",
+                        names.grant("Storage Queue Data Contributor", &format!("queueServices/default/queues/{queue_name}"))
+                    ),
+                ));
+            }
+        }
+    }
+    if let (Some(container_uri), Some(_)) = (container_uri, &watch.container) {
+        let container = container_uri
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .unwrap_or_default()
+            .to_owned();
+        match blob {
+            Some(Ok((after, name))) => lines.push(line(
+                "blob",
+                true,
+                format!("test blob `{name}` appeared in {container_uri} after {:.1} s", after.as_secs_f64()),
+            )),
+            Some(Err(e)) => lines.push(line("blob", false, e)),
+            None => lines.push(line(
+                "blob",
+                false,
+                format!(
+                    "no blob under {TEST_BLOB_PREFIX} in {container_uri} within {waited} (it exists only briefly): {}",
+                    names.grant("Storage Blob Data Contributor", &format!("blobServices/default/containers/{container}"))
+                ),
+            )),
         }
     }
 }
-
 /// GetProject failed: what it means for setup.
 fn project_error(e: &CvError, id: Uuid) -> String {
     format!("reading project {id}: {}", error_chain(e))
