@@ -14,20 +14,25 @@
 use super::edge::{runtime, with_config, with_queue};
 use super::lines::{CheckLine, Lines, exit_code, line};
 use crate::azure::{AzureContainer, Connector, ContainerError};
-use crate::config::{Config, HandlerConfig};
+use crate::config::Config;
 use crate::customvision::{CvError, Project, StorageUris, TrainingClient};
 use crate::envelope::Envelope;
 use crate::error::error_chain;
 use crate::event::{Event, decode};
 use crate::logging::Target;
 use crate::queue::{Queue, QueueError};
-use crate::secret::{printable, redact_url};
+use crate::secret::printable;
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
+use uris::show;
 use url::Url;
 use uuid::Uuid;
+
+mod uris;
+
+pub use uris::{backup_container, same_uri};
 
 /// The folder Custom Vision writes its test blob into.
 pub const TEST_BLOB_PREFIX: &str = "CustomVision-TestPermission/";
@@ -55,31 +60,6 @@ pub struct SetupOptions {
     pub dry_run: bool,
     /// How long to wait for the message and the blob.
     pub wait: Duration,
-}
-
-/// The backup container of this configuration: the first download
-/// handler's (first) `container`.
-pub fn backup_container(config: &Config) -> Option<Url> {
-    config.handlers.iter().find_map(|h| match h {
-        HandlerConfig::Download(d) => d.container.first().cloned(),
-        _ => None,
-    })
-}
-
-/// Whether two storage URLs name the same queue or container: scheme,
-/// host and port compared case-insensitively, the path without a trailing
-/// slash, any query (a SAS) ignored.
-pub fn same_uri(a: &str, b: &str) -> bool {
-    match (Url::parse(a.trim()), Url::parse(b.trim())) {
-        (Ok(a), Ok(b)) => {
-            a.scheme() == b.scheme()
-                && a.host_str().map(str::to_ascii_lowercase)
-                    == b.host_str().map(str::to_ascii_lowercase)
-                && a.port_or_known_default() == b.port_or_known_default()
-                && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
-        }
-        _ => a.trim() == b.trim(),
-    }
 }
 
 /// Names for the `az` commands in hints, from the URLs (placeholders where
@@ -133,12 +113,6 @@ impl Names {
             account = self.account,
         )
     }
-}
-
-/// A URI as the output shows it: without its query (a SAS), escaped (it
-/// may come from GetProject).
-fn show(v: Option<&str>) -> String {
-    v.map_or("(not set)".into(), |v| printable(&redact_url(v)))
 }
 
 /// Whether the project's settings show `uris`.
@@ -690,26 +664,6 @@ fn project_error(e: &CvError, id: Uuid) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uris_compare_without_case_slash_or_sas() {
-        assert!(same_uri(
-            "https://Acct.queue.core.windows.net/q/",
-            "https://acct.queue.core.windows.net/q"
-        ));
-        assert!(same_uri(
-            "https://acct.blob.core.windows.net/models?sv=1&sig=x",
-            "https://acct.blob.core.windows.net/models"
-        ));
-        assert!(!same_uri(
-            "https://acct.queue.core.windows.net/q",
-            "https://acct.queue.core.windows.net/other"
-        ));
-        assert!(!same_uri(
-            "https://acct.queue.core.windows.net/Q",
-            "https://acct.queue.core.windows.net/q"
-        ));
-    }
 
     #[test]
     fn hint_names_come_from_the_urls() {
