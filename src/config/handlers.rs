@@ -11,6 +11,7 @@
 
 use super::customvision::check_export_target;
 use super::formats::{HumanDuration, HumanSize};
+use super::handler_table::{HandlerTable, StringMap, all_events};
 use super::issues::{Issues, as_table, deserialize_collecting};
 use crate::filter::EventFilter;
 use crate::secret::Secret;
@@ -18,24 +19,10 @@ use base64::Engine as _;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
-
-/// A map of string to string as given in config (`env = { K = "v" }`).
-pub type StringMap = BTreeMap<String, String>;
-
-/// What every handler table has.
-pub trait HandlerTable {
-    /// `name`, when set.
-    fn name(&self) -> Option<&str>;
-    /// `events`, parsed.
-    fn events(&self) -> &EventFilter;
-    /// Semantic rules beyond the types; `path` is the table's key path.
-    fn validate(&self, path: &str, issues: &mut Issues);
-}
 
 macro_rules! handler_types {
     ($($variant:ident($config:ty) => $name:literal),+ $(,)?) => {
@@ -175,10 +162,6 @@ impl HandlerConfig {
         config.table().validate(path, issues);
         Some(config)
     }
-}
-
-fn all_events() -> EventFilter {
-    EventFilter::all()
 }
 
 /// `type = "log"`: one structured log record per event.

@@ -21,6 +21,7 @@
 pub mod connection_string;
 pub mod customvision;
 pub mod formats;
+pub mod handler_table;
 pub mod handlers;
 pub mod issues;
 mod load;
@@ -29,9 +30,10 @@ mod validate;
 
 pub use connection_string::{ConnectionString, ConnectionStringError, DEV_ACCOUNT, DEV_KEY};
 pub use customvision::CustomVisionConfig;
+pub use handler_table::{HandlerTable, StringMap};
 pub use handlers::{
-    CustomVisionHandlerConfig, DownloadConfig, ExportTarget, HandlerConfig, HandlerTable,
-    LogHandlerConfig, PublishConfig, ShellConfig, StringMap, WebhookConfig,
+    CustomVisionHandlerConfig, DownloadConfig, ExportTarget, HandlerConfig, LogHandlerConfig,
+    PublishConfig, ShellConfig, WebhookConfig,
 };
 pub use issues::{ConfigError, ConfigIssue, Issues};
 pub use schema::{
