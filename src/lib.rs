@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! layer 1  event filter secret error retry limit notice envelope tls metrics reaper exit
-//! layer 2  config telemetry logging
+//! layer 2  config telemetry logging handler::*::config
 //! layer 3  queue blob
 //! layer 4  azure customvision
 //! layer 5  handler

@@ -12,8 +12,7 @@
 //! are not followed: a receiver that moved must be reconfigured, and a
 //! redirect must not carry the signed event elsewhere.
 
-use crate::config::WebhookConfig;
-use crate::config::handlers::{WebhookSecretError, webhook_key};
+use super::config::{WebhookConfig, WebhookSecretError, webhook_key};
 use crate::error::{error_chain, with_trust_hint};
 use crate::handler::types::{Delivery, Handler, HandlerError};
 use crate::retry::{Backoff, parse_retry_after};

@@ -1,7 +1,11 @@
 //! `type = "webhook"`: POSTs each event as signed JSON.
 //!
-//! Files: [`handler`] (the handler).
+//! Files: [`config`] (the `[[handlers]]` table and its validation; below
+//! the handlers, with the configuration) and `handler` (signing and
+//! delivery).
 
+pub mod config;
 mod handler;
 
+pub use config::WebhookConfig;
 pub use handler::{AttemptError, Signer, WebhookBuildError, WebhookError, WebhookHandler};
