@@ -6,8 +6,8 @@
 //! which is killed when the timeout expires or the daemon gives up on the
 //! message at shutdown, so that a hook's own children do not outlive it.
 
-use super::types::{Delivery, Handler, HandlerError};
 use crate::config::ShellConfig;
+use crate::handler::types::{Delivery, Handler, HandlerError};
 use crate::secret::{escape_control, redact_cut, redact_text};
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
