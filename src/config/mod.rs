@@ -33,7 +33,7 @@ pub use customvision::CustomVisionConfig;
 pub use handler_table::{HandlerTable, StringMap};
 pub use handlers::{
     CustomVisionHandlerConfig, DownloadConfig, ExportTarget, HandlerConfig, LogHandlerConfig,
-    PublishConfig, ShellConfig,
+    PublishConfig,
 };
 pub use issues::{ConfigError, ConfigIssue, Issues};
 pub use schema::{

@@ -6,7 +6,7 @@
 //! which is killed when the timeout expires or the daemon gives up on the
 //! message at shutdown, so that a hook's own children do not outlive it.
 
-use crate::config::ShellConfig;
+use super::config::ShellConfig;
 use crate::handler::types::{Delivery, Handler, HandlerError};
 use crate::secret::{escape_control, redact_cut, redact_text};
 use async_trait::async_trait;
