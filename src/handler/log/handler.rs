@@ -1,6 +1,6 @@
 //! `type = "log"`: one structured log record per event.
 
-use super::types::{Delivery, Handler, HandlerError};
+use crate::handler::types::{Delivery, Handler, HandlerError};
 use crate::limit::{MAX_TEXT, text};
 use crate::secret::redact_url;
 use async_trait::async_trait;

@@ -1,0 +1,7 @@
+//! `type = "log"`: one structured log record per event.
+//!
+//! Files: [`handler`] (the handler).
+
+mod handler;
+
+pub use handler::LogHandler;
