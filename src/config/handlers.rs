@@ -14,6 +14,7 @@ use super::formats::{HumanDuration, HumanSize};
 use super::handler_table::HandlerTable;
 use super::issues::{Issues, as_table, deserialize_collecting};
 use crate::filter::EventFilter;
+use crate::handler::log::config::LogHandlerConfig;
 use crate::handler::shell::config::ShellConfig;
 use crate::handler::webhook::config::WebhookConfig;
 use schemars::JsonSchema;
@@ -161,35 +162,6 @@ impl HandlerConfig {
         config.table().validate(path, issues);
         Some(config)
     }
-}
-
-/// `type = "log"`: one structured log record per event.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogHandlerConfig {
-    /// Name used in logs; default `log#<index>`.
-    pub name: Option<String>,
-    /// Which events this handler gets (see the routing grammar).
-    pub events: EventFilter,
-}
-
-impl Default for LogHandlerConfig {
-    fn default() -> Self {
-        Self {
-            name: None,
-            events: EventFilter::all(),
-        }
-    }
-}
-
-impl HandlerTable for LogHandlerConfig {
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-    fn events(&self) -> &EventFilter {
-        &self.events
-    }
-    fn validate(&self, _path: &str, _issues: &mut Issues) {}
 }
 
 /// `type = "download"`: keeps a local copy of every exported model.

@@ -32,8 +32,7 @@ pub use connection_string::{ConnectionString, ConnectionStringError, DEV_ACCOUNT
 pub use customvision::CustomVisionConfig;
 pub use handler_table::{HandlerTable, StringMap};
 pub use handlers::{
-    CustomVisionHandlerConfig, DownloadConfig, ExportTarget, HandlerConfig, LogHandlerConfig,
-    PublishConfig,
+    CustomVisionHandlerConfig, DownloadConfig, ExportTarget, HandlerConfig, PublishConfig,
 };
 pub use issues::{ConfigError, ConfigIssue, Issues};
 pub use schema::{

@@ -1,7 +1,10 @@
 //! `type = "log"`: one structured log record per event.
 //!
-//! Files: [`handler`] (the handler).
+//! Files: [`config`] (the `[[handlers]]` table; below the handlers, with
+//! the configuration) and `handler` (the log record).
 
+pub mod config;
 mod handler;
 
+pub use config::LogHandlerConfig;
 pub use handler::LogHandler;
