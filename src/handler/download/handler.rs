@@ -12,6 +12,7 @@
 //! symlinks ([`super::files`]).
 
 use super::archive;
+use super::config::DownloadConfig;
 use super::error::{DownloadError, io};
 use super::fetch::write_blob;
 use super::files::{self, Removes};
@@ -19,7 +20,6 @@ use super::name::ModelName;
 use super::stored::{self, Meta, Origin};
 use super::trust::Sources;
 use crate::blob::BlobSource;
-use crate::config::DownloadConfig;
 use crate::event::{Event, ExportStatus};
 use crate::handler::types::{Delivery, Handler, HandlerError, StoredModel};
 use async_trait::async_trait;
