@@ -19,10 +19,10 @@
 //! export is recorded in [`ExpectedExports`], so the poll loop polls fast
 //! until its `Export` notification arrives.
 
-use super::types::{BuildContext, Delivery, Handler, HandlerError};
 use crate::config::{CustomVisionHandlerConfig, ExportTarget, PublishConfig};
 use crate::customvision::{CvError, Iteration, TrainingClient};
 use crate::event::{Event, TrainingStatus};
+use crate::handler::types::{BuildContext, Delivery, Handler, HandlerError};
 use crate::notice::ExpectedExports;
 use async_trait::async_trait;
 use std::sync::Arc;
