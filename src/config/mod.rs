@@ -31,7 +31,7 @@ mod validate;
 pub use connection_string::{ConnectionString, ConnectionStringError, DEV_ACCOUNT, DEV_KEY};
 pub use customvision::CustomVisionConfig;
 pub use handler_table::{HandlerTable, StringMap};
-pub use handlers::{CustomVisionHandlerConfig, ExportTarget, HandlerConfig, PublishConfig};
+pub use handlers::HandlerConfig;
 pub use issues::{ConfigError, ConfigIssue, Issues};
 pub use schema::{
     AuthConfig, AuthMode, Cloud, Config, ENV_PREFIX, HttpConfig, LogConfig, LogFormat,

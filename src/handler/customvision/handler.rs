@@ -19,7 +19,7 @@
 //! export is recorded in [`ExpectedExports`], so the poll loop polls fast
 //! until its `Export` notification arrives.
 
-use crate::config::{CustomVisionHandlerConfig, ExportTarget, PublishConfig};
+use super::config::{CustomVisionHandlerConfig, ExportTarget, PublishConfig};
 use crate::customvision::{CvError, Iteration, TrainingClient};
 use crate::event::{Event, TrainingStatus};
 use crate::handler::types::{BuildContext, Delivery, Handler, HandlerError};
