@@ -1,7 +1,8 @@
 //! How values whose Rust type says nothing about their written form are
 //! written in the file, as JSON Schema: durations (`"5m"`, parsed by
 //! humantime) and sizes (`"500MiB"` or a number of bytes, parsed by
-//! bytesize). Fields name these with `#[schemars(with = "...")]`.
+//! bytesize). Fields name these with `#[schemars(with = "...")]`. And
+//! enums, written as one of their snake_case names ([`string_enum!`]).
 //!
 //! The lowest file of `config/`: imports nothing from it. Only shapes; the
 //! parsing stays with the crates that do it, and the unit tests below hold
@@ -94,6 +95,46 @@ pub fn without_null(schema: &mut Schema) {
         }
     }
 }
+
+/// Implements `Deserialize` for a config enum from its snake_case names, so
+/// that a wrong value is reported with the allowed ones (config's own enum
+/// support does not list them); `Serialize` and the JSON Schema (an `enum`
+/// of the same names) come from the same list.
+macro_rules! string_enum {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+        }
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(match self {
+                    $($ty::$variant => $name,)+
+                })
+            }
+        }
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($ty).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "enum": Self::NAMES })
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                match s.as_str() {
+                    $($name => Ok($ty::$variant),)+
+                    other => Err(serde::de::Error::custom(format!(
+                        "unknown value `{other}`; allowed: {}",
+                        Self::NAMES.join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+pub(super) use string_enum;
 
 #[cfg(test)]
 mod tests {

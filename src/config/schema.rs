@@ -6,11 +6,11 @@
 //! semantic rules in [`super::validate`]. This file only describes shapes.
 
 use super::customvision::CustomVisionConfig;
-use super::formats::HumanDuration;
+use super::formats::{HumanDuration, string_enum};
 use super::handlers::HandlerConfig;
 use crate::secret::Secret;
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Deserialize;
 use std::time::Duration;
 use url::Url;
 
@@ -252,45 +252,6 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 32;
 
 pub(super) fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
-}
-
-/// Implements `Deserialize` for a config enum from its snake_case names, so
-/// that a wrong value is reported with the allowed ones (config's own enum
-/// support does not list them); `Serialize` and the JSON Schema (an `enum`
-/// of the same names) come from the same list.
-macro_rules! string_enum {
-    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl $ty {
-            pub const NAMES: &'static [&'static str] = &[$($name),+];
-        }
-        impl Serialize for $ty {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(match self {
-                    $($ty::$variant => $name,)+
-                })
-            }
-        }
-        impl JsonSchema for $ty {
-            fn schema_name() -> std::borrow::Cow<'static, str> {
-                stringify!($ty).into()
-            }
-            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({ "type": "string", "enum": Self::NAMES })
-            }
-        }
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                match s.as_str() {
-                    $($name => Ok($ty::$variant),)+
-                    other => Err(serde::de::Error::custom(format!(
-                        "unknown value `{other}`; allowed: {}",
-                        Self::NAMES.join(", ")
-                    ))),
-                }
-            }
-        }
-    };
 }
 
 string_enum!(Cloud { Public => "public", UsGovernment => "us_government", China => "china", Custom => "custom" });
