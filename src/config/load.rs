@@ -5,7 +5,8 @@
 
 use super::handlers::HandlerConfig;
 use super::issues::{ConfigError, Issues, as_table, deserialize_collecting};
-use super::schema::{AuthConfig, Config, ENV_PREFIX, FileConfig, QueueConfig, QueueEntry};
+use super::queue::QueueConfig;
+use super::schema::{AuthConfig, Config, ENV_PREFIX, FileConfig, QueueEntry};
 use crate::secret::{redact_text, register};
 use std::path::Path;
 

@@ -7,7 +7,8 @@
 use super::connection_string::ConnectionString;
 use super::handlers::HandlerConfig;
 use super::issues::Issues;
-use super::schema::{AuthConfig, AuthMode, Cloud, Config, QueueConfig};
+use super::queue::{Cloud, QueueConfig};
+use super::schema::{AuthConfig, AuthMode, Config};
 use std::time::Duration;
 
 impl Config {
