@@ -411,13 +411,19 @@ pub fn redact_cut(text: &str) -> String {
     out
 }
 
-/// A secret named by an environment variable or a file that cannot be read.
+/// A secret named by an environment variable or a file that cannot be
+/// read. `key` is the configuration key the secret is given by, without
+/// its `_env`/`_file` suffix (`customvision.training_key`, a webhook's
+/// `secret`), so the message names the key to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("the environment variable {0} is not set")]
-    EnvNotSet(String),
-    #[error("{}", path.display())]
+    #[error(
+        "{key}_env: the environment variable {var} is not set; set it in cvnotify's environment (systemd Environment= or EnvironmentFile=, the container's env) or give the secret another way"
+    )]
+    EnvNotSet { key: &'static str, var: String },
+    #[error("{key}_file: cannot read {}", path.display())]
     File {
+        key: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -425,13 +431,15 @@ pub enum SourceError {
 }
 
 /// A secret given in one of the three ways the configuration offers: its
-/// value, the name of an environment variable holding it (`*_env`, taken
-/// as it is), or the path of a file holding it (`*_file`, surrounding white
-/// space removed: an editor's trailing newline is not part of the secret).
-/// The first one given wins (validation allows only one); `None` when none
-/// is. A value read from a variable or a file becomes a [`Secret`] here, so
-/// it is registered as the configuration's own values are when it loads.
+/// value (`key`), the name of an environment variable holding it
+/// (`{key}_env`, taken as it is), or the path of a file holding it
+/// (`{key}_file`, surrounding white space removed: an editor's trailing
+/// newline is not part of the secret). The first one given wins
+/// (validation allows only one); `None` when none is. A value read from a
+/// variable or a file becomes a [`Secret`] here, so it is registered as the
+/// configuration's own values are when it loads.
 pub fn load(
+    key: &'static str,
     value: Option<&Secret>,
     env: Option<&str>,
     file: Option<&Path>,
@@ -442,7 +450,10 @@ pub fn load(
     if let Some(var) = env {
         return std::env::var(var)
             .map(|v| Some(Secret::new(v)))
-            .map_err(|_| SourceError::EnvNotSet(var.to_owned()));
+            .map_err(|_| SourceError::EnvNotSet {
+                key,
+                var: var.to_owned(),
+            });
     }
     let Some(path) = file else {
         return Ok(None);
@@ -450,6 +461,7 @@ pub fn load(
     std::fs::read_to_string(path)
         .map(|v| Some(Secret::new(v.trim())))
         .map_err(|source| SourceError::File {
+            key,
             path: path.to_owned(),
             source,
         })
@@ -495,24 +507,30 @@ mod tests {
         let path = dir.path().join("key");
         std::fs::write(&path, "  file-secret-0123456789\n").unwrap();
         let inline = Secret::new("inline-secret-0123456789");
-        let got = load(Some(&inline), Some("UNUSED"), Some(&path)).unwrap();
+        let got = load("k", Some(&inline), Some("UNUSED"), Some(&path)).unwrap();
         assert_eq!(got.unwrap().expose(), "inline-secret-0123456789");
-        let got = load(None, None, Some(&path)).unwrap().unwrap();
+        let got = load("k", None, None, Some(&path)).unwrap().unwrap();
         assert_eq!(got.expose(), "file-secret-0123456789");
         assert_eq!(redact_text("x file-secret-0123456789 y"), "x REDACTED y");
-        assert!(load(None, None, None).unwrap().is_none());
+        assert!(load("k", None, None, None).unwrap().is_none());
 
         let var = "CVNOTIFY_TEST_SECRET_THAT_IS_NEVER_SET";
-        let e = load(None, Some(var), None).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            format!("the environment variable {var} is not set")
+        let e = load("customvision.training_key", None, Some(var), None).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "customvision.training_key_env: the environment variable {var} is not set; set it in cvnotify's environment"
+            )),
+            "{e}"
         );
         let missing = dir.path().join("missing");
-        let e = load(None, None, Some(&missing)).unwrap_err();
+        let e = load("secret", None, None, Some(&missing)).unwrap_err();
         assert!(
             matches!(&e, SourceError::File { path, .. } if *path == missing),
             "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("secret_file: cannot read {}", missing.display())
         );
     }
 

@@ -10,7 +10,6 @@ use super::transport::{Credential, RetrySettings, Transport};
 use crate::config::{AuthConfig, Cloud, CustomVisionConfig, TlsConfig};
 use crate::secret::{Secret, SourceError};
 use reqwest::Method;
-use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 use uuid::Uuid;
@@ -21,14 +20,8 @@ const INITIAL_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// The client cannot be built from the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
-    #[error("customvision.training_key_env: the environment variable {0} is not set")]
-    KeyEnv(String),
-    #[error("customvision.training_key_file {}", path.display())]
-    KeyFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Key(#[from] SourceError),
     #[error("the customvision training key is empty")]
     EmptyKey,
     #[error("cannot set up the Entra ID credential for Custom Vision (auth.mode = \"{mode}\")")]
@@ -72,14 +65,11 @@ impl TrainingClient {
         tls: &TlsConfig,
     ) -> Result<Self, ClientBuildError> {
         let key = crate::secret::load(
+            "customvision.training_key",
             cv.training_key.as_ref(),
             cv.training_key_env.as_deref(),
             cv.training_key_file.as_deref(),
-        )
-        .map_err(|e| match e {
-            SourceError::EnvNotSet(var) => ClientBuildError::KeyEnv(var),
-            SourceError::File { path, source } => ClientBuildError::KeyFile { path, source },
-        })?
+        )?
         .map(|k| k.expose().trim().to_owned());
         let credential = match key {
             Some(k) if k.is_empty() => return Err(ClientBuildError::EmptyKey),

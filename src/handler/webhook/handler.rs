@@ -21,20 +21,13 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// A webhook handler that cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookBuildError {
-    #[error("secret_env: the environment variable {0} is not set")]
-    SecretEnv(String),
-    #[error("secret_file {}", path.display())]
-    SecretFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    SecretSource(#[from] SourceError),
     #[error("the webhook secret {0}")]
     Secret(WebhookSecretError),
     #[error("ca_file")]
@@ -140,14 +133,11 @@ impl WebhookHandler {
         default_ca_file: Option<&std::path::Path>,
     ) -> Result<Self, WebhookBuildError> {
         let secret = crate::secret::load(
+            "secret",
             config.secret.as_ref(),
             config.secret_env.as_deref(),
             config.secret_file.as_deref(),
-        )
-        .map_err(|e| match e {
-            SourceError::EnvNotSet(var) => WebhookBuildError::SecretEnv(var),
-            SourceError::File { path, source } => WebhookBuildError::SecretFile { path, source },
-        })?;
+        )?;
         let signer = secret
             .map(|s| Signer::new(s.expose()).map_err(WebhookBuildError::Secret))
             .transpose()?;
