@@ -38,7 +38,15 @@
 //!      health state. [`reaper`]: reaping orphans as PID 1. [`exit`]: exit
 //!      codes.
 //! 2. [`config`]: the TOML file, `CVNOTIFY__*` overrides, every handler's
-//!    table, and validation that reports every problem at once. Then
+//!    table, and validation that reports every problem at once.
+//!    `config/formats.rs` says how durations, sizes and enums are written
+//!    (JSON Schema, the `string_enum!` macro); `config/queue.rs` holds
+//!    `[queue]`, `config/schema.rs` the rest of the file's shape;
+//!    `config/handler_table.rs` what every `[[handlers]]` table has, and
+//!    `config/handlers.rs` the enum tagged by `type` over each handler's
+//!    own table, which lives beside its handler in
+//!    `handler/<type>/config.rs` (`handler::*::config`: pure serde types
+//!    and validation, in this layer although under `handler/`). Then
 //!    [`telemetry`] (OpenTelemetry traces, from `[telemetry]`) and
 //!    [`logging`], which reads `[log]`.
 //! 3. Narrow traits for storage: [`queue`] (the `Queue` trait, its errors, an
@@ -47,13 +55,21 @@
 //! 4. [`azure`]: everything that talks to Azure Storage (connector, queue
 //!    and blob clients, Shared Key, Entra ID credentials), from the config
 //!    sections it needs. [`customvision`]: the Custom Vision Training API
-//!    client (over reqwest; Entra ID credentials from [`azure`]).
-//! 5. [`handler`]: the `Handler` trait, one module per handler type, and the
-//!    router. Sees storage only through [`blob`].
+//!    client (over reqwest; Entra ID credentials from [`azure`]):
+//!    `customvision/transport.rs` sends one call with its attempts,
+//!    `customvision/client.rs` has one method per endpoint.
+//! 5. [`handler`]: the `Handler` trait, one module per handler type
+//!    (`handler/<type>/handler.rs`, beside its `config.rs` of layer 2), and
+//!    the router. Sees storage only through [`blob`].
 //! 6. [`worker`]: the poll loop and each message's lifecycle, with one typed
 //!    internal event per outcome. [`http`]: `/healthz` `/readyz` `/metrics`.
-//! 7. [`daemon`] (wiring, the shutdown signal) and [`commands`] (`check`,
-//!    `send`, `poison`, `setup`).
+//! 7. [`daemon`] (wiring, the shutdown signal) and [`commands`]: one file
+//!    per command (`run`, `check` with `check_projects`, `decode`, `send`,
+//!    `poison`, `schema` for `config schema`, and `setup/`, one file per
+//!    step: `storage`, `settings`, `proof`, with `uris`), over
+//!    `commands/edge.rs` (loading the configuration, picking `--queue`,
+//!    printing errors, the runtime) and `commands/lines.rs` (the `ok` /
+//!    `FAIL` lines of `check` and `setup`).
 //!
 //! `main.rs` only parses the command line and calls into these.
 
