@@ -24,7 +24,7 @@ impl fmt::Display for CheckLine {
     }
 }
 
-/// A line.
+/// The line of step `name`: `ok` or `FAIL`, and what was found.
 pub fn line(name: &'static str, ok: bool, detail: impl Into<String>) -> CheckLine {
     CheckLine {
         name,
