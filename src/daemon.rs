@@ -12,7 +12,7 @@ use crate::handler::{BuildContext, BuildError, Router};
 use crate::metrics::{Metrics, MetricsRegistry};
 use crate::notice::ExpectedExports;
 use crate::queue::Queue;
-use crate::worker::{Settings, Summary, Worker, WorkerError};
+use crate::worker::{Recorder, Settings, Summary, Worker, WorkerError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -126,11 +126,19 @@ pub async fn run(
         wired.push(wire(spec, config, &common).await?);
     }
     crate::reaper::spawn_if_pid1();
-    let registry = Arc::new(MetricsRegistry::new(wired.iter().map(|w| w.spec.name())));
-    let metrics: Vec<Arc<Metrics>> = registry.queues().iter().map(|(_, m)| m.clone()).collect();
-    for m in &metrics {
-        m.set_started();
-    }
+    let mut registry = MetricsRegistry::new();
+    // Each queue's health, and its worker's counters beside it.
+    let metrics: Vec<(Arc<Metrics>, Arc<Recorder>)> = wired
+        .iter()
+        .map(|w| {
+            let health = Arc::new(Metrics::new());
+            let recorder = Arc::new(Recorder::new(health.clone()));
+            registry.add_queue(w.spec.name(), &health, recorder.as_ref());
+            health.set_started();
+            (health, recorder)
+        })
+        .collect();
+    let registry = Arc::new(registry);
     let stop_http = tokio_util::sync::CancellationToken::new();
     if let Some(addr) = config.http.listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -139,7 +147,7 @@ pub async fn run(
         let health = wired
             .iter()
             .zip(&metrics)
-            .map(|(w, m)| crate::http::QueueHealth {
+            .map(|(w, (m, _))| crate::http::QueueHealth {
                 name: w.spec.name().to_owned(),
                 metrics: m.clone(),
                 // Ready while a queue call succeeded within a few poll
@@ -166,12 +174,12 @@ pub async fn run(
     let cap = per_queue_cap(max, k);
     // One shutdown for every loop.
     let stop = tokio_util::sync::CancellationToken::new();
-    let runs = wired.into_iter().zip(metrics).map(|(w, m)| {
+    let runs = wired.into_iter().zip(metrics).map(|(w, (_, recorder))| {
         let mut settings = Settings::new(&w.spec.queue, config.shutdown_timeout, once);
         if k > 1 {
             settings.max_concurrency = settings.max_concurrency.min(cap);
         }
-        let mut worker = Worker::new(w.queue, w.poison, Arc::new(w.router), settings, m)
+        let mut worker = Worker::new(w.queue, w.poison, Arc::new(w.router), settings, recorder)
             .with_expected_exports(common.expected_exports.clone());
         if let Some(limit) = &process_limit {
             worker = worker.with_process_limit(limit.clone());

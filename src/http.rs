@@ -5,7 +5,7 @@
 //! `/metrics` is scraped, at most every 30 s, so an unscraped daemon makes
 //! no extra storage requests. Reads metrics and queues; records nothing.
 
-use crate::metrics::{Metrics, MetricsRegistry, RoleLabel};
+use crate::metrics::{Metrics, MetricsRegistry};
 use crate::queue::Queue;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -63,13 +63,10 @@ impl HttpState {
         }
         for h in &self.queues {
             for (role, q) in [("main", &h.queue), ("poison", &h.poison)] {
-                let gauge = || h.metrics.queue_length.get_or_create(&RoleLabel { role });
                 match tokio::time::timeout(Duration::from_secs(5), q.approximate_length()).await {
-                    Ok(Ok(n)) => {
-                        gauge().set(n as i64);
-                    }
+                    Ok(Ok(n)) => h.metrics.set_queue_length(role, n as i64),
                     Ok(Err(crate::queue::QueueError::QueueNotFound { .. })) => {
-                        gauge().set(0);
+                        h.metrics.set_queue_length(role, 0)
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, queue = q.name(), "Cannot read the queue length")
@@ -344,10 +341,7 @@ mod tests {
     async fn listening() -> (std::net::SocketAddr, CancellationToken) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(HttpState::new(
-            Arc::new(MetricsRegistry::new(std::iter::empty())),
-            Vec::new(),
-        ));
+        let state = Arc::new(HttpState::new(Arc::new(MetricsRegistry::new()), Vec::new()));
         let stop = CancellationToken::new();
         tokio::spawn(serve(listener, state, stop.clone()));
         (addr, stop)

@@ -1,84 +1,55 @@
 //! Prometheus metrics and the health state behind `/readyz`.
 //!
-//! One [`Metrics`] per queue, shared by that queue's poll loop (which
-//! records, only through its typed internal events in `worker::events`) and
-//! the HTTP listener (which encodes). A [`MetricsRegistry`] holds them all,
-//! each under its own `queue="<name>"` label, with the process-wide ones. Label values are fixed sets (handler names from
-//! the config, operation and error kinds, outcome): never anything from a
-//! message, so nothing secret or unbounded reaches a label. A leaf: it
-//! imports nothing from the crate.
+//! One [`Metrics`] per queue: its health (renewed by the poll loop's
+//! internal events, read by `/readyz`) and its length (written by the HTTP
+//! listener). The worker's outcome counters are defined beside its events
+//! (`worker::Recorder`), whose fields only those events can reach, and
+//! join through [`Register`]. A [`MetricsRegistry`] holds every queue's,
+//! each under its own `queue="<name>"` label, with the process-wide ones.
+//! Label values are fixed sets: never anything from a message, so nothing
+//! secret or unbounded reaches a label. A leaf: it imports nothing from the
+//! crate.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandlerOutcome {
-    pub handler: String,
-    /// `success` or `failure`.
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProcessedLabel {
-    /// `handled` (every handler succeeded, or none was routed) or `failed`.
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HandlerLabel {
-    pub handler: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    /// `decode_error`, `max_dequeue_count`, `dequeue_count_exceeded`.
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StorageErrorLabels {
-    pub operation: &'static str,
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RoleLabel {
+struct RoleLabel {
     /// `main` or `poison` (the queue's name is the `queue` label).
-    pub role: &'static str,
+    role: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
-    pub version: &'static str,
+struct BuildLabels {
+    version: &'static str,
 }
 
-/// Everything measured about one queue.
+/// One queue's health and length: what `/readyz` and the HTTP listener
+/// read about it. The worker's outcome counters are its own
+/// (`worker::Recorder`), registered beside these through [`Register`].
 pub struct Metrics {
-    /// Set for a standalone `Metrics` ([`Metrics::new`]); `None` when it is
-    /// registered in a [`MetricsRegistry`], which encodes it.
-    registry: Option<Registry>,
-    pub received: Counter,
-    pub handled: Family<HandlerOutcome, Counter>,
-    pub processed: Family<ProcessedLabel, Counter>,
-    pub deleted: Counter,
-    pub released: Counter,
-    pub poisoned: Family<ReasonLabel, Counter>,
-    pub handler_duration: Family<HandlerLabel, Histogram>,
-    pub storage_errors: Family<StorageErrorLabels, Counter>,
-    pub in_flight: Gauge,
-    pub poll_interval: Gauge<f64, AtomicU64>,
-    pub queue_length: Family<RoleLabel, Gauge>,
-    pub last_receive: Gauge<f64, AtomicU64>,
+    /// Written by the HTTP listener when `/metrics` is scraped.
+    queue_length: Family<RoleLabel, Gauge>,
+    /// Set by [`Metrics::receive_ok`].
+    last_receive: Gauge<f64, AtomicU64>,
     /// Health: when a queue call last succeeded (Unix ms; 0 = never).
     last_success_ms: AtomicU64,
     /// Health: a credential was verified at start-up.
     started: AtomicBool,
+}
+
+/// Metrics a component owns and writes itself, registered under its
+/// queue's label by [`MetricsRegistry::add_queue`]. The worker's counters
+/// implement it, so their fields stay private to the events that write
+/// them.
+pub trait Register {
+    /// Registers every metric (clones share the values).
+    fn register(&self, registry: &mut Registry);
 }
 
 /// Spans the trace exporter dropped because its queue was full (the
@@ -121,103 +92,29 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A standalone `Metrics` without a `queue` label, encoded on its own
-    /// (unit tests).
+    /// One queue's health metrics, not registered yet (see
+    /// [`MetricsRegistry::add_queue`]).
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("cvnotify");
-        let m = Self::unregistered();
-        m.register(&mut registry);
-        register_process_wide(&mut registry);
         Metrics {
-            registry: Some(registry),
-            ..m
-        }
-    }
-
-    fn unregistered() -> Self {
-        Metrics {
-            received: Counter::default(),
-            handled: Family::default(),
-            processed: Family::default(),
-            deleted: Counter::default(),
-            released: Counter::default(),
-            poisoned: Family::default(),
-            handler_duration: Family::new_with_constructor(|| {
-                // 5 ms to ~10 min.
-                Histogram::new(exponential_buckets(0.005, 2.0, 18))
-            }),
-            storage_errors: Family::default(),
-            in_flight: Gauge::default(),
-            poll_interval: Gauge::default(),
             queue_length: Family::default(),
             last_receive: Gauge::default(),
             last_success_ms: AtomicU64::new(0),
             started: AtomicBool::new(false),
-            registry: None,
         }
     }
+}
 
+impl Register for Metrics {
     fn register(&self, registry: &mut Registry) {
-        let m = self;
-        registry.register(
-            "messages_received",
-            "Messages received from the queue",
-            m.received.clone(),
-        );
-        registry.register(
-            "messages_handled",
-            "Deliveries to a handler, by handler and outcome",
-            m.handled.clone(),
-        );
-        registry.register(
-            "messages_processed",
-            "Messages whose handling finished, by outcome (handled, failed)",
-            m.processed.clone(),
-        );
-        registry.register(
-            "messages_deleted",
-            "Messages deleted after every handler succeeded",
-            m.deleted.clone(),
-        );
-        registry.register(
-            "messages_released",
-            "Messages made visible again at shutdown",
-            m.released.clone(),
-        );
-        registry.register(
-            "messages_poisoned",
-            "Messages moved to the poison queue, by reason",
-            m.poisoned.clone(),
-        );
-        registry.register(
-            "handler_duration_seconds",
-            "Time a handler took for one delivery",
-            m.handler_duration.clone(),
-        );
-        registry.register(
-            "storage_errors",
-            "Failed storage requests, by operation and kind",
-            m.storage_errors.clone(),
-        );
-        registry.register(
-            "messages_in_flight",
-            "Messages being handled now",
-            m.in_flight.clone(),
-        );
-        registry.register(
-            "poll_interval_seconds",
-            "Current delay between receive calls",
-            m.poll_interval.clone(),
-        );
         registry.register(
             "queue_length",
             "Approximate number of messages (queue properties, refreshed at most every 30 s)",
-            m.queue_length.clone(),
+            self.queue_length.clone(),
         );
         registry.register(
             "last_receive_timestamp_seconds",
             "Unix time of the last successful receive call",
-            m.last_receive.clone(),
+            self.last_receive.clone(),
         );
     }
 }
@@ -279,46 +176,43 @@ impl Metrics {
         Ok(())
     }
 
-    /// Prometheus text format (a standalone `Metrics` only; empty when it
-    /// belongs to a [`MetricsRegistry`]).
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if let Some(r) = &self.registry {
-            prometheus_client::encoding::text::encode(&mut out, r).expect("writing to a String");
-        }
-        out
+    /// The approximate length of the queue in `role` (`main` or `poison`).
+    pub fn set_queue_length(&self, role: &'static str, length: i64) {
+        self.queue_length
+            .get_or_create(&RoleLabel { role })
+            .set(length);
     }
 }
 
-/// The process's metrics: one [`Metrics`] per queue, each labelled
-/// `queue="<name>"`, and the process-wide ones (build info, spans).
+/// The process's metrics: each queue's, labelled `queue="<name>"`, and
+/// the process-wide ones (build info, spans).
 pub struct MetricsRegistry {
     registry: Registry,
-    /// In configuration order, with the queue's name.
-    queues: Vec<(String, std::sync::Arc<Metrics>)>,
+}
+
+impl Default for MetricsRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MetricsRegistry {
-    pub fn new<'a>(queue_names: impl IntoIterator<Item = &'a str>) -> Self {
+    /// The process-wide metrics, no queue yet.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("cvnotify");
         register_process_wide(&mut registry);
-        let queues = queue_names
-            .into_iter()
-            .map(|name| {
-                let m = Metrics::unregistered();
-                m.register(registry.sub_registry_with_label((
-                    std::borrow::Cow::Borrowed("queue"),
-                    std::borrow::Cow::Owned(name.to_owned()),
-                )));
-                (name.to_owned(), std::sync::Arc::new(m))
-            })
-            .collect();
-        Self { registry, queues }
+        Self { registry }
     }
 
-    /// Each queue's name and metrics, in configuration order.
-    pub fn queues(&self) -> &[(String, std::sync::Arc<Metrics>)] {
-        &self.queues
+    /// Adds one queue's metrics: what its worker records (`component`)
+    /// and its `health`, under `queue="<name>"`.
+    pub fn add_queue(&mut self, name: &str, health: &Metrics, component: &dyn Register) {
+        let r = self.registry.sub_registry_with_label((
+            std::borrow::Cow::Borrowed("queue"),
+            std::borrow::Cow::Owned(name.to_owned()),
+        ));
+        component.register(r);
+        health.register(r);
     }
 
     /// Prometheus text format.
@@ -334,40 +228,26 @@ impl MetricsRegistry {
 mod tests {
     use super::*;
 
-    #[test]
-    fn encodes_with_prefix_and_labels() {
-        let m = Metrics::new();
-        m.received.inc();
-        m.handled
-            .get_or_create(&HandlerOutcome {
-                handler: "log#0".into(),
-                outcome: "success",
-            })
-            .inc();
-        let text = m.encode();
-        assert!(
-            text.contains("cvnotify_messages_received_total 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "cvnotify_messages_handled_total{handler=\"log#0\",outcome=\"success\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("cvnotify_build_info{version="), "{text}");
+    /// A component registering one counter, as the worker's `Recorder` does.
+    #[derive(Default)]
+    struct Received(Counter);
+
+    impl Register for Received {
+        fn register(&self, registry: &mut Registry) {
+            registry.register("messages_received", "Received", self.0.clone());
+        }
     }
 
     #[test]
     fn each_queue_is_labelled_with_its_name() {
-        let r = MetricsRegistry::new(["eu-events", "us-events"]);
-        r.queues()[0].1.received.inc();
-        r.queues()[1].1.received.inc_by(2);
-        r.queues()[1]
-            .1
-            .queue_length
-            .get_or_create(&RoleLabel { role: "poison" })
-            .set(3);
+        let mut r = MetricsRegistry::new();
+        let (eu, us) = (Received::default(), Received::default());
+        let (eu_health, us_health) = (Metrics::new(), Metrics::new());
+        r.add_queue("eu-events", &eu_health, &eu);
+        r.add_queue("us-events", &us_health, &us);
+        eu.0.inc();
+        us.0.inc_by(2);
+        us_health.set_queue_length("poison", 3);
         let text = r.encode();
         for want in [
             "cvnotify_messages_received_total{queue=\"eu-events\"} 1",
@@ -377,6 +257,7 @@ mod tests {
             assert!(text.contains(want), "{want} in {text}");
         }
         assert_eq!(text.matches("cvnotify_build_info{").count(), 1, "{text}");
+        assert!(text.contains("cvnotify_build_info{version="), "{text}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! A body that is cvnotify's retry envelope is unwrapped first: handlers,
 //! the decoder and the poison queue see the original body.
 
-use super::events::{HandlerFinished, NoRoute, PoisonReason, RenewFailed, Renewed};
+use super::events::{HandlerFinished, InternalEvent, NoRoute, PoisonReason, RenewFailed, Renewed};
 use super::settle::{Failure, Outcome, Tracked};
 use super::shared::Shared;
 use crate::envelope::Envelope;
@@ -122,7 +122,6 @@ impl Shared {
         let router = self.router.clone();
         let routes = router.route(&notification);
         if routes.is_empty() {
-            crate::telemetry::set_attribute(&span, "outcome", "handled");
             NoRoute.emit(&self.metrics);
             self.delete(&m.id, &m.pop_receipt).await;
             return;

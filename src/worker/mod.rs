@@ -27,6 +27,6 @@ mod settings;
 mod settle;
 mod shared;
 
-pub use events::Summary;
+pub use events::{Recorder, Summary};
 pub use poll::{Worker, WorkerError};
 pub use settings::Settings;

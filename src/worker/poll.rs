@@ -7,12 +7,14 @@
 //! dropped (killing hook processes) and their messages made visible at once.
 //! What happens to each message is `message` and `settle`'s business.
 
-use super::events::{InFlight, MessagesReceived, QueueEmpty, ReceiveFailed, Stopped, Summary};
+use super::events::{
+    InFlight, InternalEvent, MessagesReceived, QueueEmpty, ReceiveFailed, Recorder, Stopped,
+    Summary,
+};
 use super::heartbeat::{Heartbeat, alive};
 use super::settings::Settings;
 use super::shared::Shared;
 use crate::handler::Router;
-use crate::metrics::Metrics;
 use crate::notice::ExpectedExports;
 use crate::queue::{Queue, QueueError};
 use crate::retry::Backoff;
@@ -145,13 +147,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// `metrics` receives every outcome (shared with the HTTP listener).
+    /// `metrics` records every outcome (its health is shared with the HTTP
+    /// listener).
     pub fn new(
         queue: Arc<dyn Queue>,
         poison: Arc<dyn Queue>,
         router: Arc<Router>,
         settings: Settings,
-        metrics: Arc<Metrics>,
+        metrics: Arc<Recorder>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {

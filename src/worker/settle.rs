@@ -16,9 +16,9 @@
 //! the two.
 
 use super::events::{
-    DeleteFailed, Deleted, FailureNotRecorded, MessageFailed, MessageHandled, PoisonCreateDenied,
-    PoisonEnvelopeTooLarge, PoisonFailed, PoisonReason, Poisoned, ReleaseFailed, Released,
-    RetryDelayFailed,
+    DeleteFailed, Deleted, FailureNotRecorded, InternalEvent, MessageFailed, MessageHandled,
+    PoisonCreateDenied, PoisonEnvelopeTooLarge, PoisonFailed, PoisonReason, Poisoned,
+    ReleaseFailed, ReleaseSkipped, Released, RetryDelayFailed, RetryDelaySkipped,
 };
 use super::shared::Shared;
 use crate::config::PoisonFormat;
@@ -29,7 +29,6 @@ use crate::secret::redact_text;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::sleep;
-use tracing::debug;
 
 /// What cvnotify knows about a message beyond the queue's view of it.
 pub(super) struct Tracked {
@@ -75,21 +74,17 @@ impl Shared {
         took: Duration,
     ) {
         let s = &self.settings;
-        let span = tracing::Span::current();
         let failure = match outcome {
             Outcome::Handled => {
-                crate::telemetry::set_attribute(&span, "outcome", "handled");
                 self.delete(&m.id, receipt).await;
                 MessageHandled { took }.emit(&self.metrics);
                 return;
             }
             Outcome::Aborted => {
-                crate::telemetry::set_attribute(&span, "outcome", "released");
                 return self.release(&m.id, receipt).await;
             }
             Outcome::Failed(f) => f,
         };
-        crate::telemetry::set_attribute(&span, "outcome", "failed");
         // Without Update Message nothing can be recorded in the message:
         // then every earlier delivery counts as a failure, as the queue's
         // dequeue count says.
@@ -99,12 +94,7 @@ impl Shared {
             tracked.failures
         } + 1;
         if failure.permanent || failures >= s.max_dequeue_count {
-            MessageFailed {
-                reason: &failure.reason,
-                retry_in: None,
-                took,
-            }
-            .emit(&self.metrics);
+            MessageFailed::Final.emit(&self.metrics);
             let (reason, detail) = if failure.permanent {
                 (
                     PoisonReason::PermanentFailure,
@@ -145,14 +135,14 @@ impl Shared {
             return;
         }
         let delay = s.retry_delay(failures);
-        MessageFailed {
+        MessageFailed::Retried {
             reason: &failure.reason,
-            retry_in: Some(delay),
+            retry_in: delay,
             took,
         }
         .emit(&self.metrics);
         if self.update_is_denied() {
-            debug!("Update Message is denied; the message reappears after its visibility timeout");
+            RetryDelaySkipped.emit(&self.metrics);
             return;
         }
         let mut envelope = self.envelope(m, tracked, failures);
@@ -222,7 +212,7 @@ impl Shared {
     /// Makes a message visible again at once (shutdown).
     pub(super) async fn release(&self, id: &str, receipt: &str) {
         if self.update_is_denied() {
-            return;
+            return ReleaseSkipped.emit(&self.metrics);
         }
         match self
             .queue
@@ -274,7 +264,6 @@ impl Shared {
         };
         match sent {
             Ok(()) => {
-                crate::telemetry::set_attribute(&tracing::Span::current(), "outcome", "poisoned");
                 self.delete(&m.id, receipt).await;
                 Poisoned {
                     reason,

@@ -1,9 +1,8 @@
 //! [`Shared`]: what the poll loop and every message task share.
 
-use super::events::UpdateDenied;
+use super::events::{InternalEvent, Recorder, UpdateDenied};
 use super::settings::Settings;
 use crate::handler::Router;
-use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +19,7 @@ pub(super) struct Shared {
     pub router: Arc<Router>,
     pub settings: Settings,
     /// Where every outcome is recorded (through `events`).
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<Recorder>,
 }
 
 impl Shared {

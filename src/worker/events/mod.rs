@@ -1,49 +1,39 @@
 //! One typed internal event per outcome of the loop.
 //!
-//! Each event's `emit` writes its log line and updates its metrics in one
-//! place, so the two cannot drift (Vector's internal events). Nothing else
-//! in the worker writes an outcome's log line or counter. The `--once`
-//! [`Summary`] is read back from the same counters, so it always agrees
-//! with `/metrics`.
+//! Each event is an [`InternalEvent`]: its `emit` writes its log line and
+//! updates its metrics in one place, so the two cannot drift (Vector's
+//! internal events), and for a message's fate also the span's `outcome`
+//! ([`Outcome`]). Nothing else in the worker writes an outcome's log line,
+//! counter or span outcome: the counters live in [`Recorder`], whose
+//! fields only this module reaches, with their label values (`Outcome`,
+//! [`PoisonReason`]). The `--once` [`Summary`] is read back
+//! from the same counters, so it always agrees with `/metrics`.
 
-use crate::metrics::{
-    HandlerLabel, HandlerOutcome, Metrics, ProcessedLabel, ReasonLabel, StorageErrorLabels,
+mod recorder;
+
+pub(super) use recorder::PoisonReason;
+pub use recorder::Recorder;
+use recorder::{
+    HandlerLabel, HandlerOutcome, Outcome, ProcessedLabel, ReasonLabel, StorageErrorLabels,
 };
+
 use crate::queue::{Operation, QueueError};
 use crate::secret::redact_text;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
-/// Why a message went to the poison queue (the `reason` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PoisonReason {
-    /// The body cannot be decoded.
-    DecodeError,
-    /// It failed on its `max_dequeue_count`-th delivery.
-    MaxDequeueCount,
-    /// Delivered more often than allowed without an outcome (the daemon
-    /// stopped or crashed while handling it).
-    DequeueCountExceeded,
-    /// A handler said retrying cannot help.
-    PermanentFailure,
+/// Something the worker did or saw, recorded as one log line and its
+/// metrics (Vector's `InternalEvent`).
+pub(super) trait InternalEvent {
+    /// Writes the log line, the metrics and, for a message's fate, the
+    /// span's `outcome`.
+    fn emit(self, to: &Recorder);
 }
 
-impl PoisonReason {
-    const ALL: [PoisonReason; 4] = [
-        PoisonReason::DecodeError,
-        PoisonReason::MaxDequeueCount,
-        PoisonReason::DequeueCountExceeded,
-        PoisonReason::PermanentFailure,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            PoisonReason::DecodeError => "decode_error",
-            PoisonReason::MaxDequeueCount => "max_dequeue_count",
-            PoisonReason::DequeueCountExceeded => "dequeue_count_exceeded",
-            PoisonReason::PermanentFailure => "permanent_failure",
-        }
-    }
+/// Sets the current span's `outcome` (a trace attribute only). A
+/// message's events are emitted inside its span.
+fn record(outcome: Outcome) {
+    crate::telemetry::set_attribute(&tracing::Span::current(), "outcome", outcome.label());
 }
 
 /// What the loop did (the `--once` summary), read from the counters.
@@ -58,7 +48,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub(super) fn read(m: &Metrics) -> Self {
+    pub(super) fn read(m: &Recorder) -> Self {
         let processed = |outcome| {
             m.processed
                 .get(&ProcessedLabel { outcome })
@@ -66,13 +56,13 @@ impl Summary {
         };
         Summary {
             received: m.received.get(),
-            handled: processed("handled"),
-            failed: processed("failed"),
+            handled: processed(Outcome::Handled),
+            failed: processed(Outcome::Failed),
             poisoned: PoisonReason::ALL
-                .iter()
-                .map(|r| {
+                .into_iter()
+                .map(|reason| {
                     m.poisoned
-                        .get(&ReasonLabel { reason: r.label() })
+                        .get(&ReasonLabel { reason })
                         .map_or(0, |c| c.get())
                 })
                 .sum(),
@@ -106,7 +96,7 @@ impl std::iter::Sum for Summary {
     }
 }
 
-fn count_storage_error(m: &Metrics, e: &QueueError) {
+fn count_storage_error(m: &Recorder, e: &QueueError) {
     m.storage_errors
         .get_or_create(&StorageErrorLabels {
             operation: e.op().label(),
@@ -115,14 +105,18 @@ fn count_storage_error(m: &Metrics, e: &QueueError) {
         .inc();
 }
 
+fn count_processed(m: &Recorder, outcome: Outcome) {
+    m.processed.get_or_create(&ProcessedLabel { outcome }).inc();
+}
+
 /// A receive returned messages.
 pub(super) struct MessagesReceived {
     pub count: usize,
 }
 
-impl MessagesReceived {
-    pub fn emit(&self, m: &Metrics) {
-        m.receive_ok();
+impl InternalEvent for MessagesReceived {
+    fn emit(self, m: &Recorder) {
+        m.health.receive_ok();
         m.poll_interval.set(0.0);
         m.received.inc_by(self.count as u64);
     }
@@ -133,9 +127,9 @@ pub(super) struct QueueEmpty {
     pub delay: Option<Duration>,
 }
 
-impl QueueEmpty {
-    pub fn emit(&self, m: &Metrics) {
-        m.receive_ok();
+impl InternalEvent for QueueEmpty {
+    fn emit(self, m: &Recorder) {
+        m.health.receive_ok();
         if let Some(delay) = self.delay {
             m.poll_interval.set(delay.as_secs_f64());
             debug!(delay_ms = delay.as_millis() as u64, "The queue is empty");
@@ -152,8 +146,8 @@ pub(super) struct ReceiveFailed<'a> {
     pub retry_in: Duration,
 }
 
-impl ReceiveFailed<'_> {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for ReceiveFailed<'_> {
+    fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
         m.poll_interval.set(self.retry_in.as_secs_f64());
         let (e, attempt, queue) = (self.error, self.attempt, self.queue);
@@ -174,8 +168,8 @@ impl ReceiveFailed<'_> {
 /// A message task started or ended.
 pub(super) struct InFlight(pub bool);
 
-impl InFlight {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for InFlight {
+    fn emit(self, m: &Recorder) {
         if self.0 {
             m.in_flight.inc();
         } else {
@@ -191,8 +185,8 @@ pub(super) struct HandlerFinished<'a> {
     pub ok: bool,
 }
 
-impl HandlerFinished<'_> {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for HandlerFinished<'_> {
+    fn emit(self, m: &Recorder) {
         m.handler_duration
             .get_or_create(&HandlerLabel {
                 handler: self.handler.to_owned(),
@@ -220,11 +214,10 @@ pub(super) struct MessageHandled {
     pub took: Duration,
 }
 
-impl MessageHandled {
-    pub fn emit(&self, m: &Metrics) {
-        m.processed
-            .get_or_create(&ProcessedLabel { outcome: "handled" })
-            .inc();
+impl InternalEvent for MessageHandled {
+    fn emit(self, m: &Recorder) {
+        count_processed(m, Outcome::Handled);
+        record(Outcome::Handled);
         info!(took_ms = self.took.as_millis() as u64, "Message handled");
     }
 }
@@ -232,30 +225,38 @@ impl MessageHandled {
 /// No handler takes the event; it is deleted.
 pub(super) struct NoRoute;
 
-impl NoRoute {
-    pub fn emit(&self, m: &Metrics) {
-        m.processed
-            .get_or_create(&ProcessedLabel { outcome: "handled" })
-            .inc();
+impl InternalEvent for NoRoute {
+    fn emit(self, m: &Recorder) {
+        count_processed(m, Outcome::Handled);
+        record(Outcome::Handled);
         info!("No handler takes this event; deleting it");
     }
 }
 
-/// A handler failed. `retry_in` is None when this was the last delivery
-/// allowed (the message is poisoned next).
-pub(super) struct MessageFailed<'a> {
-    pub reason: &'a str,
-    pub retry_in: Option<Duration>,
-    pub took: Duration,
+/// A handler failed.
+pub(super) enum MessageFailed<'a> {
+    /// It is retried after `retry_in`.
+    Retried {
+        reason: &'a str,
+        retry_in: Duration,
+        took: Duration,
+    },
+    /// That was the last delivery allowed, or retrying cannot help: it is
+    /// poisoned next.
+    Final,
 }
 
-impl MessageFailed<'_> {
-    pub fn emit(&self, m: &Metrics) {
-        m.processed
-            .get_or_create(&ProcessedLabel { outcome: "failed" })
-            .inc();
-        if let Some(delay) = self.retry_in {
-            warn!(error = %redact_text(self.reason), retry_in_s = delay.as_secs(), took_ms = self.took.as_millis() as u64, "Handling failed; the message will be retried");
+impl InternalEvent for MessageFailed<'_> {
+    fn emit(self, m: &Recorder) {
+        count_processed(m, Outcome::Failed);
+        record(Outcome::Failed);
+        if let MessageFailed::Retried {
+            reason,
+            retry_in,
+            took,
+        } = self
+        {
+            warn!(error = %redact_text(reason), retry_in_s = retry_in.as_secs(), took_ms = took.as_millis() as u64, "Handling failed; the message will be retried");
         }
     }
 }
@@ -263,9 +264,9 @@ impl MessageFailed<'_> {
 /// A message was deleted.
 pub(super) struct Deleted;
 
-impl Deleted {
-    pub fn emit(&self, m: &Metrics) {
-        m.storage_ok();
+impl InternalEvent for Deleted {
+    fn emit(self, m: &Recorder) {
+        m.health.storage_ok();
         m.deleted.inc();
     }
 }
@@ -278,8 +279,8 @@ pub(super) struct DeleteFailed<'a> {
     pub retrying: bool,
 }
 
-impl DeleteFailed<'_> {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for DeleteFailed<'_> {
+    fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
         let (e, attempt) = (self.error, self.attempt);
         if e.is_message_gone() {
@@ -295,8 +296,8 @@ impl DeleteFailed<'_> {
 /// The message's visibility was extended while a handler runs.
 pub(super) struct Renewed;
 
-impl Renewed {
-    pub fn emit(&self, _: &Metrics) {
+impl InternalEvent for Renewed {
+    fn emit(self, _: &Recorder) {
         debug!("Extended the message's visibility");
     }
 }
@@ -306,8 +307,8 @@ pub(super) struct RenewFailed<'a> {
     pub error: &'a QueueError,
 }
 
-impl RenewFailed<'_> {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for RenewFailed<'_> {
+    fn emit(self, m: &Recorder) {
         if self.error.is_message_gone() {
             warn!(error = %self.error, "Lost the message while a handler runs; another consumer may handle it too");
         } else {
@@ -324,8 +325,8 @@ pub(super) struct FailureNotRecorded<'a> {
     pub error: &'a QueueError,
 }
 
-impl FailureNotRecorded<'_> {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for FailureNotRecorded<'_> {
+    fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
         warn!(error = %self.error, "Could not record the failure in the message; it will be retried until max_deliveries_without_outcome");
     }
@@ -336,8 +337,8 @@ pub(super) struct PoisonEnvelopeTooLarge<'a> {
     pub error: &'a QueueError,
 }
 
-impl PoisonEnvelopeTooLarge<'_> {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for PoisonEnvelopeTooLarge<'_> {
+    fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
         warn!(error = %self.error, "The poison envelope was refused; sending the original body verbatim");
     }
@@ -348,11 +349,21 @@ pub(super) struct RetryDelayFailed<'a> {
     pub error: &'a QueueError,
 }
 
-impl RetryDelayFailed<'_> {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for RetryDelayFailed<'_> {
+    fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
         // It reappears after the visibility timeout instead.
         warn!(error = %self.error, "Could not set the retry delay");
+    }
+}
+
+/// Update Message is denied: a failed message's failure is not recorded
+/// and it reappears after its visibility timeout, not its retry delay.
+pub(super) struct RetryDelaySkipped;
+
+impl InternalEvent for RetryDelaySkipped {
+    fn emit(self, _: &Recorder) {
+        debug!("Update Message is denied; the message reappears after its visibility timeout");
     }
 }
 
@@ -363,8 +374,8 @@ pub(super) struct UpdateDenied<'a> {
     pub first: bool,
 }
 
-impl UpdateDenied<'_> {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for UpdateDenied<'_> {
+    fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
         if self.first {
             warn!(
@@ -378,9 +389,10 @@ impl UpdateDenied<'_> {
 /// A message was made visible again at shutdown.
 pub(super) struct Released;
 
-impl Released {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for Released {
+    fn emit(self, m: &Recorder) {
         m.released.inc();
+        record(Outcome::Released);
         info!("Released the message back to the queue");
     }
 }
@@ -390,11 +402,23 @@ pub(super) struct ReleaseFailed<'a> {
     pub error: &'a QueueError,
 }
 
-impl ReleaseFailed<'_> {
-    pub fn emit(&self, _: &Metrics) {
+impl InternalEvent for ReleaseFailed<'_> {
+    fn emit(self, _: &Recorder) {
+        // Given back all the same, only later.
+        record(Outcome::Released);
         if !self.error.is_message_gone() {
             warn!(error = %self.error, "Could not release the message; it reappears after its visibility timeout");
         }
+    }
+}
+
+/// Update Message is denied, so a message cannot be released: it
+/// reappears after its visibility timeout.
+pub(super) struct ReleaseSkipped;
+
+impl InternalEvent for ReleaseSkipped {
+    fn emit(self, _: &Recorder) {
+        record(Outcome::Released);
     }
 }
 
@@ -405,13 +429,14 @@ pub(super) struct Poisoned<'a> {
     pub poison_queue: &'a str,
 }
 
-impl Poisoned<'_> {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for Poisoned<'_> {
+    fn emit(self, m: &Recorder) {
         m.poisoned
             .get_or_create(&ReasonLabel {
-                reason: self.reason.label(),
+                reason: self.reason,
             })
             .inc();
+        record(Outcome::Poisoned);
         error!(
             reason = %redact_text(self.detail),
             poison_queue = self.poison_queue,
@@ -427,8 +452,8 @@ pub(super) struct PoisonFailed<'a> {
     pub retry_in: Duration,
 }
 
-impl PoisonFailed<'_> {
-    pub fn emit(&self, m: &Metrics) {
+impl InternalEvent for PoisonFailed<'_> {
+    fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
         error!(error = %self.error, reason = %redact_text(self.detail), retry_in_s = self.retry_in.as_secs(), "Could not move the message to the poison queue; it stays in the queue");
     }
@@ -440,8 +465,8 @@ pub(super) struct PoisonCreateDenied<'a> {
     pub poison_queue: &'a str,
 }
 
-impl PoisonCreateDenied<'_> {
-    pub fn emit(&self, _: &Metrics) {
+impl InternalEvent for PoisonCreateDenied<'_> {
+    fn emit(self, _: &Recorder) {
         warn!(error = %self.error, poison_queue = self.poison_queue, "Cannot create the poison queue; assuming it exists");
     }
 }
@@ -449,8 +474,8 @@ impl PoisonCreateDenied<'_> {
 /// The loop over one queue stopped.
 pub(super) struct Stopped<'a>(pub &'a str, pub Summary);
 
-impl Stopped<'_> {
-    pub fn emit(&self, _: &Metrics) {
+impl InternalEvent for Stopped<'_> {
+    fn emit(self, _: &Recorder) {
         let s = &self.1;
         info!(
             queue = self.0,
@@ -467,22 +492,18 @@ impl Stopped<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Register;
 
     #[test]
     fn summary_reads_the_counters_events_write() {
-        let m = Metrics::new();
+        let m = Recorder::default();
         MessagesReceived { count: 3 }.emit(&m);
         MessageHandled {
             took: Duration::ZERO,
         }
         .emit(&m);
         NoRoute.emit(&m);
-        MessageFailed {
-            reason: "x",
-            retry_in: None,
-            took: Duration::ZERO,
-        }
-        .emit(&m);
+        MessageFailed::Final.emit(&m);
         Poisoned {
             reason: PoisonReason::MaxDequeueCount,
             detail: "x",
@@ -507,6 +528,12 @@ mod tests {
             retry_in: Duration::from_secs(1),
         }
         .emit(&m);
+        HandlerFinished {
+            handler: "log#0",
+            took: Duration::ZERO,
+            ok: true,
+        }
+        .emit(&m);
         assert_eq!(
             Summary::read(&m),
             Summary {
@@ -518,14 +545,18 @@ mod tests {
                 receive_errors: 1,
             }
         );
-        let text = m.encode();
-        assert!(
-            text.contains("cvnotify_messages_processed_total{outcome=\"handled\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("cvnotify_messages_poisoned_total{reason=\"decode_error\"} 1"),
-            "{text}"
-        );
+        let mut registry = prometheus_client::registry::Registry::with_prefix("cvnotify");
+        m.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for want in [
+            "cvnotify_messages_received_total 3",
+            "cvnotify_messages_processed_total{outcome=\"handled\"} 2",
+            "cvnotify_messages_processed_total{outcome=\"failed\"} 1",
+            "cvnotify_messages_poisoned_total{reason=\"decode_error\"} 1",
+            "cvnotify_messages_handled_total{handler=\"log#0\",outcome=\"success\"} 1",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
     }
 }
