@@ -12,20 +12,23 @@
 //! - While a handler runs, the message's visibility is extended every half
 //!   visibility timeout, so no other consumer receives it meanwhile.
 //!
-//! Files: [`poll`] (receive, capacity, back-off, shutdown), `message`
-//! (decode → route → handlers with renewal), `settle` (the outcome's one
-//! mapping to delete, release or poison), `events` (one typed event per
-//! outcome: log line + metric), `heartbeat` (systemd), `settings`, `shared`.
+//! Files, in the order a message meets them: [`poll`] (capacity, receive,
+//! back-off, shutdown), `lifecycle` (one message's life: decode → route →
+//! handlers with renewal → settle), `disposition` (the one decision of its
+//! fate, a pure function), `settle` (applies it: every change to a
+//! received message in the queue), `events` (one typed internal event per
+//! outcome: log line, metrics and the span's outcome; the counters, which
+//! only it can write), `heartbeat` (systemd), `settings`.
 //! Sees the queue only through [`crate::queue::Queue`] and handlers only
 //! through [`crate::handler::Router`].
 
+mod disposition;
 mod events;
 mod heartbeat;
-mod message;
+mod lifecycle;
 pub mod poll;
 mod settings;
 mod settle;
-mod shared;
 
 pub use events::{Recorder, Summary};
 pub use poll::{Worker, WorkerError};

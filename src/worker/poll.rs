@@ -5,23 +5,26 @@
 //! Shutdown is a future passed in: when it completes, receiving stops;
 //! in-flight handlers get `shutdown_timeout` to finish, after which they are
 //! dropped (killing hook processes) and their messages made visible at once.
-//! What happens to each message is `message` and `settle`'s business.
+//! What happens to each message is [`Lifecycle`]'s business.
 
 use super::events::{
     InFlight, InternalEvent, MessagesReceived, QueueEmpty, ReceiveFailed, Recorder, Stopped,
     Summary,
 };
 use super::heartbeat::{Heartbeat, alive};
+use super::lifecycle::Lifecycle;
 use super::settings::Settings;
-use super::shared::Shared;
+use super::settle::Settler;
 use crate::handler::Router;
 use crate::notice::ExpectedExports;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Queue, QueueError, ReceivedMessage};
 use crate::retry::Backoff;
 use std::future::Future;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -138,7 +141,8 @@ async fn gather(limits: &Limits, want: usize) -> Vec<Slot> {
 
 /// The poll loop over one queue.
 pub struct Worker {
-    shared: Arc<Shared>,
+    /// What each received message goes through.
+    life: Arc<Lifecycle>,
     /// Exports a handler asked for: while one is awaited, empty polls wait
     /// `min_poll_interval` instead of backing off.
     expected: Arc<ExpectedExports>,
@@ -156,16 +160,9 @@ impl Worker {
         settings: Settings,
         metrics: Arc<Recorder>,
     ) -> Self {
+        let settler = Settler::new(queue, poison, settings.poison_format, metrics.clone());
         Self {
-            shared: Arc::new(Shared {
-                queue,
-                poison,
-                poison_ready: OnceCell::new(),
-                update_denied: Default::default(),
-                router,
-                settings,
-                metrics,
-            }),
+            life: Arc::new(Lifecycle::new(settler, router, settings, metrics)),
             expected: Arc::new(ExpectedExports::new()),
             process_limit: None,
         }
@@ -187,150 +184,231 @@ impl Worker {
     /// Runs until `shutdown` completes (or, with `once`, the queue is empty),
     /// then drains in-flight messages as described in the module docs.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Summary, WorkerError> {
-        let shared = &self.shared;
-        let s = &shared.settings;
-        let metrics = &shared.metrics;
-        let semaphore = Arc::new(Semaphore::new(s.max_concurrency));
-        let limits = Limits {
-            queue: semaphore.clone(),
-            process: self.process_limit.clone(),
-        };
-        let tracker = TaskTracker::new();
-        let abort = CancellationToken::new();
-        let mut poll =
-            Backoff::new(s.min_poll_interval, s.max_poll_interval).with_jitter(POLL_JITTER);
-        // Storage errors back off separately and further: an outage must not
-        // turn into a request storm, whatever the poll interval.
-        let mut error_backoff = Backoff::new(
-            Duration::from_secs(1).max(s.min_poll_interval),
-            Duration::from_secs(30).max(s.max_poll_interval),
-        )
-        .with_jitter(POLL_JITTER);
-        let mut consecutive_errors = 0u32;
-        let mut result = Ok(());
-        let mut hb = Heartbeat::new();
-        tokio::pin!(shutdown);
-
+        let (life, s) = (&self.life, self.life.settings());
         info!(
-            queue = shared.queue.name(),
+            queue = life.queue().name(),
             batch_size = s.batch_size,
             max_concurrency = s.max_concurrency,
             "Listening for Custom Vision notifications"
         );
-        'poll: loop {
-            // Wait for free slots, then receive at most that many.
-            let mut permits = tokio::select! {
-                biased;
-                _ = &mut shutdown => break 'poll,
-                p = alive(&mut hb, gather(&limits, (s.batch_size as usize).min(s.max_concurrency))) => p,
-            };
-
-            let receive = shared
-                .queue
-                .receive(permits.len() as u8, s.visibility_timeout);
-            tokio::pin!(receive);
-            let received = tokio::select! {
-                r = alive(&mut hb, &mut receive) => r,
-                _ = &mut shutdown => {
-                    // The request may already have hidden messages: wait a
-                    // little for the answer and hand them straight back.
-                    if let Ok(Ok(messages)) = timeout(Duration::from_secs(5), &mut receive).await {
-                        for m in messages {
-                            shared.release(&m.id, &m.pop_receipt).await;
-                        }
-                    }
-                    break 'poll;
-                }
-            };
-            if received.is_ok() {
-                consecutive_errors = 0;
-                error_backoff.reset();
-                hb.ready();
+        let mut poll = Loop::new(&self);
+        tokio::pin!(shutdown);
+        let result = loop {
+            if let ControlFlow::Break(result) = poll.step(&mut shutdown).await {
+                break result;
             }
-            match received {
-                Ok(messages) if messages.is_empty() => {
-                    drop(permits);
-                    if s.once {
-                        QueueEmpty { delay: None }.emit(metrics);
-                        let in_flight = s.max_concurrency - semaphore.available_permits();
-                        if in_flight == 0 {
-                            info!("The queue is drained");
-                            break 'poll;
-                        }
-                        // Wait for the in-flight messages, then look again:
-                        // their failures are hidden by a retry delay and
-                        // will not keep --once running.
-                        tokio::select! {
-                            _ = &mut shutdown => break 'poll,
-                            all = alive(&mut hb, semaphore.acquire_many(s.max_concurrency as u32)) => drop(all),
-                        }
-                        continue;
-                    }
-                    // An export notification is on its way: look often,
-                    // and back off from the start once it arrived.
-                    let delay = if self.expected.is_waiting() {
-                        poll.reset();
-                        s.min_poll_interval
-                    } else {
-                        poll.next_delay()
-                    };
-                    QueueEmpty { delay: Some(delay) }.emit(metrics);
-                    tokio::select! {
-                        _ = &mut shutdown => break 'poll,
-                        _ = alive(&mut hb, sleep(delay)) => {}
-                        // A handler just requested an export.
-                        _ = self.expected.added() => poll.reset(),
-                    }
-                }
-                Ok(messages) => {
-                    poll.reset();
-                    self.expected
-                        .observe(messages.iter().map(|m| m.body.as_str()));
-                    MessagesReceived {
-                        count: messages.len(),
-                    }
-                    .emit(metrics);
-                    for (message, permit) in messages.into_iter().zip(permits.drain(..)) {
-                        let shared = shared.clone();
-                        let abort = abort.clone();
-                        InFlight(true).emit(&shared.metrics);
-                        tracker.spawn(async move {
-                            let metrics = shared.metrics.clone();
-                            shared.process(message, abort).await;
-                            InFlight(false).emit(&metrics);
-                            drop(permit);
-                        });
-                    }
-                }
-                Err(error) => {
-                    drop(permits);
-                    consecutive_errors += 1;
-                    let delay = error_backoff.next_delay();
-                    ReceiveFailed {
-                        queue: shared.queue.name(),
-                        error: &error,
-                        attempt: consecutive_errors,
-                        retry_in: delay,
-                    }
-                    .emit(metrics);
-                    if s.once && consecutive_errors >= 5 {
-                        result = Err(WorkerError::OnceGaveUp {
-                            attempts: consecutive_errors,
-                            last: error,
-                        });
-                        break 'poll;
-                    }
-                    tokio::select! {
-                        _ = &mut shutdown => break 'poll,
-                        _ = alive(&mut hb, sleep(delay)) => {}
-                    }
-                }
+        };
+        poll.drain().await;
+        let summary = Summary::read(life.metrics());
+        Stopped(life.queue().name(), summary).emit(life.metrics());
+        result.map(|_| summary)
+    }
+}
+
+/// What a step of the loop returns: go on, or stop with this result.
+type Step = ControlFlow<Result<(), WorkerError>>;
+
+/// The loop's state between steps.
+struct Loop<'w> {
+    life: &'w Arc<Lifecycle>,
+    expected: &'w ExpectedExports,
+    /// This queue's slots (`max_concurrency` of them).
+    semaphore: Arc<Semaphore>,
+    limits: Limits,
+    /// Every message's task, and the signal that stops their handlers.
+    tracker: TaskTracker,
+    abort: CancellationToken,
+    /// The delay between receives while the queue is empty.
+    idle: Backoff,
+    /// Storage errors back off separately and further: an outage must not
+    /// turn into a request storm, whatever the poll interval.
+    error_backoff: Backoff,
+    consecutive_errors: u32,
+    hb: Heartbeat,
+}
+
+impl<'w> Loop<'w> {
+    fn new(w: &'w Worker) -> Self {
+        let s = w.life.settings();
+        let semaphore = Arc::new(Semaphore::new(s.max_concurrency));
+        Loop {
+            life: &w.life,
+            expected: &w.expected,
+            limits: Limits {
+                queue: semaphore.clone(),
+                process: w.process_limit.clone(),
+            },
+            semaphore,
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+            idle: Backoff::new(s.min_poll_interval, s.max_poll_interval).with_jitter(POLL_JITTER),
+            error_backoff: Backoff::new(
+                Duration::from_secs(1).max(s.min_poll_interval),
+                Duration::from_secs(30).max(s.max_poll_interval),
+            )
+            .with_jitter(POLL_JITTER),
+            consecutive_errors: 0,
+            hb: Heartbeat::new(),
+        }
+    }
+
+    /// Waits for free slots, receives at most that many messages and hands
+    /// each to its task, or waits while the queue is empty or failing.
+    async fn step<F: Future<Output = ()>>(&mut self, shutdown: &mut Pin<&mut F>) -> Step {
+        let s = self.life.settings();
+        let want = (s.batch_size as usize).min(s.max_concurrency);
+        let slots = tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => return ControlFlow::Break(Ok(())),
+            p = alive(&mut self.hb, gather(&self.limits, want)) => p,
+        };
+        let Some(received) = self.receive(slots.len(), shutdown).await else {
+            return ControlFlow::Break(Ok(()));
+        };
+        match received {
+            Ok(messages) if messages.is_empty() => {
+                drop(slots);
+                self.empty(shutdown).await
+            }
+            Ok(messages) => {
+                self.spawn(messages, slots);
+                ControlFlow::Continue(())
+            }
+            Err(error) => {
+                drop(slots);
+                self.failed(error, shutdown).await
             }
         }
-        hb.stopping();
+    }
 
-        tracker.close();
-        let in_flight = tracker.len();
+    /// Receives up to `n` messages; `None` when shutdown came first.
+    async fn receive<F: Future<Output = ()>>(
+        &mut self,
+        n: usize,
+        shutdown: &mut Pin<&mut F>,
+    ) -> Option<Result<Vec<ReceivedMessage>, QueueError>> {
+        let life = self.life;
+        let receive = life
+            .queue()
+            .receive(n as u8, life.settings().visibility_timeout);
+        tokio::pin!(receive);
+        let received = tokio::select! {
+            r = alive(&mut self.hb, &mut receive) => r,
+            _ = shutdown.as_mut() => {
+                // The request may already have hidden messages: wait a
+                // little for the answer and hand them straight back.
+                if let Ok(Ok(messages)) = timeout(Duration::from_secs(5), &mut receive).await {
+                    for m in messages {
+                        life.hand_back(m).await;
+                    }
+                }
+                return None;
+            }
+        };
+        if received.is_ok() {
+            self.consecutive_errors = 0;
+            self.error_backoff.reset();
+            self.hb.ready();
+        }
+        Some(received)
+    }
+
+    /// Hands each message to its own task, which holds one slot.
+    fn spawn(&mut self, messages: Vec<ReceivedMessage>, slots: Vec<Slot>) {
+        self.idle.reset();
+        self.expected
+            .observe(messages.iter().map(|m| m.body.as_str()));
+        let metrics = self.life.metrics();
+        MessagesReceived {
+            count: messages.len(),
+        }
+        .emit(metrics);
+        for (message, slot) in messages.into_iter().zip(slots) {
+            let life = self.life.clone();
+            let abort = self.abort.clone();
+            InFlight(true).emit(metrics);
+            self.tracker.spawn(async move {
+                life.run(message, abort).await;
+                InFlight(false).emit(life.metrics());
+                drop(slot);
+            });
+        }
+    }
+
+    /// The queue is empty: with `once`, stop once nothing is in flight;
+    /// otherwise wait for the next poll.
+    async fn empty<F: Future<Output = ()>>(&mut self, shutdown: &mut Pin<&mut F>) -> Step {
+        let (s, metrics, expected) = (self.life.settings(), self.life.metrics(), self.expected);
+        if s.once {
+            QueueEmpty { delay: None }.emit(metrics);
+            let in_flight = s.max_concurrency - self.semaphore.available_permits();
+            if in_flight == 0 {
+                info!("The queue is drained");
+                return ControlFlow::Break(Ok(()));
+            }
+            // Wait for the in-flight messages, then look again: their
+            // failures are hidden by a retry delay and will not keep --once
+            // running.
+            tokio::select! {
+                _ = shutdown.as_mut() => return ControlFlow::Break(Ok(())),
+                all = alive(&mut self.hb, self.semaphore.acquire_many(s.max_concurrency as u32)) => drop(all),
+            }
+            return ControlFlow::Continue(());
+        }
+        // An export notification is on its way: look often, and back off
+        // from the start once it arrived.
+        let delay = if expected.is_waiting() {
+            self.idle.reset();
+            s.min_poll_interval
+        } else {
+            self.idle.next_delay()
+        };
+        QueueEmpty { delay: Some(delay) }.emit(metrics);
+        tokio::select! {
+            _ = shutdown.as_mut() => return ControlFlow::Break(Ok(())),
+            _ = alive(&mut self.hb, sleep(delay)) => {}
+            // A handler just requested an export.
+            _ = expected.added() => self.idle.reset(),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Receiving failed: wait, backing off; in --once mode give up after
+    /// five failures in a row.
+    async fn failed<F: Future<Output = ()>>(
+        &mut self,
+        error: QueueError,
+        shutdown: &mut Pin<&mut F>,
+    ) -> Step {
+        self.consecutive_errors += 1;
+        let delay = self.error_backoff.next_delay();
+        ReceiveFailed {
+            queue: self.life.queue().name(),
+            error: &error,
+            attempt: self.consecutive_errors,
+            retry_in: delay,
+        }
+        .emit(self.life.metrics());
+        if self.life.settings().once && self.consecutive_errors >= 5 {
+            return ControlFlow::Break(Err(WorkerError::OnceGaveUp {
+                attempts: self.consecutive_errors,
+                last: error,
+            }));
+        }
+        tokio::select! {
+            _ = shutdown.as_mut() => return ControlFlow::Break(Ok(())),
+            _ = alive(&mut self.hb, sleep(delay)) => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Gives in-flight messages `shutdown_timeout` to finish, then stops
+    /// their handlers, which releases their messages.
+    async fn drain(self) {
+        let s = self.life.settings();
+        self.hb.stopping();
+        self.tracker.close();
+        let in_flight = self.tracker.len();
         if in_flight > 0 {
             info!(
                 in_flight,
@@ -338,18 +416,18 @@ impl Worker {
                 "Waiting for in-flight messages"
             );
         }
-        if timeout(s.shutdown_timeout, tracker.wait()).await.is_err() {
+        if timeout(s.shutdown_timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                in_flight = tracker.len(),
+                in_flight = self.tracker.len(),
                 "Shutdown timeout reached; stopping handlers and releasing their messages"
             );
-            abort.cancel();
+            self.abort.cancel();
             // Releases are single requests; bound them all the same.
-            let _ = timeout(Duration::from_secs(10), tracker.wait()).await;
+            let _ = timeout(Duration::from_secs(10), self.tracker.wait()).await;
         }
-        let summary = Summary::read(metrics);
-        Stopped(shared.queue.name(), summary).emit(metrics);
-        result.map(|_| summary)
     }
 }
 

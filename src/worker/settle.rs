@@ -1,37 +1,41 @@
-//! Settling a message: the one place that maps an [`Outcome`] to delete,
-//! release, retry delay or poison queue.
-//!
-//! - Handled: deleted (a message already gone is not an error: someone else
-//!   owns it now).
-//! - Failed before `max_dequeue_count` failures: the failure count is
-//!   written into the message (cvnotify's envelope around the original
-//!   body) and it is hidden for the retry delay. Counting failures in the
-//!   message, rather than taking the queue's dequeue count, is what keeps
-//!   shutdowns and restarts from counting as failures.
-//! - Failed for the `max_dequeue_count`-th time, or permanently: poisoned.
-//! - Aborted at shutdown: made visible again at once, unchanged.
+//! Applying a message's fate: [`Settler::apply`] carries out the
+//! [`Disposition`] that `disposition` decided, and is the one place a
+//! message is deleted, released, hidden for a retry or poisoned. The
+//! [`Settler`] also extends a message's visibility while its handlers run:
+//! it is the only code that changes a received message in the queue.
 //!
 //! The poison queue gets its copy first (never expiring); the original is
 //! deleted only once the copy exists, so a message is never lost between
 //! the two.
 
+use super::disposition::{Disposition, Facts, Poison, Retry};
 use super::events::{
     DeleteFailed, Deleted, FailureNotRecorded, InternalEvent, MessageFailed, MessageHandled,
-    PoisonCreateDenied, PoisonEnvelopeTooLarge, PoisonFailed, PoisonReason, Poisoned,
-    ReleaseFailed, ReleaseSkipped, Released, RetryDelayFailed, RetryDelaySkipped,
+    NoRoute, PoisonCreateDenied, PoisonEnvelopeTooLarge, PoisonFailed, Poisoned, Recorder,
+    ReleaseFailed, ReleaseSkipped, Released, RenewFailed, Renewed, RetryDelayFailed,
+    RetryDelaySkipped, UpdateDenied,
 };
-use super::shared::Shared;
 use crate::config::PoisonFormat;
 use crate::envelope::Envelope;
-use crate::queue::{Expiry, QueueError, ReceivedMessage};
+use crate::queue::{Expiry, Queue, QueueError, ReceivedMessage};
 use crate::retry::Backoff;
 use crate::secret::redact_text;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
+use tokio::sync::OnceCell;
 use tokio::time::sleep;
 
-/// What cvnotify knows about a message beyond the queue's view of it.
-pub(super) struct Tracked {
+/// A received message as the worker tracks it: the queue's view, and what
+/// cvnotify recorded in it (its retry envelope, unwrapped).
+pub(super) struct Message {
+    pub id: String,
+    /// The latest pop receipt: visibility renewals replace it.
+    pub receipt: String,
+    /// 1 on the first delivery.
+    pub dequeue_count: u32,
+    pub inserted_at: Option<OffsetDateTime>,
     /// The original body (unwrapped from cvnotify's envelope).
     pub body: String,
     /// Deliveries whose handlers failed, before this one.
@@ -40,20 +44,44 @@ pub(super) struct Tracked {
     pub first_delivery: OffsetDateTime,
 }
 
-/// Why the handlers of one delivery failed.
-pub(super) struct Failure {
-    pub reason: String,
-    /// The failing handlers' names.
-    pub handlers: String,
-    /// At least one said retrying cannot help.
-    pub permanent: bool,
-}
+impl Message {
+    /// Takes `m` apart (no copy of its body unless it is an envelope).
+    pub fn open(m: ReceivedMessage) -> Self {
+        let now = OffsetDateTime::now_utc();
+        let (body, failures, first_delivery) = match Envelope::open(&m.body) {
+            Some(e) => (e.body, e.failures, e.first_delivery.unwrap_or(now)),
+            None => (m.body, 0, now),
+        };
+        Message {
+            id: m.id,
+            receipt: m.pop_receipt,
+            dequeue_count: m.dequeue_count,
+            inserted_at: m.inserted_at,
+            body,
+            failures,
+            first_delivery,
+        }
+    }
 
-/// What became of one message's handlers.
-pub(super) enum Outcome {
-    Handled,
-    Failed(Failure),
-    Aborted,
+    /// What `disposition` needs to know about it.
+    pub fn facts(&self, update_denied: bool) -> Facts {
+        Facts {
+            dequeue_count: self.dequeue_count,
+            failures: self.failures,
+            update_denied,
+        }
+    }
+
+    /// cvnotify's envelope of it after `failures` failures.
+    fn envelope(&self, failures: u32) -> Envelope {
+        let mut e = Envelope::new(&self.body);
+        e.failures = failures;
+        e.dequeue_count = self.dequeue_count;
+        e.first_delivery = Some(self.first_delivery);
+        e.last_delivery = Some(OffsetDateTime::now_utc());
+        e.message_id = Some(self.id.clone());
+        e
+    }
 }
 
 /// Attempts at deleting a handled message before leaving it to reappear.
@@ -62,130 +90,98 @@ const DELETE_ATTEMPTS: u32 = 3;
 /// The longest failure reason kept in the message between deliveries.
 const MAX_RECORDED_REASON: usize = 1024;
 
-impl Shared {
-    /// Applies `outcome` to message `m`, whose current pop receipt is
-    /// `receipt` (renewals replace it), after handlers ran for `took`.
-    pub(super) async fn settle(
-        &self,
-        m: &ReceivedMessage,
-        tracked: &Tracked,
-        receipt: &str,
-        outcome: Outcome,
-        took: Duration,
-    ) {
-        let s = &self.settings;
-        let failure = match outcome {
-            Outcome::Handled => {
-                self.delete(&m.id, receipt).await;
+/// Every change to a received message in one queue: renewal while its
+/// handlers run, then its [`Disposition`].
+pub(super) struct Settler {
+    queue: Arc<dyn Queue>,
+    poison: Arc<dyn Queue>,
+    /// The poison queue was created (or found to exist) once.
+    poison_ready: OnceCell<()>,
+    poison_format: PoisonFormat,
+    /// Update Message was denied (an identity with only the Message
+    /// Processor role): renewal and retry delays are skipped from then on.
+    update_denied: AtomicBool,
+    metrics: Arc<Recorder>,
+}
+
+impl Settler {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        poison: Arc<dyn Queue>,
+        poison_format: PoisonFormat,
+        metrics: Arc<Recorder>,
+    ) -> Self {
+        Settler {
+            queue,
+            poison,
+            poison_ready: OnceCell::new(),
+            poison_format,
+            update_denied: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// The queue its messages come from.
+    pub fn queue(&self) -> &dyn Queue {
+        self.queue.as_ref()
+    }
+
+    pub fn update_is_denied(&self) -> bool {
+        self.update_denied.load(Ordering::Relaxed)
+    }
+
+    /// Update Message is forbidden: say so once, then work without it.
+    fn update_forbidden(&self, error: &QueueError) {
+        let first = !self.update_denied.swap(true, Ordering::Relaxed);
+        UpdateDenied { error, first }.emit(&self.metrics);
+    }
+
+    /// Carries out `d` on `m`.
+    pub async fn apply(&self, m: &Message, d: Disposition) {
+        match d {
+            Disposition::Delete { handled_in: None } => {
+                NoRoute.emit(&self.metrics);
+                self.delete(m).await;
+            }
+            Disposition::Delete {
+                handled_in: Some(took),
+            } => {
+                self.delete(m).await;
                 MessageHandled { took }.emit(&self.metrics);
-                return;
             }
-            Outcome::Aborted => {
-                return self.release(&m.id, receipt).await;
-            }
-            Outcome::Failed(f) => f,
-        };
-        // Without Update Message nothing can be recorded in the message:
-        // then every earlier delivery counts as a failure, as the queue's
-        // dequeue count says.
-        let failures = if self.update_is_denied() {
-            tracked.failures.max(m.dequeue_count.saturating_sub(1))
-        } else {
-            tracked.failures
-        } + 1;
-        if failure.permanent || failures >= s.max_dequeue_count {
-            MessageFailed::Final.emit(&self.metrics);
-            let (reason, detail) = if failure.permanent {
-                (
-                    PoisonReason::PermanentFailure,
-                    format!("permanent failure: {}", failure.reason),
-                )
-            } else {
-                let restarts = m.dequeue_count.saturating_sub(failures);
-                let restarts = if restarts > 0 {
-                    format!(
-                        " (delivered {} times, {restarts} ending without an outcome)",
-                        m.dequeue_count
-                    )
-                } else {
-                    String::new()
-                };
-                (
-                    PoisonReason::MaxDequeueCount,
-                    format!(
-                        "failed on delivery {failures} of max_dequeue_count {}{restarts}: {}",
-                        s.max_dequeue_count, failure.reason
-                    ),
-                )
-            };
-            let failed = Tracked {
-                body: tracked.body.clone(),
-                failures,
-                first_delivery: tracked.first_delivery,
-            };
-            self.poison(
-                m,
-                &failed,
-                receipt,
-                reason,
-                &detail,
-                Some(&failure.handlers),
-            )
-            .await;
-            return;
+            Disposition::Release => self.release(m).await,
+            Disposition::Retry(r) => self.retry(m, r).await,
+            Disposition::Poison(p) => self.poison(m, p).await,
         }
-        let delay = s.retry_delay(failures);
-        MessageFailed::Retried {
-            reason: &failure.reason,
-            retry_in: delay,
-            took,
-        }
-        .emit(&self.metrics);
-        if self.update_is_denied() {
-            RetryDelaySkipped.emit(&self.metrics);
-            return;
-        }
-        let mut envelope = self.envelope(m, tracked, failures);
-        envelope.reason = Some(
-            crate::limit::text(&redact_text(&failure.reason), MAX_RECORDED_REASON).into_owned(),
-        );
-        envelope.handler = Some(failure.handlers);
+    }
+
+    /// Hides `m` for another `visibility` while its handlers run. Returns
+    /// false when the message is gone (someone else received it).
+    pub async fn renew(&self, m: &mut Message, visibility: Duration) -> bool {
         match self
             .queue
-            .update_body(&m.id, receipt, delay, &envelope.to_text())
+            .update_visibility(&m.id, &m.receipt, visibility)
             .await
         {
-            Ok(_) => {}
-            Err(error @ QueueError::Forbidden { .. }) => self.update_forbidden(&error),
-            Err(error) if error.is_message_gone() || error.is_transient() => {
-                RetryDelayFailed { error: &error }.emit(&self.metrics)
+            Ok(r) => {
+                m.receipt = r;
+                Renewed.emit(&self.metrics);
             }
-            // Most likely too large once wrapped: keep the delay at least.
+            Err(error @ QueueError::Forbidden { .. }) => self.update_forbidden(&error),
             Err(error) => {
-                FailureNotRecorded { error: &error }.emit(&self.metrics);
-                if let Err(error) = self.queue.update_visibility(&m.id, receipt, delay).await {
-                    RetryDelayFailed { error: &error }.emit(&self.metrics);
-                }
+                RenewFailed { error: &error }.emit(&self.metrics);
+                return !error.is_message_gone();
             }
         }
+        true
     }
 
-    /// cvnotify's envelope of `m` after `failures` failures.
-    fn envelope(&self, m: &ReceivedMessage, tracked: &Tracked, failures: u32) -> Envelope {
-        let mut e = Envelope::new(&tracked.body);
-        e.failures = failures;
-        e.dequeue_count = m.dequeue_count;
-        e.first_delivery = Some(tracked.first_delivery);
-        e.last_delivery = Some(OffsetDateTime::now_utc());
-        e.message_id = Some(m.id.clone());
-        e
-    }
-
-    /// Deletes a message, retrying transient errors a few times.
-    pub(super) async fn delete(&self, id: &str, receipt: &str) {
+    /// Deletes `m`, retrying transient errors a few times (a message
+    /// already gone is not an error: someone else owns it now).
+    async fn delete(&self, m: &Message) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(2));
         for attempt in 1..=DELETE_ATTEMPTS {
-            match self.queue.delete(id, receipt).await {
+            match self.queue.delete(&m.id, &m.receipt).await {
                 Ok(()) => {
                     Deleted.emit(&self.metrics);
                     return;
@@ -209,14 +205,14 @@ impl Shared {
         }
     }
 
-    /// Makes a message visible again at once (shutdown).
-    pub(super) async fn release(&self, id: &str, receipt: &str) {
+    /// Makes `m` visible again at once, unchanged.
+    async fn release(&self, m: &Message) {
         if self.update_is_denied() {
             return ReleaseSkipped.emit(&self.metrics);
         }
         match self
             .queue
-            .update_visibility(id, receipt, Duration::ZERO)
+            .update_visibility(&m.id, &m.receipt, Duration::ZERO)
             .await
         {
             Ok(_) => Released.emit(&self.metrics),
@@ -224,22 +220,56 @@ impl Shared {
         }
     }
 
-    /// Copies the message to the poison queue (its original body, or the
-    /// envelope with `poison_format = "envelope"`), never to expire, then
-    /// deletes it. If the copy fails the original stays (and is retried
-    /// later).
-    pub(super) async fn poison(
-        &self,
-        m: &ReceivedMessage,
-        tracked: &Tracked,
-        receipt: &str,
-        reason: PoisonReason,
-        detail: &str,
-        handler: Option<&str>,
-    ) {
-        // The reason goes into the log line and the envelope: bounded, so
-        // the envelope has room for it beside the body.
-        let detail = &crate::limit::text(detail, crate::limit::MAX_TEXT);
+    /// Records the failure in `m` (cvnotify's envelope) and hides it for
+    /// the retry delay; when the envelope cannot be written, the delay at
+    /// least.
+    async fn retry(&self, m: &Message, r: Retry) {
+        MessageFailed::Retried {
+            reason: &r.failure.reason,
+            retry_in: r.delay,
+            took: r.took,
+        }
+        .emit(&self.metrics);
+        if !r.record {
+            return RetryDelaySkipped.emit(&self.metrics);
+        }
+        let mut envelope = m.envelope(r.failures);
+        envelope.reason = Some(
+            crate::limit::text(&redact_text(&r.failure.reason), MAX_RECORDED_REASON).into_owned(),
+        );
+        envelope.handler = Some(r.failure.handlers);
+        match self
+            .queue
+            .update_body(&m.id, &m.receipt, r.delay, &envelope.to_text())
+            .await
+        {
+            Ok(_) => {}
+            Err(error @ QueueError::Forbidden { .. }) => self.update_forbidden(&error),
+            Err(error) if error.is_message_gone() || error.is_transient() => {
+                RetryDelayFailed { error: &error }.emit(&self.metrics)
+            }
+            // Most likely too large once wrapped: keep the delay at least.
+            Err(error) => {
+                FailureNotRecorded { error: &error }.emit(&self.metrics);
+                if let Err(error) = self
+                    .queue
+                    .update_visibility(&m.id, &m.receipt, r.delay)
+                    .await
+                {
+                    RetryDelayFailed { error: &error }.emit(&self.metrics);
+                }
+            }
+        }
+    }
+
+    /// Copies `m` to the poison queue (its original body, or the envelope
+    /// with `poison_format = "envelope"`), never to expire, then deletes
+    /// it. If the copy fails the original stays, hidden for `p.retry_in`
+    /// (and is poisoned on a later delivery).
+    async fn poison(&self, m: &Message, p: Poison) {
+        if p.handlers.is_some() {
+            MessageFailed::Final.emit(&self.metrics);
+        }
         let ready = self
             .poison_ready
             .get_or_try_init(|| async {
@@ -259,43 +289,39 @@ impl Shared {
             })
             .await;
         let sent = match ready {
-            Ok(()) => self.send_poison(m, tracked, detail, handler).await,
+            Ok(()) => self.send_poison(m, &p).await,
             Err(e) => Err(e.clone()),
         };
         match sent {
             Ok(()) => {
-                self.delete(&m.id, receipt).await;
+                self.delete(m).await;
                 Poisoned {
-                    reason,
-                    detail,
+                    reason: p.reason,
+                    detail: &p.detail,
                     poison_queue: self.poison.name(),
                 }
                 .emit(&self.metrics);
             }
             Err(error) => {
-                let retry_in = self.settings.retry_delay(m.dequeue_count);
                 PoisonFailed {
                     error: &error,
-                    detail,
-                    retry_in,
+                    detail: &p.detail,
+                    retry_in: p.retry_in,
                 }
                 .emit(&self.metrics);
-                let _ = self.queue.update_visibility(&m.id, receipt, retry_in).await;
+                let _ = self
+                    .queue
+                    .update_visibility(&m.id, &m.receipt, p.retry_in)
+                    .await;
             }
         }
     }
 
-    async fn send_poison(
-        &self,
-        m: &ReceivedMessage,
-        tracked: &Tracked,
-        detail: &str,
-        handler: Option<&str>,
-    ) -> Result<(), QueueError> {
-        if self.settings.poison_format == PoisonFormat::Envelope {
-            let mut envelope = self.envelope(m, tracked, tracked.failures);
-            envelope.reason = Some(redact_text(detail));
-            envelope.handler = handler.map(str::to_owned);
+    async fn send_poison(&self, m: &Message, p: &Poison) -> Result<(), QueueError> {
+        if self.poison_format == PoisonFormat::Envelope {
+            let mut envelope = m.envelope(p.failures);
+            envelope.reason = Some(redact_text(&p.detail));
+            envelope.handler = p.handlers.clone();
             match self.poison.send(&envelope.to_text(), Expiry::Never).await {
                 Ok(_) => return Ok(()),
                 // Too large once wrapped (the limit is 64 KiB): the body
@@ -306,9 +332,6 @@ impl Shared {
                 Err(e) => return Err(e),
             }
         }
-        self.poison
-            .send(&tracked.body, Expiry::Never)
-            .await
-            .map(|_| ())
+        self.poison.send(&m.body, Expiry::Never).await.map(|_| ())
     }
 }

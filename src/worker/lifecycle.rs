@@ -1,0 +1,221 @@
+//! [`Lifecycle`]: one message's life, from the poll loop handing it over
+//! to its settle: decode → route → run its handlers while renewing its
+//! visibility → [`disposition`] → [`Settler::apply`].
+//!
+//! Runs inside the message's span (message id, dequeue count, event type,
+//! project id); every log line of the message and its handlers carries it.
+//! A body that is cvnotify's retry envelope is unwrapped first: handlers,
+//! the decoder and the poison queue see the original body. What happens
+//! to the message afterwards is decided once, by [`disposition`], and
+//! applied once, by the [`Settler`].
+
+use super::disposition::{Disposition, Failure, Outcome, disposition};
+use super::events::{HandlerFinished, InternalEvent, Recorder};
+use super::settings::Settings;
+use super::settle::{Message, Settler};
+use crate::event::decode;
+use crate::handler::{Delivery, Finished, Route, Router, run_routes};
+use crate::queue::{Queue, ReceivedMessage};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span, info_span};
+
+/// What every message of one queue goes through, shared by the poll loop
+/// and each message's task.
+pub(super) struct Lifecycle {
+    /// Every change to a received message in the queue goes through it.
+    settler: Settler,
+    router: Arc<Router>,
+    settings: Settings,
+    /// Where every outcome is recorded (through `events`).
+    metrics: Arc<Recorder>,
+}
+
+impl Lifecycle {
+    pub fn new(
+        settler: Settler,
+        router: Arc<Router>,
+        settings: Settings,
+        metrics: Arc<Recorder>,
+    ) -> Self {
+        Lifecycle {
+            settler,
+            router,
+            settings,
+            metrics,
+        }
+    }
+
+    pub fn queue(&self) -> &dyn Queue {
+        self.settler.queue()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &Recorder {
+        &self.metrics
+    }
+
+    /// Handles one received message to the end, unless `abort` fires first
+    /// (shutdown timeout), in which case it is released.
+    pub async fn run(&self, m: ReceivedMessage, abort: CancellationToken) {
+        let span = span(self.queue().name(), &m);
+        self.live(Message::open(m), abort, span.clone())
+            .instrument(span)
+            .await
+    }
+
+    /// Hands back a message received as the loop stopped, unhandled.
+    pub async fn hand_back(&self, m: ReceivedMessage) {
+        self.settler
+            .apply(&Message::open(m), Disposition::Release)
+            .await
+    }
+
+    async fn live(&self, mut m: Message, abort: CancellationToken, span: Span) {
+        let s = &self.settings;
+        let outcome = match m.facts(self.settler.update_is_denied()).unfinished(s) {
+            Some(without_outcome) => Outcome::Unfinished { without_outcome },
+            None => self.handle(&mut m, abort, &span).await,
+        };
+        // Read again: a renewal may have found Update Message denied.
+        let facts = m.facts(self.settler.update_is_denied());
+        self.settler
+            .apply(&m, disposition(outcome, &facts, s))
+            .await;
+    }
+
+    /// Decodes, routes and runs the handlers.
+    async fn handle(&self, m: &mut Message, abort: CancellationToken, span: &Span) -> Outcome {
+        let notification = match decode(m.body.as_bytes()) {
+            Ok(n) => n,
+            Err(e) => return Outcome::Undecodable(e),
+        };
+        let event = &notification.event;
+        // Every log line of the message carries it: an unknown type is
+        // the message's own text, bounded like any outside text.
+        span.record(
+            "event_type",
+            crate::limit::text(event.wire_type(), crate::limit::MAX_TEXT).as_ref(),
+        );
+        if let Some(p) = event.project_id() {
+            span.record("project_id", tracing::field::display(p));
+        }
+        if let Some(i) = event.iteration_id() {
+            span.record("iteration_id", tracing::field::display(i));
+        }
+        let routes = self.router.route(&notification);
+        if routes.is_empty() {
+            return Outcome::NoRoute;
+        }
+        let delivery = Delivery {
+            message_id: m.id.clone(),
+            dequeue_count: m.dequeue_count,
+            inserted_at: m.inserted_at,
+            received_at: OffsetDateTime::now_utc(),
+            notification,
+            trace_id: crate::telemetry::ids(span).map(|(t, _)| t),
+            model: None,
+        };
+        self.run_handlers(m, &routes, &delivery, abort).await
+    }
+
+    /// Runs the routed handlers (model downloads first, see
+    /// [`run_routes`]), extending the message's visibility every half
+    /// visibility timeout meanwhile.
+    async fn run_handlers(
+        &self,
+        m: &mut Message,
+        routes: &[&Route],
+        delivery: &Delivery,
+        abort: CancellationToken,
+    ) -> Outcome {
+        let visibility = self.settings.visibility_timeout;
+        let started = Instant::now();
+        let work = run_routes(routes, delivery);
+        tokio::pin!(work);
+        let renew_every = visibility / 2;
+        let mut next_renewal = started + renew_every;
+        let mut held = true;
+        loop {
+            tokio::select! {
+                results = &mut work => return self.outcome(&results, started.elapsed()),
+                _ = sleep_until(next_renewal), if held && !self.settler.update_is_denied() => {
+                    held = self.settler.renew(m, visibility).await;
+                    next_renewal += renew_every;
+                }
+                _ = abort.cancelled() => return Outcome::Aborted,
+            }
+        }
+    }
+
+    /// What the handlers' `results` make of the delivery.
+    fn outcome(&self, results: &[Finished<'_>], took: Duration) -> Outcome {
+        let mut reasons = Vec::new();
+        let mut handlers = Vec::new();
+        let mut permanent = false;
+        for (name, r, took) in results {
+            HandlerFinished {
+                handler: name,
+                took: *took,
+                ok: r.is_ok(),
+            }
+            .emit(&self.metrics);
+            if let Err(e) = r {
+                reasons.push(format!("handler `{name}` failed: {e}"));
+                handlers.push(*name);
+                permanent |= e.is_permanent();
+            }
+        }
+        if reasons.is_empty() {
+            return Outcome::Handled { took };
+        }
+        let failure = Failure {
+            // Each handler's part is already bounded; so is the whole,
+            // whatever the number of handlers.
+            reason: crate::limit::text(&reasons.join("; "), crate::limit::MAX_TEXT).into_owned(),
+            handlers: handlers.join(", "),
+            permanent,
+        };
+        Outcome::Failed { failure, took }
+    }
+}
+
+/// The message's span. Its fields are every log line's context and, with
+/// traces on, attributes of the OpenTelemetry span, whose name and kind
+/// come from the `otel.*` fields (log lines leave those out). The
+/// messaging semantic conventions' attributes of a consumer's "process"
+/// span and the outcome go to the trace only.
+fn span(queue: &str, m: &ReceivedMessage) -> Span {
+    let span = info_span!(
+        "message",
+        message_id = %m.id,
+        dequeue_count = m.dequeue_count,
+        event_type = tracing::field::Empty,
+        project_id = tracing::field::Empty,
+        iteration_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        "otel.name" = %format_args!("process {queue}"),
+        "otel.kind" = "consumer",
+    );
+    crate::telemetry::set_attributes(&span, || {
+        [
+            ("messaging.system", "azure_storage_queues".into()),
+            ("messaging.destination.name", queue.to_owned().into()),
+            ("messaging.operation.type", "process".into()),
+            ("messaging.operation.name", "process".into()),
+            ("messaging.message.id", m.id.clone().into()),
+        ]
+    });
+    if let Some((trace_id, span_id)) = crate::telemetry::ids(&span) {
+        span.record("trace_id", trace_id);
+        span.record("span_id", span_id);
+    }
+    span
+}
