@@ -34,9 +34,9 @@
 //!    - [`notice`]: the exports cvnotify asked for, whose `Export`
 //!      notification the poll loop waits for at its fastest interval.
 //!    - [`envelope`]: the retry envelope cvnotify wraps a failed message in.
-//!    - [`tls`]: extra trusted CAs. [`metrics`]: Prometheus counters and
-//!      health state. [`reaper`]: reaping orphans as PID 1. [`exit`]: exit
-//!      codes.
+//!    - [`tls`]: extra trusted CAs. [`metrics`]: the Prometheus registry
+//!      and each queue's health state (the worker's counters are its own).
+//!      [`reaper`]: reaping orphans as PID 1. [`exit`]: exit codes.
 //! 2. [`config`]: the TOML file, `CVNOTIFY__*` overrides, every handler's
 //!    table, and validation that reports every problem at once.
 //!    `config/formats.rs` says how durations, sizes and enums are written

@@ -139,15 +139,16 @@ impl Settler {
     /// Carries out `d` on `m`.
     pub async fn apply(&self, m: &Message, d: Disposition) {
         match d {
-            Disposition::Delete { handled_in: None } => {
-                NoRoute.emit(&self.metrics);
+            Disposition::Delete { handled_in } => {
+                if handled_in.is_none() {
+                    NoRoute.emit(&self.metrics);
+                }
                 self.delete(m).await;
-            }
-            Disposition::Delete {
-                handled_in: Some(took),
-            } => {
-                self.delete(m).await;
-                MessageHandled { took }.emit(&self.metrics);
+                // After the delete: operators and tests read "Message
+                // handled" as the proof that it was deleted.
+                if let Some(took) = handled_in {
+                    MessageHandled { took }.emit(&self.metrics);
+                }
             }
             Disposition::Release => self.release(m).await,
             Disposition::Retry(r) => self.retry(m, r).await,
