@@ -5,7 +5,7 @@
 //! Shutdown is a future passed in: when it completes, receiving stops;
 //! in-flight handlers get `shutdown_timeout` to finish, after which they are
 //! dropped (killing hook processes) and their messages made visible at once.
-//! What happens to each message is [`Lifecycle`]'s business.
+//! What happens to each message is `Lifecycle`'s business (`lifecycle.rs`).
 
 use super::events::{
     InFlight, InternalEvent, MessagesReceived, QueueEmpty, ReceiveFailed, Recorder, Stopped,
@@ -191,10 +191,10 @@ impl Worker {
             max_concurrency = s.max_concurrency,
             "Listening for Custom Vision notifications"
         );
-        let mut poll = Loop::new(&self);
         tokio::pin!(shutdown);
+        let mut poll = Loop::new(&self, shutdown);
         let result = loop {
-            if let ControlFlow::Break(result) = poll.step(&mut shutdown).await {
+            if let ControlFlow::Break(result) = poll.step().await {
                 break result;
             }
         };
@@ -209,8 +209,10 @@ impl Worker {
 type Step = ControlFlow<Result<(), WorkerError>>;
 
 /// The loop's state between steps.
-struct Loop<'w> {
+struct Loop<'w, F> {
     life: &'w Arc<Lifecycle>,
+    /// Completes when the loop is to stop.
+    shutdown: Pin<&'w mut F>,
     expected: &'w ExpectedExports,
     /// This queue's slots (`max_concurrency` of them).
     semaphore: Arc<Semaphore>,
@@ -227,12 +229,13 @@ struct Loop<'w> {
     hb: Heartbeat,
 }
 
-impl<'w> Loop<'w> {
-    fn new(w: &'w Worker) -> Self {
+impl<'w, F: Future<Output = ()>> Loop<'w, F> {
+    fn new(w: &'w Worker, shutdown: Pin<&'w mut F>) -> Self {
         let s = w.life.settings();
         let semaphore = Arc::new(Semaphore::new(s.max_concurrency));
         Loop {
             life: &w.life,
+            shutdown,
             expected: &w.expected,
             limits: Limits {
                 queue: semaphore.clone(),
@@ -254,21 +257,21 @@ impl<'w> Loop<'w> {
 
     /// Waits for free slots, receives at most that many messages and hands
     /// each to its task, or waits while the queue is empty or failing.
-    async fn step<F: Future<Output = ()>>(&mut self, shutdown: &mut Pin<&mut F>) -> Step {
+    async fn step(&mut self) -> Step {
         let s = self.life.settings();
         let want = (s.batch_size as usize).min(s.max_concurrency);
         let slots = tokio::select! {
             biased;
-            _ = shutdown.as_mut() => return ControlFlow::Break(Ok(())),
+            _ = self.shutdown.as_mut() => return ControlFlow::Break(Ok(())),
             p = alive(&mut self.hb, gather(&self.limits, want)) => p,
         };
-        let Some(received) = self.receive(slots.len(), shutdown).await else {
+        let Some(received) = self.receive(slots.len()).await else {
             return ControlFlow::Break(Ok(()));
         };
         match received {
             Ok(messages) if messages.is_empty() => {
                 drop(slots);
-                self.empty(shutdown).await
+                self.empty().await
             }
             Ok(messages) => {
                 self.spawn(messages, slots);
@@ -276,17 +279,13 @@ impl<'w> Loop<'w> {
             }
             Err(error) => {
                 drop(slots);
-                self.failed(error, shutdown).await
+                self.failed(error).await
             }
         }
     }
 
     /// Receives up to `n` messages; `None` when shutdown came first.
-    async fn receive<F: Future<Output = ()>>(
-        &mut self,
-        n: usize,
-        shutdown: &mut Pin<&mut F>,
-    ) -> Option<Result<Vec<ReceivedMessage>, QueueError>> {
+    async fn receive(&mut self, n: usize) -> Option<Result<Vec<ReceivedMessage>, QueueError>> {
         let life = self.life;
         let receive = life
             .queue()
@@ -294,7 +293,7 @@ impl<'w> Loop<'w> {
         tokio::pin!(receive);
         let received = tokio::select! {
             r = alive(&mut self.hb, &mut receive) => r,
-            _ = shutdown.as_mut() => {
+            _ = self.shutdown.as_mut() => {
                 // The request may already have hidden messages: wait a
                 // little for the answer and hand them straight back.
                 if let Ok(Ok(messages)) = timeout(Duration::from_secs(5), &mut receive).await {
@@ -337,7 +336,7 @@ impl<'w> Loop<'w> {
 
     /// The queue is empty: with `once`, stop once nothing is in flight;
     /// otherwise wait for the next poll.
-    async fn empty<F: Future<Output = ()>>(&mut self, shutdown: &mut Pin<&mut F>) -> Step {
+    async fn empty(&mut self) -> Step {
         let (s, metrics, expected) = (self.life.settings(), self.life.metrics(), self.expected);
         if s.once {
             QueueEmpty { delay: None }.emit(metrics);
@@ -350,7 +349,7 @@ impl<'w> Loop<'w> {
             // failures are hidden by a retry delay and will not keep --once
             // running.
             tokio::select! {
-                _ = shutdown.as_mut() => return ControlFlow::Break(Ok(())),
+                _ = self.shutdown.as_mut() => return ControlFlow::Break(Ok(())),
                 all = alive(&mut self.hb, self.semaphore.acquire_many(s.max_concurrency as u32)) => drop(all),
             }
             return ControlFlow::Continue(());
@@ -365,7 +364,7 @@ impl<'w> Loop<'w> {
         };
         QueueEmpty { delay: Some(delay) }.emit(metrics);
         tokio::select! {
-            _ = shutdown.as_mut() => return ControlFlow::Break(Ok(())),
+            _ = self.shutdown.as_mut() => return ControlFlow::Break(Ok(())),
             _ = alive(&mut self.hb, sleep(delay)) => {}
             // A handler just requested an export.
             _ = expected.added() => self.idle.reset(),
@@ -375,11 +374,7 @@ impl<'w> Loop<'w> {
 
     /// Receiving failed: wait, backing off; in --once mode give up after
     /// five failures in a row.
-    async fn failed<F: Future<Output = ()>>(
-        &mut self,
-        error: QueueError,
-        shutdown: &mut Pin<&mut F>,
-    ) -> Step {
+    async fn failed(&mut self, error: QueueError) -> Step {
         self.consecutive_errors += 1;
         let delay = self.error_backoff.next_delay();
         ReceiveFailed {
@@ -396,7 +391,7 @@ impl<'w> Loop<'w> {
             }));
         }
         tokio::select! {
-            _ = shutdown.as_mut() => return ControlFlow::Break(Ok(())),
+            _ = self.shutdown.as_mut() => return ControlFlow::Break(Ok(())),
             _ = alive(&mut self.hb, sleep(delay)) => {}
         }
         ControlFlow::Continue(())
