@@ -28,7 +28,8 @@
 //!    - [`secret`]: the [`secret::Secret`] type, the registry of every secret
 //!      value the process holds, and redaction of every text that leaves it.
 //!    - [`error`]: one-line cause chains, the untrusted-certificate hint.
-//!    - [`retry`]: the one back-off primitive.
+//!    - [`retry`]: the one back-off primitive and the one retry runner
+//!      (a policy plus an attempt closure; one event per retry).
 //!    - [`limit`]: response bodies read with a byte cap, and outside text
 //!      cut to a few KiB before it is logged or recorded.
 //!    - [`notice`]: the exports cvnotify asked for, whose `Export`

@@ -25,6 +25,12 @@ struct RoleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabel {
+    /// One of [`RETRY_CLIENTS`].
+    pub client: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -64,6 +70,26 @@ pub fn spans_dropped() -> &'static Counter {
 pub fn spans_exported() -> &'static Counter {
     static EXPORTED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
     &EXPORTED
+}
+
+/// The `client` values of `cvnotify_retries_total` (`crate::retry::Client`
+/// labels), each exported from start-up at 0 so that a rate sees its first
+/// retry.
+pub const RETRY_CLIENTS: [&str; 5] = ["webhook", "customvision", "token", "storage", "blob"];
+
+/// In-process retries, by client (`crate::retry::Retrying` is the one
+/// writer). Process-wide, like the span counters: the clients that retry
+/// (handlers, the Training API client, the credential) are not one queue's.
+pub fn retries() -> &'static Family<ClientLabel, Counter> {
+    static RETRIES: std::sync::LazyLock<Family<ClientLabel, Counter>> =
+        std::sync::LazyLock::new(|| {
+            let family = Family::<ClientLabel, Counter>::default();
+            for client in RETRY_CLIENTS {
+                let _ = family.get_or_create(&ClientLabel { client });
+            }
+            family
+        });
+    &RETRIES
 }
 
 /// Why `/readyz` answers 503.
@@ -134,6 +160,11 @@ fn register_process_wide(registry: &mut Registry) {
         spans_dropped().clone(),
     );
     registry.register(
+        "retries",
+        "Attempts that failed and were retried in process, by client (webhook, customvision, token, storage, blob)",
+        retries().clone(),
+    );
+    registry.register(
         "spans_exported",
         "Trace spans sent to the OTLP collector",
         spans_exported().clone(),
@@ -185,7 +216,7 @@ impl Metrics {
 }
 
 /// The process's metrics: each queue's, labelled `queue="<name>"`, and
-/// the process-wide ones (build info, spans).
+/// the process-wide ones (build info, retries, spans).
 pub struct MetricsRegistry {
     registry: Registry,
 }
@@ -258,6 +289,10 @@ mod tests {
         }
         assert_eq!(text.matches("cvnotify_build_info{").count(), 1, "{text}");
         assert!(text.contains("cvnotify_build_info{version="), "{text}");
+        for client in RETRY_CLIENTS {
+            let series = format!("cvnotify_retries_total{{client=\"{client}\"}} ");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
     }
 
     #[test]
