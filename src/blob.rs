@@ -87,6 +87,10 @@ pub enum BlobError {
         #[source]
         source: BoxError,
     },
+    /// Opening failed on every attempt, or the server asked for a longer
+    /// pause than a download waits: the last attempt's error is the source.
+    #[error(transparent)]
+    Retried(Box<crate::retry::RetryError<BlobError>>),
     /// The body broke off.
     #[error("the transfer broke")]
     Transfer {

@@ -32,6 +32,23 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     crate::limit::text(&redact_text(&out), crate::limit::MAX_TEXT).into_owned()
 }
 
+/// What to do when an error's causes say a certificate is not trusted,
+/// naming the option that fixes it (`tls.ca_file`, or a handler's
+/// `ca_file`): `"; the server's certificate is not trusted: ..."`, for the
+/// end of the error's own message; empty for any other cause.
+pub fn trust_hint(e: &(dyn std::error::Error + 'static), option: &str) -> String {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.to_string().to_ascii_lowercase().contains("certificate") {
+            return format!(
+                "; the server's certificate is not trusted: if it comes from a private CA (or a TLS-inspecting proxy), set {option} to a PEM bundle of that CA"
+            );
+        }
+        cause = c.source();
+    }
+    String::new()
+}
+
 /// Adds what to do when a TLS error says a certificate is not trusted,
 /// naming the option that fixes it (`tls.ca_file`, or a handler's `ca_file`).
 pub fn with_trust_hint(message: String, option: &str) -> String {

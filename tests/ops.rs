@@ -9,23 +9,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// The value of a sample line (`name{labels} value`) in a scrape.
-/// The value of `series`, written without the `queue` label every
-/// per-queue series carries (these tests have one queue).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    let strip = |l: &str| match l.split_once("queue=\"") {
-        Some((head, rest)) => {
-            let rest = rest.split_once('"').map_or("", |(_, r)| r);
-            format!("{head}{}", rest.strip_prefix(',').unwrap_or(rest)).replace("{}", "")
-        }
-        None => l.to_owned(),
-    };
-    text.lines()
-        .map(strip)
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// The status of `/healthz`, and the status and body of `/readyz`, at
 /// `base`.
 async fn probes(base: &str) -> (u16, u16, String) {

@@ -284,6 +284,82 @@ async fn queue_redeliveries_keep_the_webhook_id_and_end_in_the_poison_queue() {
     d.assert_not_logged(SECRET.trim_start_matches("whsec_"));
 }
 
+/// Issue 18: a retry is one typed event, one WARN line and one increment
+/// of `cvnotify_retries_total{client="webhook"}`, seen on a real daemon's
+/// `/metrics`: a receiver answering 503 once and then 200 makes exactly
+/// one, and no other client's series moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_retry_is_one_log_line_and_one_count_in_metrics() {
+    let w = World::new().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let handlers = format!(
+        "[[handlers]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nretry_initial_delay = \"10ms\"\n",
+        server.uri()
+    );
+    let cfg = w
+        .config()
+        .extra("[http]\nlisten = \"127.0.0.1:0\"\n")
+        .handler(&handlers)
+        .write("c.toml");
+    let mut d = Daemon::start(&cfg, &["run"], w.dir.path(), "d");
+    let metrics = format!("http://{}/metrics", d.http_addr().await);
+    let series = |client: &str| format!("cvnotify_retries_total{{client=\"{client}\"}}");
+    let (_, before) = http_get(&metrics).await;
+    assert_eq!(sample(&before, &series("webhook")), Some(0.0), "{before}");
+
+    w.send_all(&[training("TrainingCompleted")]).await;
+    let main = w.main_queue();
+    assert!(
+        eventually(Duration::from_secs(60), async || {
+            server.received_requests().await.unwrap().len() == 2 && World::length(&main).await == 0
+        })
+        .await,
+        "{}",
+        d.logs()
+    );
+    let (_, after) = http_get(&metrics).await;
+    assert_eq!(sample(&after, &series("webhook")), Some(1.0), "{after}");
+    for other in ["customvision", "token", "storage", "blob"] {
+        assert_eq!(sample(&after, &series(other)), Some(0.0), "{after}");
+    }
+    let retries: Vec<serde_json::Value> = d
+        .records()
+        .into_iter()
+        .filter(|r| r["message"] == "Webhook attempt failed; retrying")
+        .collect();
+    assert_eq!(retries.len(), 1, "{}", d.logs());
+    let r = &retries[0];
+    assert_eq!(
+        (&r["level"], &r["client"]),
+        (&"WARN".into(), &"webhook".into()),
+        "{r}"
+    );
+    assert_eq!(
+        (r["attempt"].as_u64(), r["max_attempts"].as_u64()),
+        (Some(1), Some(5)),
+        "{r}"
+    );
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("answered 503 Service Unavailable"),
+        "{r}"
+    );
+    d.stop_ok().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_delivers_through_http_proxy() {
     let w = World::new().await;

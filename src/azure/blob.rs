@@ -14,10 +14,15 @@
 //! construction; `signed` adds it. Which URLs may be fetched, and with
 //! which authority, is the download handler's decision. The body of an
 //! error answer is never read (a hostile server could make it endless).
+//! Opening is retried by [`crate::retry::run`] on 408, 429, 5xx and
+//! request errors: three attempts, 0.5 s then 1 s apart, a `Retry-After`
+//! of at most 5 s honoured (a longer one leaves the retry to the queue
+//! rather than hold a download slot).
 
 use super::credential::STORAGE_SCOPE;
 use super::shared_key::SharedKeyPolicy;
 use crate::blob::{Authority, BlobError, BlobSource, BlobStream, ContentRange};
+use crate::retry::{self, Attempt, Backoff, Client, RetryError};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
@@ -182,29 +187,29 @@ impl BlobSource for AzureBlobs {
     }
 
     async fn open(&self, url: &Url, authority: Authority) -> Result<BlobStream, BlobError> {
-        let mut delay = Duration::from_millis(500);
-        let mut attempt = 1;
-        let response = loop {
-            let result = self.attempt(url, authority).await;
-            let wait = match &result {
-                Ok(r) if matches!(u16::from(r.status()), 408 | 429 | 500 | 502 | 503 | 504) => {
-                    retry_after(r.headers()).map_or(Some(delay), |after| {
-                        (after <= MAX_RETRY_AFTER).then_some(after.max(delay))
-                    })
-                }
-                Ok(_) => None,
-                Err(_) => Some(delay),
-            };
-            match wait {
-                Some(wait) if attempt < ATTEMPTS => {
-                    drop(result);
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                    delay *= 2;
-                }
-                _ => break result?,
+        let policy = retry::Policy::new(
+            Client::Blob,
+            ATTEMPTS,
+            Backoff::new(Duration::from_millis(500), Duration::from_secs(2)),
+        )
+        .retry_after_at_most(MAX_RETRY_AFTER, "the longest wait of a download");
+        let response = retry::run(&policy, "GET", || async {
+            match self.attempt(url, authority).await {
+                Ok(r) => match u16::from(r.status()) {
+                    status @ (408 | 429 | 500 | 502 | 503 | 504) => Attempt::Retry {
+                        after: retry_after(r.headers()),
+                        error: BlobError::Status { status },
+                    },
+                    _ => Attempt::Done(r),
+                },
+                Err(error) => Attempt::Retry { error, after: None },
             }
-        };
+        })
+        .await
+        .map_err(|e| match e {
+            RetryError::Permanent(e) => e,
+            e => BlobError::Retried(Box::new(e)),
+        })?;
         let (status, headers, body) = response.deconstruct();
         let range = match u16::from(status) {
             200 => None,

@@ -17,8 +17,8 @@ use super::transport::{MAX_LISTING_ANSWER, MAX_QUEUE_ANSWER, MAX_TOKEN_ANSWER, c
 use crate::config::{
     AuthConfig, AuthMode, ConnectionString, ConnectionStringError, QueueConfig, TlsConfig,
 };
-use crate::error::{error_chain, with_trust_hint};
-use crate::retry::Backoff;
+use crate::error::trust_hint;
+use crate::retry::{self, Attempt, Backoff, Client, RetryError};
 use crate::secret::Secret;
 use crate::tls::CaFileError;
 use azure_core::credentials::TokenCredential;
@@ -72,20 +72,18 @@ pub enum ConnectError {
     QueueClient(#[source] azure_core::Error),
 }
 
-/// The credential could not get a first token within the start-up limit.
+/// The credential could not get a first token within the start-up limit;
+/// the source says how many attempts were made and what the last one met.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "auth.mode = \"{mode}\" could not get a token ({attempts} attempts in {limit}): {last}; {hint}"
+    "auth.mode = \"{mode}\" could not get a token{}; {hint}",
+    trust_hint(source, "tls.ca_file")
 )]
 pub struct TokenError {
     mode: &'static str,
-    attempts: u32,
-    limit: humantime::Duration,
-    /// The last attempt's error chain, redacted, with the trust hint when a
-    /// certificate was refused (text: it summarizes several attempts, the
-    /// last of which may have been cut short by the deadline).
-    last: String,
     hint: &'static str,
+    #[source]
+    source: RetryError<azure_core::Error>,
 }
 
 impl Connector {
@@ -308,38 +306,23 @@ impl Connector {
         let Some(credential) = &self.credential else {
             return Ok(());
         };
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-        let mut attempt = 0u32;
-        let mut last_error: Option<String> = None;
-        loop {
-            attempt += 1;
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let error =
-                match tokio::time::timeout(remaining, credential.get_token(&[STORAGE_SCOPE], None))
-                    .await
-                {
-                    Ok(Ok(_)) => return Ok(()),
-                    Ok(Err(e)) => error_chain(&e),
-                    // Cut short by the deadline: the previous error says more.
-                    Err(_) => last_error
-                        .take()
-                        .unwrap_or_else(|| "no answer from the token endpoint".to_owned()),
-                };
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if remaining.is_zero() {
-                return Err(TokenError {
-                    mode: self.mode.as_str(),
-                    attempts: attempt,
-                    limit: limit.into(),
-                    last: with_trust_hint(error, "tls.ca_file"),
-                    hint: credential_hint(self.mode),
-                });
+        let policy = retry::Policy::for_time(
+            Client::Token,
+            limit,
+            Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
+        );
+        retry::run(&policy, self.mode.as_str(), || async {
+            match credential.get_token(&[STORAGE_SCOPE], None).await {
+                Ok(_) => Attempt::Done(()),
+                Err(error) => Attempt::Retry { error, after: None },
             }
-            tracing::warn!(auth = self.mode.as_str(), attempt, error = %error, "Could not get a token yet; retrying");
-            last_error = Some(error);
-            tokio::time::sleep(backoff.next_delay().min(remaining)).await;
-        }
+        })
+        .await
+        .map_err(|source| TokenError {
+            mode: self.mode.as_str(),
+            hint: credential_hint(self.mode),
+            source,
+        })
     }
 }
 

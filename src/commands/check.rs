@@ -86,7 +86,7 @@ pub async fn run(config: &Config, out: impl FnMut(&CheckLine)) -> Vec<CheckLine>
             ),
         )),
         Err(e) => {
-            lines.push(line("token", false, e.to_string()));
+            lines.push(line("token", false, error_chain(&e)));
             return lines.into_vec();
         }
     }

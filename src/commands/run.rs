@@ -1,9 +1,10 @@
 //! `cvnotify run [--once]`: the daemon, with traces when configured; exit
 //! 69 (`EX_UNAVAILABLE`) when the credential gets no token at start-up.
 
-use super::edge::{print_error, report, runtime, with_traced_config};
+use super::edge::{print_error, runtime, with_traced_config};
 use crate::config::Config;
 use crate::daemon::{self, StartError};
+use crate::error::error_chain;
 use crate::exit;
 use std::path::Path;
 
@@ -16,16 +17,15 @@ fn run(config: &Config, once: bool) -> i32 {
     let result = runtime().block_on(daemon::run(config, once, daemon::shutdown_signal()));
     match result {
         Ok(_) => exit::OK,
-        Err(StartError::Credential(e)) => {
-            tracing::error!(error = %e, "Cannot start");
-            print_error(e);
-            exit::UNAVAILABLE
-        }
         Err(e) => {
-            let e = report(&e.into());
+            let code = match e {
+                StartError::Credential(_) => exit::UNAVAILABLE,
+                _ => exit::FAILURE,
+            };
+            let e = error_chain(&e);
             tracing::error!(error = %e, "Cannot start");
             print_error(e);
-            exit::FAILURE
+            code
         }
     }
 }

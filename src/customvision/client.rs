@@ -419,7 +419,10 @@ mod tests {
             .get_project(id(P))
             .await
             .unwrap_err();
-        assert!(matches!(e, CvError::RetryAfterTooLong { .. }), "{e}");
+        assert!(
+            matches!(&e, CvError::Retried(r) if matches!(**r, crate::retry::RetryError::RetryAfterTooLong { .. })),
+            "{e}"
+        );
         assert!(e.to_string().contains("retry after 120s"), "{e}");
         assert_eq!(server.received_requests().await.unwrap().len(), 1);
     }

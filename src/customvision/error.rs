@@ -5,8 +5,9 @@
 //! classification here goes by code first and status second; the hints
 //! are written from the code names and the Custom Vision docs.
 
+use crate::error::trust_hint;
+use crate::retry::RetryError;
 use std::fmt;
-use std::time::Duration;
 
 /// A Training API operation, named as the spec names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,31 +65,38 @@ pub enum CvError {
         message: String,
         hint: &'static str,
     },
-    /// Throttled or failing after every attempt.
-    #[error("{last}; gave up after {attempts} attempts")]
-    GaveUp {
-        op: Op,
-        attempts: u32,
-        last: Box<CvError>,
-    },
-    /// The service asked for a longer pause than `retry_max_delay`.
-    #[error("{last}; the service asks to retry after {}s, more than customvision.retry_max_delay", after.as_secs())]
-    RetryAfterTooLong {
-        op: Op,
-        after: Duration,
-        last: Box<CvError>,
-    },
+    /// Throttled or failing after every attempt, or asked to wait longer
+    /// than `retry_max_delay`: the last attempt's error is the source.
+    #[error(transparent)]
+    Retried(Box<RetryError<CvError>>),
     /// No answer: connection refused, TLS, timeout.
-    #[error("{op}: cannot reach {endpoint}: {detail}")]
+    #[error("{op}: cannot reach {endpoint}{}", trust_hint(source, "tls.ca_file"))]
     Transport {
         op: Op,
         endpoint: String,
-        /// The redacted cause chain, with the trust hint for certificates.
-        detail: String,
+        #[source]
+        source: reqwest::Error,
     },
     /// No Entra ID token for Custom Vision.
-    #[error("{op}: cannot get an Entra ID token for Custom Vision: {detail}")]
-    Token { op: Op, detail: String },
+    #[error(
+        "{op}: cannot get an Entra ID token for Custom Vision{}",
+        trust_hint(source, "tls.ca_file")
+    )]
+    Token {
+        op: Op,
+        #[source]
+        source: azure_core::Error,
+    },
+    /// The credential's token cannot be sent.
+    #[error("{op}: the Entra ID token for Custom Vision is not a valid header value")]
+    BadToken { op: Op },
+    /// A success answer that is not the JSON the API describes.
+    #[error("{op}: unexpected answer: not the JSON the API describes")]
+    Json {
+        op: Op,
+        #[source]
+        source: serde_json::Error,
+    },
     /// A success answer cvnotify cannot read.
     #[error("{op}: unexpected answer: {detail}")]
     Unexpected { op: Op, detail: String },
@@ -190,7 +198,7 @@ impl CvError {
     pub fn code(&self) -> Option<&str> {
         match self {
             CvError::Service { code, .. } | CvError::Unauthorized { code, .. } => code.as_deref(),
-            CvError::GaveUp { last, .. } | CvError::RetryAfterTooLong { last, .. } => last.code(),
+            CvError::Retried(r) => r.last().and_then(CvError::code),
             _ => None,
         }
     }
@@ -199,7 +207,7 @@ impl CvError {
     pub fn status(&self) -> Option<u16> {
         match self {
             CvError::Service { status, .. } | CvError::Unauthorized { status, .. } => Some(*status),
-            CvError::GaveUp { last, .. } | CvError::RetryAfterTooLong { last, .. } => last.status(),
+            CvError::Retried(r) => r.last().and_then(CvError::status),
             _ => None,
         }
     }
@@ -230,17 +238,16 @@ mod tests {
             "{text}"
         );
         assert!(e.is_permanent());
-        let throttled = CvError::GaveUp {
-            op: Op::GetExports,
+        let throttled = CvError::Retried(Box::new(RetryError::GaveUp {
             attempts: 5,
-            last: Box::new(CvError::Service {
+            last: CvError::Service {
                 op: Op::GetExports,
                 status: 429,
                 code: None,
                 message: "Rate limit".into(),
                 hint: "",
-            }),
-        };
+            },
+        }));
         assert!(!throttled.is_permanent());
         assert_eq!(throttled.status(), Some(429));
         assert!(hint_for("ForbiddenUserResource").contains("Custom Vision role"));

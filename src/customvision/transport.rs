@@ -6,16 +6,16 @@
 //! the `Training-Key` header, or an Entra ID bearer token for
 //! `https://cognitiveservices.azure.com/.default`.
 //!
-//! Each call is retried on 408, 429, 5xx, timeouts and connection errors,
-//! waiting `Retry-After` when the service sends one and the back-off of
+//! Each call is retried by [`crate::retry::run`] on 408, 429, 5xx,
+//! timeouts and connection errors, waiting `Retry-After` when the service
+//! sends one (up to `retry_max_delay`) and the back-off of
 //! [`crate::retry::Backoff`] otherwise. Answers are read up to a size
 //! limit; redirects are not followed (the key would go along). The key and
 //! tokens never appear in errors or logs.
 
 use super::error::{AuthKind, CvError, Op, hint_for, unauthorized_hint};
 use super::model::ErrorBody;
-use crate::error::{error_chain, with_trust_hint};
-use crate::retry::{Backoff, parse_retry_after};
+use crate::retry::{Attempt, Backoff, Client, Policy, RetryError, parse_retry_after};
 use crate::secret::Secret;
 use azure_core::credentials::TokenCredential;
 use reqwest::header::{HeaderValue, RETRY_AFTER};
@@ -91,10 +91,7 @@ impl Transport {
         body: Option<serde_json::Value>,
     ) -> Result<T, CvError> {
         let bytes = self.call(op, method, path, query, body).await?;
-        serde_json::from_slice(&bytes).map_err(|e| CvError::Unexpected {
-            op,
-            detail: format!("not the JSON the API describes ({e})"),
-        })
+        serde_json::from_slice(&bytes).map_err(|source| CvError::Json { op, source })
     }
 
     fn url(&self, path: &[&str], query: &[(&str, String)]) -> Url {
@@ -120,44 +117,21 @@ impl Transport {
         body: Option<serde_json::Value>,
     ) -> Result<bytes::Bytes, CvError> {
         let url = self.url(path, query);
-        let mut backoff =
-            Backoff::new(self.retry.initial_delay, self.retry.max_delay).with_jitter(0.5);
-        let max = self.retry.max_attempts.max(1);
-        for attempt in 1..=max {
-            let (error, after) = match self.attempt(op, &method, &url, body.as_ref()).await {
-                Attempt::Done(bytes) => return Ok(bytes),
-                Attempt::Fatal(e) => return Err(e),
-                Attempt::Retry { error, after } => (error, after),
-            };
-            if attempt == max {
-                return Err(CvError::GaveUp {
-                    op,
-                    attempts: max,
-                    last: Box::new(error),
-                });
-            }
-            let delay = match after {
-                Some(a) if a > self.retry.max_delay => {
-                    return Err(CvError::RetryAfterTooLong {
-                        op,
-                        after: a,
-                        last: Box::new(error),
-                    });
-                }
-                Some(a) => a,
-                None => backoff.next_delay(),
-            };
-            tracing::warn!(
-                operation = %op,
-                attempt,
-                max_attempts = max,
-                retry_in_ms = delay.as_millis() as u64,
-                error = %error,
-                "Training API call failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
-        unreachable!("the loop returns on its last attempt")
+        let policy = Policy::new(
+            Client::CustomVision,
+            self.retry.max_attempts,
+            Backoff::new(self.retry.initial_delay, self.retry.max_delay).with_jitter(0.5),
+        )
+        .retry_after_at_most(self.retry.max_delay, "customvision.retry_max_delay");
+        let operation = op.to_string();
+        crate::retry::run(&policy, &operation, || {
+            self.attempt(op, &method, &url, body.as_ref())
+        })
+        .await
+        .map_err(|e| match e {
+            RetryError::Permanent(e) => e,
+            e => CvError::Retried(Box::new(e)),
+        })
     }
 
     async fn attempt(
@@ -166,12 +140,12 @@ impl Transport {
         method: &Method,
         url: &Url,
         body: Option<&serde_json::Value>,
-    ) -> Attempt {
+    ) -> Attempt<bytes::Bytes, CvError> {
         let mut request = self.http.request(method.clone(), url.clone());
         match &self.credential {
             Credential::Key(k) => {
                 let Ok(mut v) = HeaderValue::from_str(k.expose()) else {
-                    return Attempt::Fatal(CvError::Unauthorized {
+                    return Attempt::Permanent(CvError::Unauthorized {
                         op,
                         status: 0,
                         code: None,
@@ -186,20 +160,14 @@ impl Transport {
                 Ok(t) => {
                     let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", t.token.secret()))
                     else {
-                        return Attempt::Fatal(CvError::Token {
-                            op,
-                            detail: "the token is not a valid header value".into(),
-                        });
+                        return Attempt::Permanent(CvError::BadToken { op });
                     };
                     v.set_sensitive(true);
                     request = request.header(reqwest::header::AUTHORIZATION, v);
                 }
-                Err(e) => {
+                Err(source) => {
                     return Attempt::Retry {
-                        error: CvError::Token {
-                            op,
-                            detail: with_trust_hint(error_chain(&e), "tls.ca_file"),
-                        },
+                        error: CvError::Token { op, source },
                         after: None,
                     };
                 }
@@ -221,7 +189,7 @@ impl Transport {
                     error: CvError::Transport {
                         op,
                         endpoint: endpoint_of(url),
-                        detail: with_trust_hint(error_chain(&e.without_url()), "tls.ca_file"),
+                        source: e.without_url(),
                     },
                     after: None,
                 };
@@ -236,7 +204,7 @@ impl Transport {
         if status.is_success() {
             return match crate::limit::read(rsp.bytes_stream(), MAX_BODY).await {
                 Ok(r) if r.complete => Attempt::Done(r.bytes),
-                Ok(_) => Attempt::Fatal(CvError::Unexpected {
+                Ok(_) => Attempt::Permanent(CvError::Unexpected {
                     op,
                     detail: format!("the answer is larger than {} MiB", MAX_BODY >> 20),
                 }),
@@ -244,7 +212,7 @@ impl Transport {
                     error: CvError::Transport {
                         op,
                         endpoint: endpoint_of(url),
-                        detail: error_chain(&e.without_url()),
+                        source: e.without_url(),
                     },
                     after: None,
                 },
@@ -262,7 +230,7 @@ impl Transport {
         if retry {
             Attempt::Retry { error, after }
         } else {
-            Attempt::Fatal(error)
+            Attempt::Permanent(error)
         }
     }
 
@@ -321,15 +289,6 @@ impl Transport {
             message,
         }
     }
-}
-
-enum Attempt {
-    Done(bytes::Bytes),
-    Retry {
-        error: CvError,
-        after: Option<Duration>,
-    },
-    Fatal(CvError),
 }
 
 /// Scheme, host and port: what may appear in messages.

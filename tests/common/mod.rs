@@ -33,6 +33,7 @@ pub use cvnotify::{
     azure::{AzureBlobs, AzureQueue, ConnectError, Connector, SharedKeyPolicy},
     config::{Config, DEV_KEY, HandlerConfig},
     customvision::TrainingClient,
+    error::error_chain,
     event::{DecodeError, Event, Notification, decode},
     handler::{BuildContext, BuildHandler, Delivery, Handler},
     queue::{Expiry, Queue, QueueError},
@@ -1185,6 +1186,23 @@ impl Daemon {
             stderr,
         }
     }
+}
+
+/// The value of `series` (`name{labels}`) in a Prometheus scrape, written
+/// without the `queue` label every per-queue series carries (for tests
+/// with one queue).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    let strip = |l: &str| match l.split_once("queue=\"") {
+        Some((head, rest)) => {
+            let rest = rest.split_once('"').map_or("", |(_, r)| r);
+            format!("{head}{}", rest.strip_prefix(',').unwrap_or(rest)).replace("{}", "")
+        }
+        None => l.to_owned(),
+    };
+    text.lines()
+        .map(strip)
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 impl Drop for Daemon {

@@ -7,15 +7,16 @@
 //! where the key is the base64 part of the `whsec_` secret.
 //!
 //! Only 2xx is success. 408, 429, 5xx, timeouts and connection errors are
-//! retried in process (exponential back-off with jitter, `Retry-After`
-//! honoured) up to `max_attempts`; any other status fails at once. Redirects
+//! retried in process by [`crate::retry::run`] (exponential back-off with
+//! jitter, `Retry-After` honoured up to `retry_max_delay`) up to
+//! `max_attempts`; any other status fails at once. Redirects
 //! are not followed: a receiver that moved must be reconfigured, and a
 //! redirect must not carry the signed event elsewhere.
 
 use super::config::{WebhookConfig, WebhookSecretError, webhook_key};
-use crate::error::{error_chain, with_trust_hint};
+use crate::error::trust_hint;
 use crate::handler::types::{Delivery, Handler, HandlerError};
-use crate::retry::{Backoff, parse_retry_after};
+use crate::retry::{Attempt, Backoff, Client, Policy, RetryError, parse_retry_after};
 use crate::secret::SourceError;
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -40,34 +41,9 @@ pub enum WebhookBuildError {
     HeaderName(String),
 }
 
-/// Why one attempt failed in a way a later attempt may not.
-#[derive(Debug, thiserror::Error)]
-pub enum AttemptError {
-    #[error("{target} answered {status}")]
-    Status {
-        target: String,
-        status: reqwest::StatusCode,
-    },
-    #[error("no answer from {target} within {timeout}")]
-    Timeout {
-        target: String,
-        timeout: humantime::Duration,
-    },
-    /// The chain is part of the message (and redacted) because the trust
-    /// hint depends on it.
-    #[error("{}", with_trust_hint(format!("cannot connect to {target}: {}", error_chain(source)), "ca_file"))]
-    Connect {
-        target: String,
-        source: reqwest::Error,
-    },
-    #[error("request to {target} failed: {}", error_chain(source))]
-    Request {
-        target: String,
-        source: reqwest::Error,
-    },
-}
-
-/// Why a delivery failed.
+/// Why one attempt failed. A delivery that failed is a
+/// [`RetryError`] over these: a [`WebhookError::Rejected`] as it is, the
+/// others once the attempts or a `Retry-After` ended the series.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     /// An answer retrying in process cannot change (other 4xx, 3xx); with
@@ -80,13 +56,28 @@ pub enum WebhookError {
         hint: &'static str,
         permanent: bool,
     },
-    #[error("{last}; gave up after {attempts} attempts")]
-    GaveUp { last: AttemptError, attempts: u32 },
-    #[error(
-        "{last}; Retry-After {}s exceeds retry_max_delay, leaving it to the queue's retry",
-        after.as_secs()
-    )]
-    RetryAfterTooLong { last: AttemptError, after: Duration },
+    #[error("{target} answered {status}")]
+    Status {
+        target: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("no answer from {target} within {timeout}")]
+    Timeout {
+        target: String,
+        timeout: humantime::Duration,
+    },
+    #[error("cannot connect to {target}{}", trust_hint(source, "ca_file"))]
+    Connect {
+        target: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("request to {target} failed")]
+    Request {
+        target: String,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
 /// Standard Webhooks v1 signer.
@@ -124,6 +115,10 @@ pub struct WebhookHandler {
     client: reqwest::Client,
     signer: Option<Signer>,
     headers: reqwest::header::HeaderMap,
+    /// `max_attempts`, the back-off from `retry_initial_delay` to
+    /// `retry_max_delay` (50-100 % of each nominal delay), and a
+    /// `Retry-After` up to `retry_max_delay`.
+    retry: Policy,
 }
 
 impl WebhookHandler {
@@ -159,11 +154,18 @@ impl WebhookHandler {
                     .map_err(|_| WebhookBuildError::HeaderValue(k.clone()))?,
             );
         }
+        let retry = Policy::new(
+            Client::Webhook,
+            config.max_attempts,
+            Backoff::new(config.retry_initial_delay, config.retry_max_delay).with_jitter(0.5),
+        )
+        .retry_after_at_most(config.retry_max_delay, "retry_max_delay");
         Ok(Self {
             config: config.clone(),
             client,
             signer,
             headers,
+            retry,
         })
     }
 
@@ -182,23 +184,16 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
 }
 
-/// An attempt's result.
-enum Attempt {
-    Delivered,
-    Retry {
-        reason: AttemptError,
-        after: Option<Duration>,
-    },
-    Fatal(WebhookError),
-}
-
 #[async_trait]
 impl Handler for WebhookHandler {
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
         self.deliver(d).await.map_err(|e| match e {
-            WebhookError::Rejected {
-                permanent: true, ..
-            } => HandlerError::permanent(e),
+            RetryError::Permanent(
+                e @ WebhookError::Rejected {
+                    permanent: true, ..
+                },
+            ) => HandlerError::permanent(e),
+            RetryError::Permanent(e) => HandlerError::new(e),
             e => HandlerError::new(e),
         })
     }
@@ -207,7 +202,7 @@ impl Handler for WebhookHandler {
 impl WebhookHandler {
     /// One attempt: 2xx delivered; 408, 429, 5xx and transport errors may
     /// succeed later; anything else will not.
-    async fn attempt(&self, d: &Delivery, body: &[u8], target: &str) -> Attempt {
+    async fn attempt(&self, d: &Delivery, body: &[u8], target: &str) -> Attempt<(), WebhookError> {
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut request = self
             .client
@@ -235,9 +230,9 @@ impl WebhookHandler {
                 // receiver answering without end costs nothing.
                 let status = rsp.status();
                 if status.is_success() {
-                    Attempt::Delivered
+                    Attempt::Done(())
                 } else if self.config.permanent_statuses.contains(&status.as_u16()) {
-                    Attempt::Fatal(WebhookError::Rejected {
+                    Attempt::Permanent(WebhookError::Rejected {
                         target,
                         status,
                         hint: " (listed in permanent_statuses)",
@@ -246,7 +241,7 @@ impl WebhookHandler {
                 } else if matches!(status.as_u16(), 408 | 429) || status.is_server_error() {
                     Attempt::Retry {
                         after: retry_after(rsp.headers()),
-                        reason: AttemptError::Status { target, status },
+                        error: WebhookError::Status { target, status },
                     }
                 } else {
                     let hint = if status.is_redirection() {
@@ -254,7 +249,7 @@ impl WebhookHandler {
                     } else {
                         ""
                     };
-                    Attempt::Fatal(WebhookError::Rejected {
+                    Attempt::Permanent(WebhookError::Rejected {
                         target,
                         status,
                         hint,
@@ -263,68 +258,38 @@ impl WebhookHandler {
                 }
             }
             Err(e) => {
-                let reason = if e.is_timeout() {
-                    AttemptError::Timeout {
+                let error = if e.is_timeout() {
+                    WebhookError::Timeout {
                         target,
                         timeout: self.config.timeout.into(),
                     }
                 } else if e.is_connect() {
-                    AttemptError::Connect {
+                    WebhookError::Connect {
                         target,
                         source: e.without_url(),
                     }
                 } else {
-                    AttemptError::Request {
+                    WebhookError::Request {
                         target,
                         source: e.without_url(),
                     }
                 };
-                Attempt::Retry {
-                    reason,
-                    after: None,
-                }
+                Attempt::Retry { error, after: None }
             }
         }
     }
 
-    async fn deliver(&self, d: &Delivery) -> Result<(), WebhookError> {
+    async fn deliver(&self, d: &Delivery) -> Result<(), RetryError<WebhookError>> {
         let body = serde_json::to_vec(&d.payload()).expect("JSON values serialize");
         let target = self.target();
-        let max = self.config.max_attempts;
-        // Jitter: 50-100 % of the nominal delay.
-        let mut backoff =
-            Backoff::new(self.config.retry_initial_delay, self.config.retry_max_delay)
-                .with_jitter(0.5);
-        for attempt in 1..=max {
-            match self.attempt(d, &body, &target).await {
-                Attempt::Delivered => {
-                    tracing::debug!(attempt, target = %target, "Webhook delivered");
-                    return Ok(());
-                }
-                Attempt::Fatal(e) => return Err(e),
-                Attempt::Retry { reason, after } => {
-                    if attempt == max {
-                        return Err(WebhookError::GaveUp {
-                            last: reason,
-                            attempts: max,
-                        });
-                    }
-                    let delay = match after {
-                        Some(a) if a > self.config.retry_max_delay => {
-                            return Err(WebhookError::RetryAfterTooLong {
-                                last: reason,
-                                after: a,
-                            });
-                        }
-                        Some(a) => a,
-                        None => backoff.next_delay(),
-                    };
-                    tracing::warn!(attempt, max_attempts = max, retry_in_ms = delay.as_millis() as u64, error = %reason, "Webhook attempt failed; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
-        unreachable!("the loop returns on its last attempt")
+        let mut attempts = 0u32;
+        crate::retry::run(&self.retry, &target, || {
+            attempts += 1;
+            self.attempt(d, &body, &target)
+        })
+        .await?;
+        tracing::debug!(attempt = attempts, target = %target, "Webhook delivered");
+        Ok(())
     }
 }
 

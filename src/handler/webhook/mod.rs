@@ -8,4 +8,4 @@ pub mod config;
 mod handler;
 
 pub use config::WebhookConfig;
-pub use handler::{AttemptError, Signer, WebhookBuildError, WebhookError, WebhookHandler};
+pub use handler::{Signer, WebhookBuildError, WebhookError, WebhookHandler};
