@@ -2,20 +2,29 @@
 //!
 //! A leaf: imports only [`crate::secret`] for redaction and
 //! [`crate::limit`] for the length of a line. Library errors are
-//! `thiserror` enums that keep their causes as `#[source]`; this module turns
-//! a chain into one redacted line where a line is needed (log fields, the
-//! `check` output), and adds the fix for untrusted certificates. It must not
-//! know about any particular error type.
+//! `thiserror` enums that keep their causes as `#[source]` and whose
+//! messages are their own, never their cause's text. The edges print a
+//! chain once, with [`error_chain`]: the commands (`check`, `setup`, the
+//! exit error), the worker (a failure's recorded reason and its log
+//! fields) and the log lines that report an error. [`trust_hint`] adds the
+//! fix for untrusted certificates to an error's own message. This module
+//! must not know about any particular error type.
 
 use crate::secret::redact_text;
 
 /// A boxed cause, for errors whose source comes from several crates.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The error and its sources on one line, secrets redacted (reqwest puts the
-/// request URL, which may carry a SAS signature, into its errors) and cut
-/// to [`crate::limit::MAX_TEXT`] (a service's message can be megabytes). A
-/// source whose text its parent already contains is skipped.
+/// The error and its sources on one line, `outer: cause: its cause`,
+/// secrets redacted (reqwest puts the request URL, which may carry a SAS
+/// signature, into its errors) and cut to [`crate::limit::MAX_TEXT`] (a
+/// service's message can be megabytes).
+///
+/// A source whose text the line already contains is skipped: cvnotify's
+/// own errors never repeat their source, but the Azure SDK's do
+/// (`azure_core::Error` wrapping an error shows that error's text and
+/// returns it as its source; `azure_identity` writes its cause's text into
+/// its message and keeps it as the source too).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -49,24 +58,12 @@ pub fn trust_hint(e: &(dyn std::error::Error + 'static), option: &str) -> String
     String::new()
 }
 
-/// Adds what to do when a TLS error says a certificate is not trusted,
-/// naming the option that fixes it (`tls.ca_file`, or a handler's `ca_file`).
-pub fn with_trust_hint(message: String, option: &str) -> String {
-    if message.to_ascii_lowercase().contains("certificate") {
-        format!(
-            "{message}; the server's certificate is not trusted: if it comes from a private CA (or a TLS-inspecting proxy), set {option} to a PEM bundle of that CA"
-        )
-    } else {
-        message
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[derive(Debug, thiserror::Error)]
-    #[error("outer: {0}")]
+    #[error("outer")]
     struct Outer(#[source] Inner);
 
     #[derive(Debug, thiserror::Error)]
@@ -74,17 +71,37 @@ mod tests {
     struct Inner;
 
     #[test]
-    fn chain_is_joined_and_redacted() {
+    fn chain_is_joined_once_and_redacted() {
         assert_eq!(error_chain(&Outer(Inner)), "outer: inner sig=REDACTED");
+    }
+
+    /// azure_identity's shape: the cause's text inside the message, and the
+    /// cause as the source.
+    #[test]
+    fn a_source_its_parent_already_shows_is_not_repeated() {
         #[derive(Debug, thiserror::Error)]
-        #[error("top")]
-        struct Top(#[source] Inner);
-        assert_eq!(error_chain(&Top(Inner)), "top: inner sig=REDACTED");
+        #[error("ManagedIdentityCredential authentication failed. {0}")]
+        struct Repeats(#[source] Inner);
+        assert_eq!(
+            error_chain(&Repeats(Inner)),
+            "ManagedIdentityCredential authentication failed. inner sig=REDACTED"
+        );
+        let sdk = azure_core::Error::new(
+            azure_core::error::ErrorKind::Io,
+            std::io::Error::other("connection refused"),
+        );
+        assert_eq!(error_chain(&sdk), "connection refused");
     }
 
     #[test]
     fn trust_hint_only_for_certificate_errors() {
-        assert!(with_trust_hint("invalid peer certificate".into(), "x").contains("set x"));
-        assert_eq!(with_trust_hint("refused".into(), "x"), "refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("invalid peer certificate: UnknownIssuer")]
+        struct Tls;
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot connect")]
+        struct Connect(#[source] Tls);
+        assert!(trust_hint(&Connect(Tls), "x").contains("set x"));
+        assert_eq!(trust_hint(&Outer(Inner), "x"), "");
     }
 }

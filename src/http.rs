@@ -69,7 +69,7 @@ impl HttpState {
                         h.metrics.set_queue_length(role, 0)
                     }
                     Ok(Err(e)) => {
-                        tracing::debug!(error = %e, queue = q.name(), "Cannot read the queue length")
+                        tracing::debug!(error = %crate::error::error_chain(&e), queue = q.name(), "Cannot read the queue length")
                     }
                     Err(_) => {
                         tracing::debug!(queue = q.name(), "Reading the queue length timed out")

@@ -27,7 +27,8 @@
 //!    - [`filter`]: the `events` routing grammar, over [`event`].
 //!    - [`secret`]: the [`secret::Secret`] type, the registry of every secret
 //!      value the process holds, and redaction of every text that leaves it.
-//!    - [`error`]: one-line cause chains, the untrusted-certificate hint.
+//!    - [`error`]: a cause chain as one line, printed once at the edge;
+//!      the untrusted-certificate hint.
 //!    - [`retry`]: the one back-off primitive and the one retry runner
 //!      (a policy plus an attempt closure; one event per retry).
 //!    - [`limit`]: response bodies read with a byte cap, and outside text

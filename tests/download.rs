@@ -343,12 +343,9 @@ async fn stores(handler: &Arc<dyn Handler>, p: Uuid, i: Uuid, url: &str) {
     handler.handle(&delivery(&export(p, i, url))).await.unwrap();
 }
 
+/// The handler's error as the worker records it: with its causes.
 async fn fails(handler: &Arc<dyn Handler>, body: &str) -> String {
-    handler
-        .handle(&delivery(body))
-        .await
-        .unwrap_err()
-        .to_string()
+    error_chain(&handler.handle(&delivery(body)).await.unwrap_err())
 }
 
 // ---------------------------------------------------------------------

@@ -41,7 +41,8 @@ async fn answering(template: ResponseTemplate) -> MockServer {
 }
 
 /// What a handler with `extra` keys makes of a receiver that answers
-/// every POST with `template`: its error, and how many requests it sent.
+/// every POST with `template`: its error with its causes (as the worker
+/// records it), and how many requests it sent.
 async fn against(template: ResponseTemplate, extra: &str) -> (String, usize) {
     let server = answering(template).await;
     let e = handler(&server.uri(), extra)
@@ -49,7 +50,7 @@ async fn against(template: ResponseTemplate, extra: &str) -> (String, usize) {
         .await
         .unwrap_err();
     (
-        e.to_string(),
+        error_chain(&e),
         server.received_requests().await.unwrap().len(),
     )
 }
@@ -223,7 +224,11 @@ async fn redirects_are_not_followed() {
         .handle(&delivery("m"))
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("redirects are not followed"), "{e}");
+    assert!(
+        error_chain(&e).contains("redirects are not followed"),
+        "{}",
+        error_chain(&e)
+    );
     // Every request the server saw, whatever its method or path.
     let seen: Vec<String> = server
         .received_requests()
@@ -245,7 +250,7 @@ async fn a_refused_connection_is_retried_and_reported_without_the_url_path() {
     .handle(&delivery("m"))
     .await
     .unwrap_err();
-    let text = e.to_string();
+    let text = error_chain(&e);
     assert!(
         text.contains("cannot connect to http://127.0.0.1"),
         "{text}"
@@ -396,7 +401,7 @@ async fn a_private_ca_is_trusted_only_through_ca_file() {
         .handle(&delivery("m"))
         .await
         .unwrap_err();
-    let text = e.to_string();
+    let text = error_chain(&e);
     assert!(text.contains("certificate"), "{text}");
     assert!(text.contains("ca_file"), "no hint: {text}");
     assert_eq!(served.load(SeqCst), 0, "answered an untrusting client");

@@ -6,13 +6,12 @@
 //! page of at most 100 names: the callers look for a few blobs under a
 //! prefix, never for a whole container.
 
-use crate::error::error_chain;
 use azure_storage_blob::BlobContainerClient;
 use azure_storage_blob::models::BlobContainerClientListBlobsOptions;
 use futures_util::TryStreamExt as _;
 
 /// Why a container could not be read.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     #[error("the container does not exist")]
     NotFound,
@@ -20,8 +19,12 @@ pub enum ContainerError {
         "access denied ({code}); the identity needs 'Storage Blob Data Reader' (or Contributor) on the container"
     )]
     Forbidden { code: String },
-    #[error("{0}")]
-    Other(String),
+    /// Another answer (its body is not kept: XML of any length).
+    #[error("HTTP {status}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    Status { status: u16, code: Option<String> },
+    /// No answer, or one the client could not read: the SDK's error.
+    #[error(transparent)]
+    Client(azure_core::Error),
 }
 
 /// One blob container.
@@ -43,12 +46,12 @@ impl AzureContainer {
                 403 => ContainerError::Forbidden {
                     code: error_code.clone().unwrap_or_else(|| "HTTP 403".into()),
                 },
-                s => ContainerError::Other(format!(
-                    "HTTP {s} {}",
-                    error_code.clone().unwrap_or_default()
-                )),
+                status => ContainerError::Status {
+                    status,
+                    code: error_code.clone(),
+                },
             },
-            _ => ContainerError::Other(error_chain(&e)),
+            _ => ContainerError::Client(e),
         }
     }
 

@@ -4,9 +4,8 @@
 //! Clients are made by [`super::Connector`]; this file only speaks the
 //! queue protocol.
 
-use crate::error::{error_chain, with_trust_hint};
 use crate::queue::{
-    Expiry, Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage,
+    Cause, Expiry, Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage,
 };
 use async_trait::async_trait;
 use azure_core::error::ErrorKind;
@@ -62,7 +61,7 @@ impl AzureQueue {
                     // key or SAS signature); only the first is about roles.
                     (403, "AuthenticationFailed") => QueueError::Unauthenticated {
                         op,
-                        message: "the service did not accept the credential (AuthenticationFailed: an expired or invalid token, key or SAS)".into(),
+                        source: Cause::CredentialRefused,
                     },
                     (403, _) => QueueError::Forbidden {
                         op,
@@ -74,31 +73,40 @@ impl AzureQueue {
                     },
                     (401, _) => QueueError::Unauthenticated {
                         op,
-                        message: format!("HTTP 401 {code}"),
+                        source: status_cause(status, code),
                     },
                     (408 | 429 | 500..=599, _) => QueueError::Transient {
                         op,
-                        message: format!("HTTP {status} {code}").trim_end().to_owned(),
+                        source: status_cause(status, code),
                     },
                     _ => QueueError::Other {
                         op,
-                        message: format!("HTTP {status} {code}").trim_end().to_owned(),
+                        source: status_cause(status, code),
                     },
                 }
             }
             ErrorKind::Connection | ErrorKind::Io => QueueError::Transient {
                 op,
-                message: with_trust_hint(error_chain(&e), "tls.ca_file"),
+                source: Cause::client(e),
             },
             ErrorKind::Credential => QueueError::Unauthenticated {
                 op,
-                message: error_chain(&e),
+                source: Cause::client(e),
             },
             _ => QueueError::Other {
                 op,
-                message: error_chain(&e),
+                source: Cause::client(e),
             },
         }
+    }
+}
+
+/// An answer's status and error code (the SDK's error for it carries the
+/// whole XML body as its message, which is not worth a log line).
+fn status_cause(status: u16, code: String) -> Cause {
+    Cause::Status {
+        status,
+        code: (!code.is_empty()).then_some(code),
     }
 }
 
@@ -134,9 +142,9 @@ impl AzureQueue {
             .map_err(|e| self.classify(op, e))?;
         rsp.headers()
             .get_optional_string(&POP_RECEIPT)
-            .ok_or_else(|| QueueError::Other {
+            .ok_or(QueueError::Other {
                 op,
-                message: "the response has no x-ms-popreceipt header".into(),
+                source: Cause::Malformed("the response has no x-ms-popreceipt header"),
             })
     }
 }

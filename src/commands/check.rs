@@ -116,12 +116,13 @@ pub async fn run(config: &Config, out: impl FnMut(&CheckLine)) -> Vec<CheckLine>
             "queue",
             true,
             format!(
-                "`{}` is reachable; its properties are not readable ({e}); not needed to run",
-                queue.name()
+                "`{}` is reachable; its properties are not readable ({}); not needed to run",
+                queue.name(),
+                error_chain(&e)
             ),
         )),
         Err(e) => {
-            lines.push(line("queue", false, e.to_string()));
+            lines.push(line("queue", false, error_chain(&e)));
             return lines.into_vec();
         }
     }
@@ -134,7 +135,7 @@ pub async fn run(config: &Config, out: impl FnMut(&CheckLine)) -> Vec<CheckLine>
             }
             line("receive", true, "allowed")
         }
-        Err(e) => line("receive", false, e.to_string()),
+        Err(e) => line("receive", false, error_chain(&e)),
     };
     lines.push(receive);
     let update = allowed_on_missing(
@@ -144,12 +145,12 @@ pub async fn run(config: &Config, out: impl FnMut(&CheckLine)) -> Vec<CheckLine>
     );
     lines.push(match update {
         Ok(()) => line("update", true, "allowed"),
-        Err(e) => line("update", false, e.to_string()),
+        Err(e) => line("update", false, error_chain(&e)),
     });
     let delete = allowed_on_missing(queue.delete(MISSING_ID, MISSING_RECEIPT).await);
     lines.push(match delete {
         Ok(()) => line("delete", true, "allowed"),
-        Err(e) => line("delete", false, e.to_string()),
+        Err(e) => line("delete", false, error_chain(&e)),
     });
     let poison_result = async {
         let created = match poison.create_if_missing().await {
@@ -180,7 +181,11 @@ pub async fn run(config: &Config, out: impl FnMut(&CheckLine)) -> Vec<CheckLine>
                 poison.name()
             ),
         ),
-        Err(e) => line("poison", false, format!("`{}`: {e}", poison.name())),
+        Err(e) => line(
+            "poison",
+            false,
+            format!("`{}`: {}", poison.name(), error_chain(&e)),
+        ),
     });
     lines.into_vec()
 }

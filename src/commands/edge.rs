@@ -4,6 +4,7 @@
 //! returns or takes an exit code ([`crate::exit`]).
 
 use crate::config::{Config, ConfigError};
+use crate::error::error_chain;
 use crate::exit;
 use crate::logging::{self, Target};
 use crate::secret::redact;
@@ -62,9 +63,10 @@ fn config_error(e: &ConfigError) -> i32 {
     exit::CONFIG
 }
 
-/// The error and its causes on one line (`{:#}`).
+/// The error and its causes on one line ([`error_chain`]: as anyhow's
+/// `{:#}`, without the text the Azure SDK's errors repeat).
 pub fn report(e: &anyhow::Error) -> String {
-    format!("{e:#}")
+    error_chain(e.as_ref())
 }
 
 /// `error: {text}` on stderr, secrets removed ([`redact`]): some causes

@@ -13,6 +13,7 @@ use super::edge::{print_error, report, runtime, with_config, with_queue};
 use crate::azure::{AzureQueue, Connector};
 use crate::config::Config;
 use crate::envelope::Envelope;
+use crate::error::error_chain;
 use crate::event::decode;
 use crate::exit;
 use crate::logging::Target;
@@ -197,11 +198,11 @@ pub async fn replay(
                     Ok(()) => report.replayed.push((m.id.clone(), sent.id)),
                     Err(e) => report.failed.push((
                         m.id.clone(),
-                        format!("copied to the main queue as {}, but not deleted from the poison queue: {e}", sent.id),
+                        format!("copied to the main queue as {}, but not deleted from the poison queue: {}", sent.id, error_chain(&e)),
                     )),
                 },
                 Err(e) => {
-                    report.failed.push((m.id.clone(), format!("not copied, left in the poison queue: {e}")));
+                    report.failed.push((m.id.clone(), format!("not copied, left in the poison queue: {}", error_chain(&e))));
                     held.push(m);
                 }
             }
@@ -220,7 +221,7 @@ async fn release_all(poison: &dyn Queue, held: &[ReceivedMessage]) {
             .update_visibility(&m.id, &m.pop_receipt, Duration::ZERO)
             .await
         {
-            tracing::warn!(message_id = %m.id, error = %e, "Could not make the message visible again; it reappears within two minutes");
+            tracing::warn!(message_id = %m.id, error = %error_chain(&e), "Could not make the message visible again; it reappears within two minutes");
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::blob::BlobSource;
 use crate::customvision::TrainingClient;
-use crate::error::{BoxError, error_chain};
+use crate::error::BoxError;
 use crate::event::Notification;
 use crate::notice::ExpectedExports;
 use async_trait::async_trait;
@@ -73,8 +73,9 @@ impl Delivery {
 /// or, for a permanent failure, poisoned at once.
 ///
 /// Each handler has its own error enum; this erases the type at the
-/// boundary the worker sees. `Display` is the whole cause chain, redacted,
-/// because that one line is what the worker logs and records as the reason.
+/// boundary the worker sees, and nothing more: `Display` is that error's
+/// own message and `source()` its cause, so the worker prints the chain
+/// once (`crate::error::error_chain`) as the failure's reason.
 #[derive(Debug)]
 pub struct HandlerError {
     source: BoxError,
@@ -106,13 +107,13 @@ impl HandlerError {
 
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&error_chain(&*self.source))
+        fmt::Display::fmt(&self.source, f)
     }
 }
 
 impl std::error::Error for HandlerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
+        self.source.source()
     }
 }
 

@@ -9,5 +9,5 @@ pub mod memory;
 mod types;
 
 pub use types::{
-    Expiry, Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage,
+    Cause, Expiry, Operation, PeekedMessage, Queue, QueueError, ReceivedMessage, SentMessage,
 };

@@ -3,10 +3,13 @@
 //! gone", and which need an operator (missing role).
 //!
 //! Knows no Azure type: the SDK is behind `crate::azure`, which maps its
-//! errors into [`QueueError`].
+//! errors into [`QueueError`], keeping the SDK's error as the source
+//! ([`Cause::Client`]).
 
+use crate::error::trust_hint;
 use async_trait::async_trait;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A message as received; `pop_receipt` is what delete and update need.
@@ -170,6 +173,38 @@ impl fmt::Display for Operation {
     }
 }
 
+/// What a failed storage call met, kept as the source of its
+/// [`QueueError`]: the service's answer, or the client's own error. Clone,
+/// because one failure may be reported to several waiters (the poison
+/// queue's creation).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Cause {
+    /// The service answered `status`, with its error code when it sent
+    /// one. The answer's body is not kept: the code says it, and the body
+    /// is XML of unbounded length.
+    #[error("HTTP {status}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    Status { status: u16, code: Option<String> },
+    /// 403 `AuthenticationFailed`: the credential itself was refused.
+    #[error(
+        "the service did not accept the credential (AuthenticationFailed: an expired or invalid token, key or SAS)"
+    )]
+    CredentialRefused,
+    /// The answer lacks what the protocol promises.
+    #[error("{0}")]
+    Malformed(&'static str),
+    /// The client's own error: no answer (connection, TLS, timeout), no
+    /// token, or an answer it could not read.
+    #[error(transparent)]
+    Client(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl Cause {
+    /// The client's error `e`, kept whole.
+    pub fn client(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Cause::Client(Arc::new(e))
+    }
+}
+
 /// A failed storage call, classified by what the caller should do.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
@@ -191,14 +226,29 @@ pub enum QueueError {
     #[error("cannot {op}: access denied ({code}); {}", op.role_hint())]
     Forbidden { op: Operation, code: String },
     /// 401 or a token that could not be obtained.
-    #[error("cannot {op}: authentication failed: {message}")]
-    Unauthenticated { op: Operation, message: String },
+    #[error(
+        "cannot {op}: authentication failed{}",
+        trust_hint(source, "tls.ca_file")
+    )]
+    Unauthenticated {
+        op: Operation,
+        #[source]
+        source: Cause,
+    },
     /// Refused or reset connections, timeouts, 408, 429, 5xx: retry later.
-    #[error("cannot {op}: {message}")]
-    Transient { op: Operation, message: String },
+    #[error("cannot {op}{}", trust_hint(source, "tls.ca_file"))]
+    Transient {
+        op: Operation,
+        #[source]
+        source: Cause,
+    },
     /// Anything else (4xx the daemon did not expect, malformed responses).
-    #[error("cannot {op}: {message}")]
-    Other { op: Operation, message: String },
+    #[error("cannot {op}{}", trust_hint(source, "tls.ca_file"))]
+    Other {
+        op: Operation,
+        #[source]
+        source: Cause,
+    },
 }
 
 impl QueueError {

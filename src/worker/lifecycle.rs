@@ -13,6 +13,7 @@ use super::disposition::{Disposition, Failure, Outcome, disposition};
 use super::events::{HandlerFinished, InternalEvent, Recorder};
 use super::settings::Settings;
 use super::settle::{Message, Settler};
+use crate::error::error_chain;
 use crate::event::decode;
 use crate::handler::{Delivery, Finished, Route, Router, run_routes};
 use crate::queue::{Queue, ReceivedMessage};
@@ -167,7 +168,7 @@ impl Lifecycle {
             }
             .emit(&self.metrics);
             if let Err(e) = r {
-                reasons.push(format!("handler `{name}` failed: {e}"));
+                reasons.push(format!("handler `{name}` failed: {}", error_chain(e)));
                 handlers.push(*name);
                 permanent |= e.is_permanent();
             }

@@ -5,6 +5,7 @@
 use super::storage::{TEST_BLOB_PREFIX, Watch};
 use crate::commands::lines::{CheckLine, Lines, line};
 use crate::envelope::Envelope;
+use crate::error::error_chain;
 use crate::event::{Event, decode};
 use crate::queue::Queue;
 use std::time::Duration;
@@ -108,7 +109,12 @@ pub async fn wait_for_proof<F: FnMut(&CheckLine)>(
                         message = Some(Ok(started.elapsed()));
                     }
                 }
-                Err(e) => message = Some(Err(format!("cannot look into the queue: {e}"))),
+                Err(e) => {
+                    message = Some(Err(format!(
+                        "cannot look into the queue: {}",
+                        error_chain(&e)
+                    )))
+                }
             }
         }
         if blob.is_none()
@@ -120,7 +126,12 @@ pub async fn wait_for_proof<F: FnMut(&CheckLine)>(
                         blob = Some(Ok((started.elapsed(), n)));
                     }
                 }
-                Err(e) => blob = Some(Err(format!("cannot list the container: {e}"))),
+                Err(e) => {
+                    blob = Some(Err(format!(
+                        "cannot list the container: {}",
+                        error_chain(&e)
+                    )))
+                }
             }
         }
         if (message.is_some() && blob.is_some()) || Instant::now() >= deadline {

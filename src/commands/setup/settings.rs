@@ -82,7 +82,7 @@ pub async fn set_uris<F: FnMut(&CheckLine)>(
                 lines.push(line(
                     "settings",
                     false,
-                    format!("reading the project back: {e}"),
+                    format!("reading the project back: {}", error_chain(&e)),
                 ));
                 return false;
             }
@@ -121,7 +121,7 @@ pub async fn set_uris<F: FnMut(&CheckLine)>(
                 lines.push(line(
                     "settings",
                     false,
-                    format!("reading the project back: {e}"),
+                    format!("reading the project back: {}", error_chain(&e)),
                 ));
                 return false;
             }

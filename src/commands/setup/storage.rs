@@ -66,15 +66,20 @@ pub async fn prepare_storage<F: FnMut(&CheckLine)>(
                     Err(e) => lines.push(line(
                         "queue",
                         false,
-                        format!("`{}` does not exist and cannot be created: {e}", q.name()),
+                        format!(
+                            "`{}` does not exist and cannot be created: {}",
+                            q.name(),
+                            error_chain(&e)
+                        ),
                     )),
                 },
                 Err(e) => lines.push(line(
                     "queue",
                     false,
                     format!(
-                        "cannot look into `{}` for the ConnectionTest message: {e}",
-                        q.name()
+                        "cannot look into `{}` for the ConnectionTest message: {}",
+                        q.name(),
+                        error_chain(&e)
                     ),
                 )),
             },
@@ -112,13 +117,19 @@ pub async fn prepare_storage<F: FnMut(&CheckLine)>(
                 Err(e) => lines.push(line(
                     "container",
                     false,
-                    format!("{container_uri} does not exist and cannot be created: {e}"),
+                    format!(
+                        "{container_uri} does not exist and cannot be created: {}",
+                        error_chain(&e)
+                    ),
                 )),
             },
             Err(e) => lines.push(line(
                 "container",
                 false,
-                format!("cannot list {container_uri} to look for the test blob: {e}"),
+                format!(
+                    "cannot list {container_uri} to look for the test blob: {}",
+                    error_chain(&e)
+                ),
             )),
         },
     }

@@ -52,7 +52,7 @@ pub enum StepError {
     },
     #[error("PublishIteration answered false for `{name}`")]
     NotPublished { name: String },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Api {
         what: String,
         #[source]
@@ -76,10 +76,35 @@ impl StepError {
     }
 }
 
-/// Every failed step of one delivery.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.iter().map(|e| crate::error::error_chain(e)).collect::<Vec<_>>().join("; "))]
+/// Every failed step of one delivery. One is shown as it is (its cause is
+/// its source); several are joined each with its causes, since an error
+/// has only one source to hold them.
+#[derive(Debug)]
 pub struct StepErrors(Vec<StepError>);
+
+impl std::fmt::Display for StepErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => std::fmt::Display::fmt(one, f),
+            several => {
+                let chains: Vec<String> = several
+                    .iter()
+                    .map(|e| crate::error::error_chain(e))
+                    .collect();
+                f.write_str(&chains.join("; "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for StepErrors {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self.0.as_slice() {
+            [one] => std::error::Error::source(one),
+            _ => None,
+        }
+    }
+}
 
 pub struct CustomVisionHandler {
     config: CustomVisionHandlerConfig,
@@ -349,11 +374,9 @@ impl CustomVisionHandler {
                     mine,
                 )
             }
+            // A refusal is a `CvError::Service`: its message is all of it.
             Err(e) if overwrite_refused(&e) => (
-                format!(
-                    "the service refused PublishIteration with overwrite=true: {}",
-                    crate::error::error_chain(&e)
-                ),
+                format!("the service refused PublishIteration with overwrite=true: {e}"),
                 vec![holder],
                 false,
             ),

@@ -9,6 +9,7 @@
 //! [`PoisonReason`]). The `--once` [`Summary`] is read back
 //! from the same counters, so it always agrees with `/metrics`.
 
+use crate::error::error_chain;
 mod recorder;
 
 pub(super) use recorder::PoisonReason;
@@ -156,11 +157,11 @@ impl InternalEvent for ReceiveFailed<'_> {
         // when it persists (a wrong key, a revoked SAS), an operator must act.
         let persistent_auth = matches!(e, QueueError::Unauthenticated { .. }) && attempt >= 5;
         if e.is_transient() && !persistent_auth {
-            warn!(queue, error = %e, kind = e.kind(), attempt, retry_in_ms, "Receiving from the queue failed; retrying");
+            warn!(queue, error = %error_chain(e), kind = e.kind(), attempt, retry_in_ms, "Receiving from the queue failed; retrying");
         } else {
             // Denied access or a missing queue: an operator must act.
             // Repeated at the back-off rate, not per poll.
-            error!(queue, error = %e, kind = e.kind(), attempt, retry_in_ms, "Receiving from the queue failed");
+            error!(queue, error = %error_chain(e), kind = e.kind(), attempt, retry_in_ms, "Receiving from the queue failed");
         }
     }
 }
@@ -284,11 +285,11 @@ impl InternalEvent for DeleteFailed<'_> {
         count_storage_error(m, self.error);
         let (e, attempt) = (self.error, self.attempt);
         if e.is_message_gone() {
-            info!(reason = %e, "The message was already gone when deleting it");
+            info!(reason = %error_chain(e), "The message was already gone when deleting it");
         } else if self.retrying {
-            warn!(error = %e, attempt, "Deleting the message failed; retrying");
+            warn!(error = %error_chain(e), attempt, "Deleting the message failed; retrying");
         } else {
-            warn!(error = %e, kind = e.kind(), "Deleting the message failed; it will be delivered again after its visibility timeout");
+            warn!(error = %error_chain(e), kind = e.kind(), "Deleting the message failed; it will be delivered again after its visibility timeout");
         }
     }
 }
@@ -310,10 +311,10 @@ pub(super) struct RenewFailed<'a> {
 impl InternalEvent for RenewFailed<'_> {
     fn emit(self, m: &Recorder) {
         if self.error.is_message_gone() {
-            warn!(error = %self.error, "Lost the message while a handler runs; another consumer may handle it too");
+            warn!(error = %error_chain(self.error), "Lost the message while a handler runs; another consumer may handle it too");
         } else {
             count_storage_error(m, self.error);
-            warn!(error = %self.error, kind = self.error.kind(), "Extending the message's visibility failed; will retry");
+            warn!(error = %error_chain(self.error), kind = self.error.kind(), "Extending the message's visibility failed; will retry");
         }
     }
 }
@@ -328,7 +329,7 @@ pub(super) struct FailureNotRecorded<'a> {
 impl InternalEvent for FailureNotRecorded<'_> {
     fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
-        warn!(error = %self.error, "Could not record the failure in the message; it will be retried until max_deliveries_without_outcome");
+        warn!(error = %error_chain(self.error), "Could not record the failure in the message; it will be retried until max_deliveries_without_outcome");
     }
 }
 
@@ -340,7 +341,7 @@ pub(super) struct PoisonEnvelopeTooLarge<'a> {
 impl InternalEvent for PoisonEnvelopeTooLarge<'_> {
     fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
-        warn!(error = %self.error, "The poison envelope was refused; sending the original body verbatim");
+        warn!(error = %error_chain(self.error), "The poison envelope was refused; sending the original body verbatim");
     }
 }
 
@@ -353,7 +354,7 @@ impl InternalEvent for RetryDelayFailed<'_> {
     fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
         // It reappears after the visibility timeout instead.
-        warn!(error = %self.error, "Could not set the retry delay");
+        warn!(error = %error_chain(self.error), "Could not set the retry delay");
     }
 }
 
@@ -379,7 +380,7 @@ impl InternalEvent for UpdateDenied<'_> {
         count_storage_error(m, self.error);
         if self.first {
             warn!(
-                error = %self.error,
+                error = %error_chain(self.error),
                 "Update Message is denied; continuing without visibility renewal and retry delays: a failed message reappears after visibility_timeout, and a handler running longer than that may see its message delivered again. Grant 'Storage Queue Data Contributor' on the queue to fix this"
             );
         }
@@ -407,7 +408,7 @@ impl InternalEvent for ReleaseFailed<'_> {
         // Given back all the same, only later.
         record(Outcome::Released);
         if !self.error.is_message_gone() {
-            warn!(error = %self.error, "Could not release the message; it reappears after its visibility timeout");
+            warn!(error = %error_chain(self.error), "Could not release the message; it reappears after its visibility timeout");
         }
     }
 }
@@ -455,7 +456,7 @@ pub(super) struct PoisonFailed<'a> {
 impl InternalEvent for PoisonFailed<'_> {
     fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
-        error!(error = %self.error, reason = %redact_text(self.detail), retry_in_s = self.retry_in.as_secs(), "Could not move the message to the poison queue; it stays in the queue");
+        error!(error = %error_chain(self.error), reason = %redact_text(self.detail), retry_in_s = self.retry_in.as_secs(), "Could not move the message to the poison queue; it stays in the queue");
     }
 }
 
@@ -467,7 +468,7 @@ pub(super) struct PoisonCreateDenied<'a> {
 
 impl InternalEvent for PoisonCreateDenied<'_> {
     fn emit(self, _: &Recorder) {
-        warn!(error = %self.error, poison_queue = self.poison_queue, "Cannot create the poison queue; assuming it exists");
+        warn!(error = %error_chain(self.error), poison_queue = self.poison_queue, "Cannot create the poison queue; assuming it exists");
     }
 }
 
@@ -519,7 +520,7 @@ mod tests {
         Released.emit(&m);
         let e = QueueError::Transient {
             op: Operation::Receive,
-            message: "x".into(),
+            source: crate::queue::Cause::Malformed("x"),
         };
         ReceiveFailed {
             queue: "q",
