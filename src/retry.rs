@@ -12,16 +12,27 @@
 //! later (the worker's delete retry) does the same:
 //!
 //! ```ignore
-//! let policy = Policy::new(Client::Storage, 3, Backoff::new(min, max).with_jitter(0.5));
-//! let result = retry::run(&policy, "delete", || async {
+//! // The worker's delete, on the runner (`DELETE_ATTEMPTS`, 0.5 s to 2 s):
+//! let policy = Policy::new(Client::Storage, DELETE_ATTEMPTS, Backoff::new(ms(500), secs(2)));
+//! let deleted = retry::run(&policy, "delete", || async {
 //!     match queue.delete(id, receipt).await {
 //!         Ok(()) => Attempt::Done(()),
-//!         Err(e) if e.is_transient() => Attempt::Retry { error: e, after: None },
+//!         Err(e) if e.is_transient() && !e.is_message_gone() => {
+//!             Attempt::Retry { error: e, after: None }
+//!         }
 //!         Err(e) => Attempt::Permanent(e),
 //!     }
 //! })
-//! .await; // Err(RetryError::GaveUp { last, .. }) keeps the last QueueError
+//! .await;
+//! // Err(RetryError::Permanent(e)): e as returned; Err(GaveUp { last, .. }):
+//! // the last QueueError, typed (RetryError::last() gives either).
 //! ```
+//!
+//! Each retry then logs `Storage call failed; retrying` (WARN, with
+//! `client = "storage"`, `operation = "delete"`, `attempt`, `max_attempts`,
+//! `retry_in_ms`, `error`) and counts in
+//! `cvnotify_retries_total{client="storage"}`; what the caller counts per
+//! failed call (its storage errors) stays in its closure or its own event.
 //!
 //! Every retry is one typed event, [`Retrying`]: one WARN line and one
 //! `cvnotify_retries_total{client}` increment, written together. A series
@@ -209,10 +220,6 @@ impl Policy {
     pub fn within(mut self, limit: Duration) -> Self {
         self.within = Some(limit);
         self
-    }
-
-    pub fn client(&self) -> Client {
-        self.client
     }
 }
 

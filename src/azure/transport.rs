@@ -47,7 +47,7 @@ impl HttpClient for CappedHttp {
             // Not an I/O error: the SDK's retry policy must not read the
             // same endless answer again.
             too_large @ CapError::TooLarge { .. } => {
-                azure_core::Error::with_message(ErrorKind::Other, too_large.to_string())
+                azure_core::Error::new(ErrorKind::Other, too_large)
             }
         });
         Ok(AsyncRawResponse::new(status, headers, Box::pin(body)))
