@@ -287,6 +287,30 @@ async fn queue_redeliveries_keep_the_webhook_id_and_end_in_the_poison_queue() {
     );
     assert!(reqs.iter().all(verify), "every attempt is signed");
     d.assert_not_logged(SECRET.trim_start_matches("whsec_"));
+    // The worker prints the handler's error with its causes, each once
+    // (issue 18): the retry's WARN line and the poison reason.
+    let target = server.uri();
+    let failure = format!(
+        "handler `webhook#0` failed: gave up after 2 attempts: {target} answered 500 Internal Server Error"
+    );
+    let field = |message: &str, field: &str| -> Vec<String> {
+        d.records_of(message)
+            .into_iter()
+            .filter_map(|r| r[field].as_str().map(str::to_owned))
+            .collect()
+    };
+    d.assert_eq(
+        field("Handling failed; the message will be retried", "error"),
+        vec![failure.clone()],
+        "the error field of the retry's WARN line",
+    );
+    d.assert_eq(
+        field("Moved the message to the poison queue", "reason"),
+        vec![format!(
+            "failed on delivery 2 of max_dequeue_count 2: {failure}"
+        )],
+        "the poison reason",
+    );
 }
 
 /// Issue 18: a retry is one typed event, one WARN line and one increment

@@ -37,67 +37,72 @@ fn secs(d: Duration) -> i32 {
 
 impl AzureQueue {
     fn classify(&self, op: Operation, e: azure_core::Error) -> QueueError {
-        match e.kind() {
-            ErrorKind::HttpResponse {
-                status, error_code, ..
-            } => {
-                let status = u16::from(*status);
-                let code = error_code.clone().unwrap_or_default();
-                match (status, code.as_str()) {
-                    (404, "QueueNotFound") => QueueError::QueueNotFound {
-                        op,
-                        queue: self.name.clone(),
-                    },
-                    (404, _) if matches!(op, Operation::Delete | Operation::Update) => {
-                        QueueError::MessageNotFound { op }
-                    }
-                    (404, _) => QueueError::QueueNotFound {
-                        op,
-                        queue: self.name.clone(),
-                    },
-                    (400, "PopReceiptMismatch") => QueueError::PopReceiptMismatch { op },
-                    // Storage answers 403 both for a missing role and for a
-                    // credential it does not accept (an expired token, a bad
-                    // key or SAS signature); only the first is about roles.
-                    (403, "AuthenticationFailed") => QueueError::Unauthenticated {
-                        op,
-                        source: Cause::CredentialRefused,
-                    },
-                    (403, _) => QueueError::Forbidden {
-                        op,
-                        code: if code.is_empty() {
-                            "HTTP 403".into()
-                        } else {
-                            code
-                        },
-                    },
-                    (401, _) => QueueError::Unauthenticated {
-                        op,
-                        source: status_cause(status, code),
-                    },
-                    (408 | 429 | 500..=599, _) => QueueError::Transient {
-                        op,
-                        source: status_cause(status, code),
-                    },
-                    _ => QueueError::Other {
-                        op,
-                        source: status_cause(status, code),
-                    },
+        classify(&self.name, op, e)
+    }
+}
+
+/// The [`QueueError`] an SDK error of an `op` on queue `name` stands for.
+fn classify(name: &str, op: Operation, e: azure_core::Error) -> QueueError {
+    match e.kind() {
+        ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => {
+            let status = u16::from(*status);
+            let code = error_code.clone().unwrap_or_default();
+            match (status, code.as_str()) {
+                (404, "QueueNotFound") => QueueError::QueueNotFound {
+                    op,
+                    queue: name.to_owned(),
+                },
+                (404, _) if matches!(op, Operation::Delete | Operation::Update) => {
+                    QueueError::MessageNotFound { op }
                 }
+                (404, _) => QueueError::QueueNotFound {
+                    op,
+                    queue: name.to_owned(),
+                },
+                (400, "PopReceiptMismatch") => QueueError::PopReceiptMismatch { op },
+                // Storage answers 403 both for a missing role and for a
+                // credential it does not accept (an expired token, a bad
+                // key or SAS signature); only the first is about roles.
+                (403, "AuthenticationFailed") => QueueError::Unauthenticated {
+                    op,
+                    source: Cause::CredentialRefused,
+                },
+                (403, _) => QueueError::Forbidden {
+                    op,
+                    code: if code.is_empty() {
+                        "HTTP 403".into()
+                    } else {
+                        code
+                    },
+                },
+                (401, _) => QueueError::Unauthenticated {
+                    op,
+                    source: status_cause(status, code),
+                },
+                (408 | 429 | 500..=599, _) => QueueError::Transient {
+                    op,
+                    source: status_cause(status, code),
+                },
+                _ => QueueError::Other {
+                    op,
+                    source: status_cause(status, code),
+                },
             }
-            ErrorKind::Connection | ErrorKind::Io => QueueError::Transient {
-                op,
-                source: Cause::client(e),
-            },
-            ErrorKind::Credential => QueueError::Unauthenticated {
-                op,
-                source: Cause::client(e),
-            },
-            _ => QueueError::Other {
-                op,
-                source: Cause::client(e),
-            },
         }
+        ErrorKind::Connection | ErrorKind::Io => QueueError::Transient {
+            op,
+            source: Cause::client(e),
+        },
+        ErrorKind::Credential => QueueError::Unauthenticated {
+            op,
+            source: Cause::client(e),
+        },
+        _ => QueueError::Other {
+            op,
+            source: Cause::client(e),
+        },
     }
 }
 
@@ -292,5 +297,70 @@ impl Queue for AzureQueue {
             .approximate_messages_count()
             .map_err(|e| self.classify(op, e))?;
         Ok(n.unwrap_or(0).max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::error_chain;
+    use azure_core::http::StatusCode;
+
+    /// Issue 18: the SDK's error stays the typed source of a QueueError
+    /// whose own message does not repeat it, so the chain shows it once.
+    #[test]
+    fn storage_errors_keep_the_sdk_cause_and_print_it_once() {
+        let refused = azure_core::Error::new(
+            ErrorKind::Io,
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
+        );
+        let e = classify("q", Operation::Receive, refused);
+        assert!(e.is_transient(), "{e:?}");
+        assert_eq!(e.to_string(), "cannot receive messages");
+        let source = std::error::Error::source(&e).expect("the cause is kept");
+        let Some(Cause::Client(sdk)) = source.downcast_ref::<Cause>() else {
+            panic!("{source:?}")
+        };
+        let sdk: &(dyn std::error::Error + 'static) = &**sdk;
+        assert!(sdk.downcast_ref::<azure_core::Error>().is_some(), "{sdk:?}");
+        assert_eq!(
+            error_chain(&e),
+            "cannot receive messages: connection refused"
+        );
+
+        // An answer: its status and code, not the XML body the SDK's
+        // error carries as its message.
+        let busy = azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status: StatusCode::ServiceUnavailable,
+                error_code: Some("ServerBusy".into()),
+                raw_response: None,
+            },
+            "<?xml version=\"1.0\"?><Error><Code>ServerBusy</Code></Error>",
+        );
+        let e = classify("q", Operation::Delete, busy);
+        assert!(e.is_transient(), "{e:?}");
+        assert_eq!(
+            error_chain(&e),
+            "cannot delete a message: HTTP 503 ServerBusy"
+        );
+
+        // A certificate refused: the fix in the error's own message.
+        let tls = azure_core::Error::new(
+            ErrorKind::Connection,
+            std::io::Error::other("invalid peer certificate: UnknownIssuer"),
+        );
+        let e = classify("q", Operation::Receive, tls);
+        assert!(
+            e.to_string()
+                .starts_with("cannot receive messages; the server's certificate is not trusted"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("set tls.ca_file"), "{e}");
+        assert!(
+            error_chain(&e).ends_with(": invalid peer certificate: UnknownIssuer"),
+            "{}",
+            error_chain(&e)
+        );
     }
 }

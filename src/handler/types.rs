@@ -154,3 +154,26 @@ pub struct BuildContext {
     /// (customvision handler; shared with the worker).
     pub expected_exports: Arc<ExpectedExports>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("request to http://receiver failed")]
+    struct Request(#[source] std::io::Error);
+
+    /// Issue 18: the handler's error is shown as its own message, and its
+    /// cause is the source, so the worker's chain has each part once.
+    #[test]
+    fn a_handler_error_is_its_errors_message_with_that_errors_cause() {
+        let e = HandlerError::new(Request(std::io::Error::other("connection reset")));
+        assert_eq!(e.to_string(), "request to http://receiver failed");
+        let source = std::error::Error::source(&e).expect("the cause");
+        assert_eq!(source.to_string(), "connection reset");
+        assert_eq!(
+            crate::error::error_chain(&e),
+            "request to http://receiver failed: connection reset"
+        );
+    }
+}
