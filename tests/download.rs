@@ -595,6 +595,50 @@ async fn a_transfer_cut_half_way_leaves_no_file() {
     assert_no_files(dir.path(), "a transfer cut half way");
 }
 
+/// Issue 18: opening a model goes through the retry runner. A 503 is tried
+/// three times in all, each retry counted in
+/// `cvnotify_retries_total{client="blob"}`, and the error says it gave up,
+/// with the last answer as its cause; a `Retry-After` beyond the 5 s a
+/// download waits ends it at the first answer. (No other test of this
+/// binary makes a blob retry, so the process-wide counter's delta is this
+/// test's.)
+#[tokio::test]
+async fn a_busy_blob_server_is_retried_by_the_runner_and_counted() {
+    let retries = || {
+        cvnotify::metrics::retries()
+            .get_or_create(&cvnotify::metrics::ClientLabel { client: "blob" })
+            .get()
+    };
+    let busy = |extra: &str| Answer::Fixed {
+        head: format!("HTTP/1.1 503 Service Unavailable\r\n{extra}content-length: 0\r\n\r\n"),
+        body: Vec::new(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    let before = retries();
+    let server = TestServer::start(busy("")).await;
+    let (handler, body) = loopback(&server, dir.path(), "");
+    let error = fails(&handler, &body).await;
+    assert_eq!(
+        error,
+        "gave up after 3 attempts: the blob server answered 503"
+    );
+    assert_eq!(server.requests().len(), 3);
+    assert_eq!(retries() - before, 2);
+
+    let before = retries();
+    let server = TestServer::start(busy("retry-after: 60\r\n")).await;
+    let (handler, body) = loopback(&server, dir.path(), "");
+    let error = fails(&handler, &body).await;
+    assert_eq!(
+        error,
+        "the server asks to retry after 60s, which exceeds the longest wait of a download (5s): the blob server answered 503"
+    );
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(retries(), before);
+    assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+}
+
 #[tokio::test]
 async fn a_content_md5_mismatch_is_a_failure_and_leaves_no_file() {
     use base64::Engine as _;
