@@ -609,33 +609,32 @@ async fn a_busy_blob_server_is_retried_by_the_runner_and_counted() {
             .get_or_create(&cvnotify::metrics::ClientLabel { client: "blob" })
             .get()
     };
-    let busy = |extra: &str| Answer::Fixed {
-        head: format!("HTTP/1.1 503 Service Unavailable\r\n{extra}content-length: 0\r\n\r\n"),
-        body: Vec::new(),
-    };
     let dir = tempfile::tempdir().unwrap();
-
-    let before = retries();
-    let server = TestServer::start(busy("")).await;
-    let (handler, body) = loopback(&server, dir.path(), "");
-    let error = fails(&handler, &body).await;
-    assert_eq!(
-        error,
-        "gave up after 3 attempts: the blob server answered 503"
-    );
-    assert_eq!(server.requests().len(), 3);
-    assert_eq!(retries() - before, 2);
-
-    let before = retries();
-    let server = TestServer::start(busy("retry-after: 60\r\n")).await;
-    let (handler, body) = loopback(&server, dir.path(), "");
-    let error = fails(&handler, &body).await;
-    assert_eq!(
-        error,
-        "the server asks to retry after 60s, which exceeds the longest wait of a download (5s): the blob server answered 503"
-    );
-    assert_eq!(server.requests().len(), 1);
-    assert_eq!(retries(), before);
+    for (extra, error, requests, counted) in [
+        (
+            "",
+            "gave up after 3 attempts: the blob server answered 503",
+            3,
+            2,
+        ),
+        (
+            "retry-after: 60\r\n",
+            "the server asks to retry after 60s, which exceeds the longest wait of a download (5s): the blob server answered 503",
+            1,
+            0,
+        ),
+    ] {
+        let before = retries();
+        let server = TestServer::start(Answer::Fixed {
+            head: format!("HTTP/1.1 503 Service Unavailable\r\n{extra}content-length: 0\r\n\r\n"),
+            body: Vec::new(),
+        })
+        .await;
+        let (handler, body) = loopback(&server, dir.path(), "");
+        assert_eq!(fails(&handler, &body).await, error);
+        assert_eq!(server.requests().len(), requests, "{error}");
+        assert_eq!(retries() - before, counted, "{error}");
+    }
     assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
 }
 

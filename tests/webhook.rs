@@ -320,18 +320,7 @@ async fn queue_redeliveries_keep_the_webhook_id_and_end_in_the_poison_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_retry_is_one_log_line_and_one_count_in_metrics() {
     let w = World::new().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    let server = first_then_ok(ResponseTemplate::new(503), 1).await;
     let handlers = format!(
         "[[handlers]]\ntype = \"webhook\"\nurl = \"{}/hook\"\nretry_initial_delay = \"10ms\"\n",
         server.uri()
