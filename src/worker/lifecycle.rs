@@ -97,19 +97,7 @@ impl Lifecycle {
             Ok(n) => n,
             Err(e) => return Outcome::Undecodable(e),
         };
-        let event = &notification.event;
-        // Every log line of the message carries it: an unknown type is
-        // the message's own text, bounded like any outside text.
-        span.record(
-            "event_type",
-            crate::limit::text(event.wire_type(), crate::limit::MAX_TEXT).as_ref(),
-        );
-        if let Some(p) = event.project_id() {
-            span.record("project_id", tracing::field::display(p));
-        }
-        if let Some(i) = event.iteration_id() {
-            span.record("iteration_id", tracing::field::display(i));
-        }
+        record_event(span, &notification.event);
         let routes = self.router.route(&notification);
         if routes.is_empty() {
             return Outcome::NoRoute;
@@ -219,4 +207,139 @@ fn span(queue: &str, m: &ReceivedMessage) -> Span {
         span.record("span_id", span_id);
     }
     span
+}
+
+/// Records the event's fields in the message's span: every log line of the
+/// message carries them. An unknown type is the message's own text, bounded
+/// like any outside text.
+fn record_event(span: &tracing::Span, event: &crate::event::Event) {
+    span.record(
+        "event_type",
+        crate::limit::text(event.wire_type(), crate::limit::MAX_TEXT).as_ref(),
+    );
+    if let Some(p) = event.project_id() {
+        span.record("project_id", tracing::field::display(p));
+    }
+    if let Some(i) = event.iteration_id() {
+        span.record("iteration_id", tracing::field::display(i));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, ExportStatus, TrainingStatus};
+    use std::sync::{Arc, Mutex};
+    use uuid::uuid;
+
+    /// Collects what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A line logged inside a span declared as the message's (its event
+    /// fields) after [`record_event`], in text or JSON.
+    fn context(event: &Event, json: bool) -> String {
+        let out = Written::default();
+        let writer = {
+            let out = out.clone();
+            move || out.clone()
+        };
+        let fmt = tracing_subscriber::fmt()
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            .with_writer(writer);
+        let log = || {
+            let span = info_span!(
+                "message",
+                event_type = tracing::field::Empty,
+                project_id = tracing::field::Empty,
+                iteration_id = tracing::field::Empty,
+            );
+            record_event(&span, event);
+            span.in_scope(|| tracing::info!("Inside"));
+        };
+        if json {
+            tracing::subscriber::with_default(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true)
+                    .finish(),
+                log,
+            );
+        } else {
+            tracing::subscriber::with_default(fmt.finish(), log);
+        }
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.trim().to_owned()
+    }
+
+    /// The message span's event fields for each event kind, in text and in
+    /// JSON. Pinned before they were recorded from the event's view, so
+    /// that change is shown to change nothing.
+    #[test]
+    fn the_span_fields_of_each_event_kind_are_pinned() {
+        let p = uuid!("8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c");
+        let i = uuid!("0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f");
+        let cases = [
+            (
+                Event::ConnectionTest { project_id: p },
+                format!(r#"INFO message{{event_type="ConnectionTest" project_id={p}}}: Inside"#),
+                format!(
+                    r#"{{"level":"INFO","message":"Inside","spans":[{{"event_type":"ConnectionTest","project_id":"{p}","name":"message"}}]}}"#
+                ),
+            ),
+            (
+                Event::Training {
+                    project_id: p,
+                    iteration_id: i,
+                    status: TrainingStatus::Completed,
+                },
+                format!(
+                    r#"INFO message{{event_type="Training" project_id={p} iteration_id={i}}}: Inside"#
+                ),
+                format!(
+                    r#"{{"level":"INFO","message":"Inside","spans":[{{"event_type":"Training","iteration_id":"{i}","project_id":"{p}","name":"message"}}]}}"#
+                ),
+            ),
+            (
+                Event::Export {
+                    project_id: p,
+                    iteration_id: i,
+                    status: ExportStatus::Completed,
+                    model_uri: Some("https://a.blob.core.windows.net/c/m?sig=secret".into()),
+                },
+                format!(
+                    r#"INFO message{{event_type="Export" project_id={p} iteration_id={i}}}: Inside"#
+                ),
+                format!(
+                    r#"{{"level":"INFO","message":"Inside","spans":[{{"event_type":"Export","iteration_id":"{i}","project_id":"{p}","name":"message"}}]}}"#
+                ),
+            ),
+            (
+                Event::Unknown {
+                    r#type: "Deployment".into(),
+                    content: serde_json::json!({"x": 1}),
+                },
+                r#"INFO message{event_type="Deployment"}: Inside"#.to_owned(),
+                r#"{"level":"INFO","message":"Inside","spans":[{"event_type":"Deployment","name":"message"}]}"#
+                    .to_owned(),
+            ),
+        ];
+        for (event, text, json) in &cases {
+            assert_eq!(context(event, false), *text, "text context of {event:?}");
+            assert_eq!(context(event, true), *json, "JSON context of {event:?}");
+        }
+    }
 }
