@@ -11,6 +11,7 @@
 //! unknown event types must be delivered instead of rejected. serde's derived
 //! errors cannot do all three.
 
+use crate::view::{self, View};
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -184,6 +185,71 @@ impl Event {
             Event::Export { model_uri, .. } => model_uri.as_deref(),
             _ => None,
         }
+    }
+
+    /// The event as hooks, webhooks, the `log` handler and the message
+    /// span see it: its name and its fields, in the order they are shown.
+    /// The one place that says which fields each kind has (see
+    /// [`crate::view`] for how each view renders them, and how to add a
+    /// kind or a field).
+    pub fn view(&self) -> View<'_> {
+        match self {
+            Event::ConnectionTest { project_id } => CustomVision {
+                project_id: Some(*project_id),
+                ..CustomVision::default()
+            }
+            .view("connection_test", "ConnectionTest"),
+            Event::Training {
+                project_id,
+                iteration_id,
+                status,
+            } => CustomVision {
+                project_id: Some(*project_id),
+                iteration_id: Some(*iteration_id),
+                status: Some(status.as_str()),
+                ..CustomVision::default()
+            }
+            .view("training", "Training"),
+            Event::Export {
+                project_id,
+                iteration_id,
+                status,
+                model_uri,
+            } => CustomVision {
+                project_id: Some(*project_id),
+                iteration_id: Some(*iteration_id),
+                status: Some(status.as_str()),
+                model_uri: model_uri.as_deref(),
+            }
+            .view("export", "Export"),
+            // Its content reaches hooks and webhooks under `raw`.
+            Event::Unknown { r#type, .. } => CustomVision::default().view("unknown", r#type),
+        }
+    }
+}
+
+/// The fields of a Custom Vision event's view. Every kind shows all of
+/// them, absent where it has none (`null` in the payload, an empty
+/// variable): hooks and webhooks have always been given the four.
+#[derive(Default)]
+struct CustomVision<'a> {
+    project_id: Option<Uuid>,
+    iteration_id: Option<Uuid>,
+    /// As written on the wire (`TrainingFailed`).
+    status: Option<&'a str>,
+    /// Complete, SAS included.
+    model_uri: Option<&'a str>,
+}
+
+impl<'a> CustomVision<'a> {
+    fn view(self, kind: &'static str, name: &'a str) -> View<'a> {
+        View::new("Custom Vision", kind, name)
+            .field("project_id", self.project_id.map(view::Value::Id))
+            .context()
+            .field("iteration_id", self.iteration_id.map(view::Value::Id))
+            .context()
+            .field("status", self.status.map(view::Value::Text))
+            .field("model_uri", self.model_uri.map(view::Value::Url))
     }
 }
 
@@ -940,5 +1006,201 @@ mod tests {
             "}".repeat(10_000)
         );
         assert!(err(&body).contains("recursion limit"));
+    }
+
+    /// One event of each kind, every field present where the kind has it.
+    fn one_of_each_kind() -> Vec<Event> {
+        // A new kind fails to compile here: give it a sample below.
+        let _every_kind_has_a_sample = |e: &Event| match e {
+            Event::ConnectionTest { .. }
+            | Event::Training { .. }
+            | Event::Export { .. }
+            | Event::Unknown { .. } => (),
+        };
+        let (p, i) = (Uuid::parse_str(P).unwrap(), Uuid::parse_str(I).unwrap());
+        vec![
+            Event::ConnectionTest { project_id: p },
+            Event::Training {
+                project_id: p,
+                iteration_id: i,
+                status: TrainingStatus::Completed,
+            },
+            Event::Export {
+                project_id: p,
+                iteration_id: i,
+                status: ExportStatus::Completed,
+                model_uri: Some("https://a.blob.core.windows.net/c/m?sig=secret".into()),
+            },
+            Event::Unknown {
+                r#type: "Deployment".into(),
+                content: serde_json::json!({"x": 1}),
+            },
+        ]
+    }
+
+    /// The README's table of event fields (in "The events") lists every
+    /// field of every kind's view with its variable, value, log and span
+    /// columns as the views render them: adding a field or a kind fails
+    /// here until the README says so, and prints the rows to paste.
+    #[test]
+    fn the_readme_lists_every_field_of_every_event_kind() {
+        let readme = include_str!("../README.md");
+        let start = "<!-- event fields:";
+        let end = "<!-- end of event fields -->";
+        let table = &readme[readme.find(start).expect("the table's start marker")..];
+        let table = &table[..table.find(end).expect("the table's end marker")];
+        let documented: Vec<&str> = table.lines().filter(|l| l.starts_with("| `")).collect();
+        let mut want = vec![
+            "| `type` | `CVNOTIFY_EVENT_TYPE` | text | `event_type` | `event_type` |".to_owned(),
+        ];
+        for event in one_of_each_kind() {
+            for f in event.view().fields {
+                let var = f
+                    .env_name
+                    .map_or_else(|| f.name.to_ascii_uppercase(), str::to_owned);
+                let (value, log) = match &f.value {
+                    None => continue,
+                    Some(view::Value::Text(_)) => ("text", "yes"),
+                    Some(view::Value::Id(_)) => ("GUID", "yes"),
+                    Some(view::Value::Url(_)) => ("URL", "without its query"),
+                    Some(view::Value::Int(_) | view::Value::UInt(_) | view::Value::Float(_)) => {
+                        ("number", "yes")
+                    }
+                    Some(view::Value::Bool(_)) => ("boolean", "yes"),
+                    Some(view::Value::List(_)) => ("list", "JSON text"),
+                    Some(view::Value::Map(_)) => ("object", "JSON text"),
+                    Some(view::Value::Json(_)) => ("JSON", "JSON text"),
+                };
+                let span = if f.context { "yes" } else { "no" };
+                let row = format!(
+                    "| `{}` | `CVNOTIFY_{var}` | {value} | {log} | {span} |",
+                    f.name
+                );
+                if !want.contains(&row) {
+                    want.push(row);
+                }
+            }
+        }
+        let missing: Vec<&String> = want
+            .iter()
+            .filter(|row| !documented.iter().any(|d| d.starts_with(row.as_str())))
+            .collect();
+        assert!(
+            missing.is_empty() && documented.len() == want.len(),
+            "README.md's event fields table is not what src/event.rs shows; its rows should start:\n{}\n(documented: {} rows)",
+            want.join("\n"),
+            documented.len()
+        );
+    }
+
+    /// Collects what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Written(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A line logged inside a span declared as the message's (its event
+    /// fields) after
+    /// [`View::record_context`], in text or JSON.
+    fn context(event: &Event, json: bool) -> String {
+        let out = Written::default();
+        let writer = {
+            let out = out.clone();
+            move || out.clone()
+        };
+        let fmt = tracing_subscriber::fmt()
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            .with_writer(writer);
+        let log = || {
+            let span = tracing::info_span!(
+                "message",
+                event_type = tracing::field::Empty,
+                project_id = tracing::field::Empty,
+                iteration_id = tracing::field::Empty,
+            );
+            event.view().record_context(&span);
+            span.in_scope(|| tracing::info!("Inside"));
+        };
+        if json {
+            tracing::subscriber::with_default(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true)
+                    .finish(),
+                log,
+            );
+        } else {
+            tracing::subscriber::with_default(fmt.finish(), log);
+        }
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.trim().to_owned()
+    }
+
+    /// The message span's event fields for each event kind, in text and in
+    /// JSON. Pinned (in worker/lifecycle.rs) before they were recorded from
+    /// the event's view, and unchanged since.
+    #[test]
+    fn the_span_fields_of_each_event_kind_are_pinned() {
+        let (p, i) = (Uuid::parse_str(P).unwrap(), Uuid::parse_str(I).unwrap());
+        let cases = [
+            (
+                Event::ConnectionTest { project_id: p },
+                format!(r#"INFO message{{event_type="ConnectionTest" project_id={p}}}: Inside"#),
+                format!(
+                    r#"{{"level":"INFO","message":"Inside","spans":[{{"event_type":"ConnectionTest","project_id":"{p}","name":"message"}}]}}"#
+                ),
+            ),
+            (
+                Event::Training {
+                    project_id: p,
+                    iteration_id: i,
+                    status: TrainingStatus::Completed,
+                },
+                format!(
+                    r#"INFO message{{event_type="Training" project_id={p} iteration_id={i}}}: Inside"#
+                ),
+                format!(
+                    r#"{{"level":"INFO","message":"Inside","spans":[{{"event_type":"Training","iteration_id":"{i}","project_id":"{p}","name":"message"}}]}}"#
+                ),
+            ),
+            (
+                Event::Export {
+                    project_id: p,
+                    iteration_id: i,
+                    status: ExportStatus::Completed,
+                    model_uri: Some("https://a.blob.core.windows.net/c/m?sig=secret".into()),
+                },
+                format!(
+                    r#"INFO message{{event_type="Export" project_id={p} iteration_id={i}}}: Inside"#
+                ),
+                format!(
+                    r#"{{"level":"INFO","message":"Inside","spans":[{{"event_type":"Export","iteration_id":"{i}","project_id":"{p}","name":"message"}}]}}"#
+                ),
+            ),
+            (
+                Event::Unknown {
+                    r#type: "Deployment".into(),
+                    content: serde_json::json!({"x": 1}),
+                },
+                r#"INFO message{event_type="Deployment"}: Inside"#.to_owned(),
+                r#"{"level":"INFO","message":"Inside","spans":[{"event_type":"Deployment","name":"message"}]}"#
+                    .to_owned(),
+            ),
+        ];
+        for (event, text, json) in &cases {
+            assert_eq!(context(event, false), *text, "text context of {event:?}");
+            assert_eq!(context(event, true), *json, "JSON context of {event:?}");
+        }
     }
 }

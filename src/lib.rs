@@ -13,7 +13,7 @@
 //! fails on an import that runs up it.
 //!
 //! ```text
-//! layer 1  event filter secret error retry limit notice envelope tls metrics reaper exit
+//! layer 1  event view filter secret error retry limit notice envelope tls metrics reaper exit
 //! layer 2  config telemetry logging handler::*::config
 //! layer 3  queue blob
 //! layer 4  azure customvision
@@ -23,7 +23,10 @@
 //! ```
 //!
 //! 1. Leaves, importing nothing above them:
-//!    - [`event`]: the wire format and the decoder (pure; no I/O).
+//!    - [`event`]: the wire format and the decoder (pure; no I/O), and
+//!      each kind's one description: its name and fields.
+//!    - [`view`]: how that description becomes what the outside sees: the
+//!      hook/webhook payload, hook variables, log records, span fields.
 //!    - [`filter`]: the `events` routing grammar, over [`event`].
 //!    - [`secret`]: the [`secret::Secret`] type, the registry of every secret
 //!      value the process holds, and redaction of every text that leaves it.
@@ -98,4 +101,5 @@ pub mod retry;
 pub mod secret;
 pub mod telemetry;
 pub mod tls;
+pub mod view;
 pub mod worker;
