@@ -47,25 +47,28 @@ impl Delivery {
     /// URI is complete here, SAS included, since the receiver must be able to
     /// download; it is never logged.
     pub fn payload(&self) -> serde_json::Value {
-        let e = &self.notification.event;
         let rfc3339 = |t: OffsetDateTime| {
             t.format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default()
         };
-        json!({
-            "type": e.wire_type(),
-            "project_id": e.project_id().map(|u| u.to_string()),
-            "iteration_id": e.iteration_id().map(|u| u.to_string()),
-            "status": e.status(),
-            "model_uri": e.model_uri(),
-            "message_id": self.message_id,
-            "dequeue_count": self.dequeue_count,
-            "received_at": rfc3339(self.received_at),
-            "trace_id": self.trace_id,
-            "model_path": self.model.as_ref().map(|m| m.path.to_string_lossy()),
-            "model_sha256": self.model.as_ref().map(|m| &m.sha256),
-            "raw": self.notification.raw,
-        })
+        // The event's own fields (`type` first), then the delivery's.
+        let mut payload = self.notification.event.view().payload();
+        payload.extend([
+            ("message_id".into(), json!(self.message_id)),
+            ("dequeue_count".into(), json!(self.dequeue_count)),
+            ("received_at".into(), json!(rfc3339(self.received_at))),
+            ("trace_id".into(), json!(self.trace_id)),
+            (
+                "model_path".into(),
+                json!(self.model.as_ref().map(|m| m.path.to_string_lossy())),
+            ),
+            (
+                "model_sha256".into(),
+                json!(self.model.as_ref().map(|m| &m.sha256)),
+            ),
+            ("raw".into(), self.notification.raw.clone()),
+        ]);
+        serde_json::Value::Object(payload)
     }
 }
 

@@ -1,8 +1,7 @@
 //! `type = "log"`: one structured log record per event.
 
 use crate::handler::types::{Delivery, Handler, HandlerError};
-use crate::limit::{MAX_TEXT, text};
-use crate::secret::redact_url;
+use crate::view::LogValue;
 use async_trait::async_trait;
 
 pub struct LogHandler;
@@ -10,21 +9,25 @@ pub struct LogHandler;
 #[async_trait]
 impl Handler for LogHandler {
     async fn handle(&self, d: &Delivery) -> Result<(), HandlerError> {
-        let e = &d.notification.event;
-        // An unknown type or status and the URL are the message's own text:
-        // bounded like any outside text.
-        let bounded = |t: &str| text(t, MAX_TEXT).into_owned();
-        tracing::info!(
-            target: "cvnotify::event",
-            event_type = bounded(e.wire_type()),
-            project_id = e.project_id().map(|u| u.to_string()),
-            iteration_id = e.iteration_id().map(|u| u.to_string()),
-            status = e.status().map(bounded),
-            message_id = %d.message_id,
-            dequeue_count = d.dequeue_count,
-            // The SAS query is a credential: only the blob's address is logged.
-            model_uri = e.model_uri().map(|u| bounded(&redact_url(u))),
-            "Custom Vision event"
+        // The event's fields (outside text bounded, URLs without their
+        // query), with the delivery's between the short and the long ones.
+        let view = d.notification.event.view();
+        let (mut fields, long) = view.log_fields();
+        fields.extend([
+            (
+                "message_id",
+                Some(LogValue::Display(tracing::field::display(
+                    d.message_id.clone(),
+                ))),
+            ),
+            ("dequeue_count", Some(LogValue::U64(d.dequeue_count.into()))),
+        ]);
+        fields.extend(long);
+        crate::view::info(
+            "cvnotify::event",
+            module_path!(),
+            format_args!("{} event", view.origin),
+            &fields,
         );
         Ok(())
     }

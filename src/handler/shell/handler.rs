@@ -119,16 +119,9 @@ impl ShellHandler {
             cmd.current_dir(dir);
         }
         cmd.envs(&c.env);
-        let e = &d.notification.event;
-        // An environment variable cannot hold NUL; stdin carries the exact
-        // value, the variable a replacement character.
-        let v = |s: &str| s.replace('\0', "\u{fffd}");
-        let id = |u: Option<uuid::Uuid>| u.map(|u| u.to_string()).unwrap_or_default();
-        cmd.env("CVNOTIFY_EVENT_TYPE", v(e.wire_type()))
-            .env("CVNOTIFY_PROJECT_ID", id(e.project_id()))
-            .env("CVNOTIFY_ITERATION_ID", id(e.iteration_id()))
-            .env("CVNOTIFY_STATUS", v(e.status().unwrap_or_default()))
-            .env("CVNOTIFY_MODEL_URI", v(e.model_uri().unwrap_or_default()))
+        // The event's variables (`CVNOTIFY_EVENT_TYPE` and one per field),
+        // then the delivery's.
+        cmd.envs(d.notification.event.view().env())
             .env("CVNOTIFY_MESSAGE_ID", &d.message_id)
             .env("CVNOTIFY_DEQUEUE_COUNT", d.dequeue_count.to_string())
             // W3C trace context of the handler span (empty with traces off),
