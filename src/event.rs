@@ -565,6 +565,69 @@ impl fmt::Display for Event {
     }
 }
 
+/// One event of each kind, for the tests that pin what the outside sees of
+/// events (here and in the handlers): every Custom Vision kind, an export
+/// with and without its model URI, an unknown status with a NUL in it
+/// (which an environment variable cannot hold), and an unknown type.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<(&'static str, Event)> {
+    // A new kind fails to compile here: give it a sample below.
+    let _every_kind_has_a_sample = |e: &Event| match e {
+        Event::ConnectionTest { .. }
+        | Event::Training { .. }
+        | Event::Export { .. }
+        | Event::Unknown { .. } => (),
+    };
+    let p = uuid::uuid!("8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c");
+    let i = uuid::uuid!("0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f");
+    vec![
+        ("connection_test", Event::ConnectionTest { project_id: p }),
+        (
+            "training",
+            Event::Training {
+                project_id: p,
+                iteration_id: i,
+                status: TrainingStatus::Failed,
+            },
+        ),
+        (
+            "training_unknown_status",
+            Event::Training {
+                project_id: p,
+                iteration_id: i,
+                status: TrainingStatus::Other("Training\0Paused".into()),
+            },
+        ),
+        (
+            "export_completed",
+            Event::Export {
+                project_id: p,
+                iteration_id: i,
+                status: ExportStatus::Completed,
+                model_uri: Some(
+                    "https://acct.blob.core.windows.net/models/p%20-%20i.ONNX?sv=1&sig=abc".into(),
+                ),
+            },
+        ),
+        (
+            "export_failed",
+            Event::Export {
+                project_id: p,
+                iteration_id: i,
+                status: ExportStatus::Failed,
+                model_uri: None,
+            },
+        ),
+        (
+            "unknown",
+            Event::Unknown {
+                r#type: "Deployment".into(),
+                content: serde_json::json!({"x": 1}),
+            },
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1008,36 +1071,6 @@ mod tests {
         assert!(err(&body).contains("recursion limit"));
     }
 
-    /// One event of each kind, every field present where the kind has it.
-    fn one_of_each_kind() -> Vec<Event> {
-        // A new kind fails to compile here: give it a sample below.
-        let _every_kind_has_a_sample = |e: &Event| match e {
-            Event::ConnectionTest { .. }
-            | Event::Training { .. }
-            | Event::Export { .. }
-            | Event::Unknown { .. } => (),
-        };
-        let (p, i) = (Uuid::parse_str(P).unwrap(), Uuid::parse_str(I).unwrap());
-        vec![
-            Event::ConnectionTest { project_id: p },
-            Event::Training {
-                project_id: p,
-                iteration_id: i,
-                status: TrainingStatus::Completed,
-            },
-            Event::Export {
-                project_id: p,
-                iteration_id: i,
-                status: ExportStatus::Completed,
-                model_uri: Some("https://a.blob.core.windows.net/c/m?sig=secret".into()),
-            },
-            Event::Unknown {
-                r#type: "Deployment".into(),
-                content: serde_json::json!({"x": 1}),
-            },
-        ]
-    }
-
     /// The README's table of event fields (in "The events") lists every
     /// field of every kind's view with its variable, value, log and span
     /// columns as the views render them: adding a field or a kind fails
@@ -1053,7 +1086,7 @@ mod tests {
         let mut want = vec![
             "| `type` | `CVNOTIFY_EVENT_TYPE` | text | `event_type` | `event_type` |".to_owned(),
         ];
-        for event in one_of_each_kind() {
+        for (_, event) in samples() {
             for f in event.view().fields {
                 let var = f
                     .env_name
@@ -1201,6 +1234,80 @@ mod tests {
         for (event, text, json) in &cases {
             assert_eq!(context(event, false), *text, "text context of {event:?}");
             assert_eq!(context(event, true), *json, "JSON context of {event:?}");
+        }
+    }
+
+    /// What each view makes of each sample: the payload's event part (keys
+    /// sorted, as serde_json writes them), the hook's event variables, the
+    /// log record's event fields (short ones, then long ones). The handler
+    /// tests pin how each is put together with the delivery's own fields;
+    /// both were pinned, unchanged, before and after the views existed.
+    #[test]
+    fn the_view_of_each_event_kind_is_pinned() {
+        let (p, i) = (P, I);
+        let want: [(&str, String, String, String); 6] = [
+            (
+                "connection_test",
+                format!(r#"{{"iteration_id":null,"model_uri":null,"project_id":"{p}","status":null,"type":"ConnectionTest"}}"#),
+                format!(r#"CVNOTIFY_EVENT_TYPE=ConnectionTest CVNOTIFY_PROJECT_ID={p} CVNOTIFY_ITERATION_ID= CVNOTIFY_STATUS= CVNOTIFY_MODEL_URI="#),
+                format!(r#"event_type="ConnectionTest" project_id="{p}" iteration_id status model_uri |"#),
+            ),
+            (
+                "training",
+                format!(r#"{{"iteration_id":"{i}","model_uri":null,"project_id":"{p}","status":"TrainingFailed","type":"Training"}}"#),
+                format!(r#"CVNOTIFY_EVENT_TYPE=Training CVNOTIFY_PROJECT_ID={p} CVNOTIFY_ITERATION_ID={i} CVNOTIFY_STATUS=TrainingFailed CVNOTIFY_MODEL_URI="#),
+                format!(r#"event_type="Training" project_id="{p}" iteration_id="{i}" status="TrainingFailed" model_uri |"#),
+            ),
+            (
+                "training_unknown_status",
+                format!(r#"{{"iteration_id":"{i}","model_uri":null,"project_id":"{p}","status":"Training\u0000Paused","type":"Training"}}"#),
+                format!(
+                    "CVNOTIFY_EVENT_TYPE=Training CVNOTIFY_PROJECT_ID={p} CVNOTIFY_ITERATION_ID={i} CVNOTIFY_STATUS=Training\u{fffd}Paused CVNOTIFY_MODEL_URI="
+                ),
+                format!(r#"event_type="Training" project_id="{p}" iteration_id="{i}" status="Training\0Paused" model_uri |"#),
+            ),
+            (
+                "export_completed",
+                format!(r#"{{"iteration_id":"{i}","model_uri":"https://acct.blob.core.windows.net/models/p%20-%20i.ONNX?sv=1&sig=abc","project_id":"{p}","status":"ExportCompleted","type":"Export"}}"#),
+                format!(r#"CVNOTIFY_EVENT_TYPE=Export CVNOTIFY_PROJECT_ID={p} CVNOTIFY_ITERATION_ID={i} CVNOTIFY_STATUS=ExportCompleted CVNOTIFY_MODEL_URI=https://acct.blob.core.windows.net/models/p%20-%20i.ONNX?sv=1&sig=abc"#),
+                format!(r#"event_type="Export" project_id="{p}" iteration_id="{i}" status="ExportCompleted" | model_uri="https://acct.blob.core.windows.net/models/p%20-%20i.ONNX?REDACTED""#),
+            ),
+            (
+                "export_failed",
+                format!(r#"{{"iteration_id":"{i}","model_uri":null,"project_id":"{p}","status":"ExportFailed","type":"Export"}}"#),
+                format!(r#"CVNOTIFY_EVENT_TYPE=Export CVNOTIFY_PROJECT_ID={p} CVNOTIFY_ITERATION_ID={i} CVNOTIFY_STATUS=ExportFailed CVNOTIFY_MODEL_URI="#),
+                format!(r#"event_type="Export" project_id="{p}" iteration_id="{i}" status="ExportFailed" model_uri |"#),
+            ),
+            (
+                "unknown",
+                r#"{"iteration_id":null,"model_uri":null,"project_id":null,"status":null,"type":"Deployment"}"#.to_owned(),
+                r#"CVNOTIFY_EVENT_TYPE=Deployment CVNOTIFY_PROJECT_ID= CVNOTIFY_ITERATION_ID= CVNOTIFY_STATUS= CVNOTIFY_MODEL_URI="#.to_owned(),
+                r#"event_type="Deployment" project_id iteration_id status model_uri |"#.to_owned(),
+            ),
+        ];
+        let got = samples();
+        assert_eq!(got.len(), want.len(), "one expectation per sample");
+        for ((kind, event), (want_kind, payload, env, log)) in got.iter().zip(&want) {
+            assert_eq!(kind, want_kind);
+            let view = event.view();
+            let json = serde_json::to_string(&view.payload()).unwrap();
+            let vars: Vec<String> = view.env().map(|(k, v)| format!("{k}={v}")).collect();
+            let (short, long) = view.log_fields();
+            // `name` alone: listed in the record's field set, no value.
+            let fields = |fs: Vec<crate::view::LogField>| -> Vec<String> {
+                fs.into_iter()
+                    .map(|(name, v)| match v {
+                        None => name.to_owned(),
+                        Some(crate::view::LogValue::Str(s)) => format!("{name}={s:?}"),
+                        Some(other) => format!("{name}={other:?}"),
+                    })
+                    .collect()
+            };
+            let log_fields = format!("{} | {}", fields(short).join(" "), fields(long).join(" "));
+            let log_fields = log_fields.trim_end();
+            assert_eq!(json, *payload, "payload of {kind}");
+            assert_eq!(vars.join(" "), *env, "variables of {kind}");
+            assert_eq!(log_fields, *log, "log fields of {kind}");
         }
     }
 }
