@@ -75,6 +75,7 @@ impl DownloadHandler {
             iteration_id,
             status: ExportStatus::Completed,
             model_uri: Some(uri),
+            ..
         } = &d.notification.event
         else {
             tracing::debug!("Nothing to download for this event");
