@@ -22,19 +22,29 @@
 //! # Adding an event kind
 //!
 //! Write its variant and its decoder in [`crate::event`], then one arm in
-//! `Event::view`: `View::new(origin, kind, name)` and one
-//! `.field(name, value)` per field, in the order users should read them,
-//! each `Option<Value>` (`None` when the message did not carry it), with
-//! `.env_name(..)` where the variable should not be `CVNOTIFY_{NAME}` and
-//! `.context()` on the one or two fields that say what the event is about
-//! (a context field appears on every log line of its message only if
-//! `worker/lifecycle.rs` declares it in the message span; the others are
-//! dropped there, never elsewhere). Hooks, webhooks, the `log` handler and
-//! the message span then carry it with no other change; the README's
-//! "Event fields" table is checked against the views by
-//! `the_readme_lists_every_field_of_every_event_kind` (in `event.rs`),
-//! which prints the rows to paste. Adding a field to a kind is the same
-//! one `.field(..)` line beside the variant's new member.
+//! `Event::view`: `View::new(origin, kind, name)` (the log record's message
+//! is "{origin} event") and one `.field(name, value)` per field, in the
+//! order users should read them, each an `Option<Value>` (`None` when the
+//! message did not carry it: `null` in the payload, an empty variable, no
+//! log field), with `.env_name(..)` where the variable should not be
+//! `CVNOTIFY_{NAME}` (`BLOB_URL` for a field `url`), and `.context()` on
+//! the one or two fields that say what the event is about. A context
+//! field reaches the log lines of its message only if `worker/lifecycle.rs`
+//! declares its name in the message span (`span.record` drops a name the
+//! span lacks; the other views are unaffected). Hooks, webhooks, the `log`
+//! handler and the message span then carry the kind with no other change.
+//! The tests then ask for two things, and say so when they fail:
+//! `event::samples` does not compile until the kind has a sample, and
+//! `the_readme_lists_every_field_of_every_event_kind` fails until the
+//! README's table of event fields has its new rows, which it prints; add
+//! the sample's expected views to `the_view_of_each_event_kind_is_pinned`.
+//! Routing names (`Event::type_key`, the `events` grammar in
+//! [`crate::filter`]) are not part of the view.
+//!
+//! Adding a field to a Custom Vision kind is a member of the variant, its
+//! decoding, and a member and a `.field(..)` line of `CustomVision` in
+//! `event.rs` (every Custom Vision kind shows every Custom Vision field,
+//! absent where it has none, as the payload always has).
 
 use crate::limit::{MAX_TEXT, text};
 use crate::secret::redact_url;
