@@ -65,8 +65,8 @@ impl Lifecycle {
     /// Handles one received message to the end, unless `abort` fires first
     /// (shutdown timeout), in which case it is released.
     pub async fn run(&self, m: ReceivedMessage, abort: CancellationToken) {
-        let span = span(self.queue().name(), &m);
-        self.live(Message::open(m), abort, span.clone())
+        let (span, trace_id) = span(self.queue().name(), &m);
+        self.live(Message::open(m), abort, span.clone(), trace_id)
             .instrument(span)
             .await
     }
@@ -78,11 +78,17 @@ impl Lifecycle {
             .await
     }
 
-    async fn live(&self, mut m: Message, abort: CancellationToken, span: Span) {
+    async fn live(
+        &self,
+        mut m: Message,
+        abort: CancellationToken,
+        span: Span,
+        trace_id: Option<String>,
+    ) {
         let s = &self.settings;
         let outcome = match m.facts(self.settler.update_is_denied()).unfinished(s) {
             Some(without_outcome) => Outcome::Unfinished { without_outcome },
-            None => self.handle(&mut m, abort, &span).await,
+            None => self.handle(&mut m, abort, &span, trace_id).await,
         };
         // Read again: a renewal may have found Update Message denied.
         let facts = m.facts(self.settler.update_is_denied());
@@ -92,7 +98,13 @@ impl Lifecycle {
     }
 
     /// Decodes, routes and runs the handlers.
-    async fn handle(&self, m: &mut Message, abort: CancellationToken, span: &Span) -> Outcome {
+    async fn handle(
+        &self,
+        m: &mut Message,
+        abort: CancellationToken,
+        span: &Span,
+        trace_id: Option<String>,
+    ) -> Outcome {
         let notification = match decode(m.body.as_bytes()) {
             Ok(n) => n,
             Err(e) => return Outcome::Undecodable(e),
@@ -108,7 +120,7 @@ impl Lifecycle {
             inserted_at: m.inserted_at,
             received_at: OffsetDateTime::now_utc(),
             notification,
-            trace_id: crate::telemetry::ids(span).map(|(t, _)| t),
+            trace_id,
             model: None,
         };
         self.run_handlers(m, &routes, &delivery, abort).await
@@ -179,8 +191,9 @@ impl Lifecycle {
 /// traces on, attributes of the OpenTelemetry span, whose name and kind
 /// come from the `otel.*` fields (log lines leave those out). The
 /// messaging semantic conventions' attributes of a consumer's "process"
-/// span and the outcome go to the trace only.
-fn span(queue: &str, m: &ReceivedMessage) -> Span {
+/// span and the outcome go to the trace only. Returned with its trace id
+/// (hex), when traces are on.
+fn span(queue: &str, m: &ReceivedMessage) -> (Span, Option<String>) {
     let span = info_span!(
         "message",
         message_id = %m.id,
@@ -202,9 +215,12 @@ fn span(queue: &str, m: &ReceivedMessage) -> Span {
             ("messaging.message.id", m.id.clone().into()),
         ]
     });
-    if let Some((trace_id, span_id)) = crate::telemetry::ids(&span) {
+    // Read once per message: the delivery's trace_id (for hooks and
+    // webhooks) is this span's.
+    let ids = crate::telemetry::ids(&span);
+    if let Some((trace_id, span_id)) = &ids {
         span.record("trace_id", trace_id);
         span.record("span_id", span_id);
     }
-    span
+    (span, ids.map(|(trace_id, _)| trace_id))
 }
