@@ -631,6 +631,7 @@ pub(crate) fn samples() -> Vec<(&'static str, Event)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::view::Written;
 
     const P: &str = "8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c";
     const I: &str = "0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f";
@@ -1126,34 +1127,16 @@ mod tests {
         );
     }
 
-    /// Collects what a subscriber writes.
-    #[derive(Clone, Default)]
-    struct Written(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Written {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// A line logged inside a span declared as the message's (its event
     /// fields) after
     /// [`View::record_context`], in text or JSON.
     fn context(event: &Event, json: bool) -> String {
         let out = Written::default();
-        let writer = {
-            let out = out.clone();
-            move || out.clone()
-        };
         let fmt = tracing_subscriber::fmt()
             .without_time()
             .with_ansi(false)
             .with_target(false)
-            .with_writer(writer);
+            .with_writer(out.clone());
         let log = || {
             let span = tracing::info_span!(
                 "message",
@@ -1176,8 +1159,7 @@ mod tests {
         } else {
             tracing::subscriber::with_default(fmt.finish(), log);
         }
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        text.trim().to_owned()
+        out.text()
     }
 
     /// The message span's event fields for each event kind, in text and in

@@ -424,10 +424,43 @@ mod callsite {
     }
 }
 
+/// Test support: a subscriber's writer that keeps what it is given, for
+/// the tests (here, in `event` and in the log handler) that pin log lines.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Written(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Written {
+    /// What was written, without the last line break.
+    pub(crate) fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap().trim().to_owned()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for Written {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Written {
+    type Writer = Written;
+    fn make_writer(&'a self) -> Written {
+        self.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     /// A kind with every shape of value issue 19's kinds bring: numbers,
     /// a map, a list, an absent field, a variable named apart from its
@@ -524,39 +557,20 @@ mod tests {
         assert_eq!(v.payload()["s"], "\0", "stdin keeps the exact value");
     }
 
-    /// Collects what a subscriber writes.
-    #[derive(Clone, Default)]
-    struct Written(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Written {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// What `f` logs through a text or JSON subscriber at `level`.
     fn logged(level: tracing::Level, json: bool, f: impl Fn()) -> String {
         let out = Written::default();
-        let writer = {
-            let out = out.clone();
-            move || out.clone()
-        };
         let fmt = tracing_subscriber::fmt()
             .without_time()
             .with_ansi(false)
             .with_max_level(level)
-            .with_writer(writer);
+            .with_writer(out.clone());
         if json {
             tracing::subscriber::with_default(fmt.json().flatten_event(true).finish(), f);
         } else {
             tracing::subscriber::with_default(fmt.finish(), f);
         }
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        text.trim().to_owned()
+        out.text()
     }
 
     #[test]

@@ -37,36 +37,17 @@ impl Handler for LogHandler {
 mod tests {
     use super::*;
     use crate::handler::types::sample_deliveries;
-    use crate::view::LogValue;
+    use crate::view::{LogValue, Written};
     use futures_util::FutureExt as _;
-    use std::sync::{Arc, Mutex};
-
-    /// Collects what a subscriber writes.
-    #[derive(Clone, Default)]
-    struct Written(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Written {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// The line the log handler writes for `d`, in text or JSON.
     fn line(d: &Delivery, json: bool) -> String {
         let out = Written::default();
-        let writer = {
-            let out = out.clone();
-            move || out.clone()
-        };
         let fmt = tracing_subscriber::fmt()
             .without_time()
             .with_ansi(false)
             .with_target(false)
-            .with_writer(writer);
+            .with_writer(out.clone());
         let handle = || {
             LogHandler
                 .handle(d)
@@ -79,8 +60,7 @@ mod tests {
         } else {
             tracing::subscriber::with_default(fmt.finish(), handle);
         }
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        text.trim().to_owned()
+        out.text()
     }
 
     /// One field as the text and the JSON formats write it.
