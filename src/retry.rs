@@ -7,12 +7,11 @@
 //! time limit) plus an attempt closure that says what one attempt came to
 //! ([`Attempt`]: done, failed for good, or worth another try, perhaps after
 //! the server's `Retry-After`). Call sites do not loop: the webhook, the
-//! Training API transport, start-up's first token and the model download
-//! each hand [`run`] a policy and a closure, and a caller that adopts it
-//! later (the worker's delete retry) does the same:
+//! Training API transport, start-up's first token, the model download and
+//! the worker's delete each hand [`run`] a policy and a closure, as the
+//! delete does (`worker/settle.rs`, `DELETE_ATTEMPTS`, 0.5 s to 2 s):
 //!
 //! ```ignore
-//! // The worker's delete, on the runner (`DELETE_ATTEMPTS`, 0.5 s to 2 s):
 //! let policy = Policy::new(Client::Storage, DELETE_ATTEMPTS, Backoff::new(ms(500), secs(2)));
 //! let deleted = retry::run(&policy, "delete", || async {
 //!     match queue.delete(id, receipt).await {

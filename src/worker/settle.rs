@@ -13,19 +13,18 @@ use super::events::{
     DeleteFailed, Deleted, FailureNotRecorded, InternalEvent, MessageFailed, MessageHandled,
     NoRoute, PoisonCreateDenied, PoisonEnvelopeTooLarge, PoisonFailed, Poisoned, Recorder,
     ReleaseFailed, ReleaseSkipped, Released, RenewFailed, Renewed, RetryDelayFailed,
-    RetryDelaySkipped, UpdateDenied,
+    RetryDelaySkipped, StorageCallFailed, UpdateDenied,
 };
 use crate::config::PoisonFormat;
 use crate::envelope::Envelope;
 use crate::queue::{Expiry, Queue, QueueError, ReceivedMessage};
-use crate::retry::Backoff;
+use crate::retry::{self, Attempt, Backoff, Client, Policy};
 use crate::secret::redact_text;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
-use tokio::time::sleep;
 
 /// A received message as the worker tracks it: the queue's view, and what
 /// cvnotify recorded in it (its retry envelope, unwrapped).
@@ -177,32 +176,31 @@ impl Settler {
         true
     }
 
-    /// Deletes `m`, retrying transient errors a few times (a message
-    /// already gone is not an error: someone else owns it now).
+    /// Deletes `m`, retrying transient errors a few times on the retry
+    /// runner (each retry logged and counted in
+    /// `cvnotify_retries_total{client="storage"}`); a message already gone
+    /// is not retried: someone else owns it now.
     async fn delete(&self, m: &Message) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(2));
-        for attempt in 1..=DELETE_ATTEMPTS {
+        // 0.5 s, then 1 s between the attempts.
+        let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(2));
+        let policy = Policy::new(Client::Storage, DELETE_ATTEMPTS, backoff);
+        let deleted = retry::run(&policy, "delete", || async {
             match self.queue.delete(&m.id, &m.receipt).await {
-                Ok(()) => {
-                    Deleted.emit(&self.metrics);
-                    return;
-                }
+                Ok(()) => Attempt::Done(()),
                 Err(error) => {
-                    let retrying = error.is_transient()
-                        && !error.is_message_gone()
-                        && attempt < DELETE_ATTEMPTS;
-                    DeleteFailed {
-                        error: &error,
-                        attempt,
-                        retrying,
+                    StorageCallFailed { error: &error }.emit(&self.metrics);
+                    if error.is_transient() && !error.is_message_gone() {
+                        Attempt::Retry { error, after: None }
+                    } else {
+                        Attempt::Permanent(error)
                     }
-                    .emit(&self.metrics);
-                    if !retrying {
-                        return;
-                    }
-                    sleep(backoff.next_delay()).await;
                 }
             }
+        })
+        .await;
+        match deleted {
+            Ok(()) => Deleted.emit(&self.metrics),
+            Err(error) => DeleteFailed { error: &error }.emit(&self.metrics),
         }
     }
 
@@ -334,5 +332,146 @@ impl Settler {
             }
         }
         self.poison.send(&m.body, Expiry::Never).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::memory::MemoryQueue;
+    use crate::queue::{Cause, Operation, PeekedMessage, SentMessage};
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+
+    /// A queue whose deletes fail with `errors`, in turn, before they
+    /// reach the in-memory queue; counts the delete calls.
+    struct FailingDeletes {
+        inner: MemoryQueue,
+        errors: Mutex<Vec<QueueError>>,
+        deletes: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl Queue for FailingDeletes {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        async fn receive(
+            &self,
+            max: u8,
+            visibility: Duration,
+        ) -> Result<Vec<ReceivedMessage>, QueueError> {
+            self.inner.receive(max, visibility).await
+        }
+        async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError> {
+            *self.deletes.lock().unwrap() += 1;
+            let next = {
+                let mut errors = self.errors.lock().unwrap();
+                (!errors.is_empty()).then(|| errors.remove(0))
+            };
+            match next {
+                Some(e) => Err(e),
+                None => self.inner.delete(id, pop_receipt).await,
+            }
+        }
+        async fn update_visibility(
+            &self,
+            id: &str,
+            pop_receipt: &str,
+            visibility: Duration,
+        ) -> Result<String, QueueError> {
+            self.inner
+                .update_visibility(id, pop_receipt, visibility)
+                .await
+        }
+        async fn update_body(
+            &self,
+            id: &str,
+            pop_receipt: &str,
+            visibility: Duration,
+            body: &str,
+        ) -> Result<String, QueueError> {
+            self.inner
+                .update_body(id, pop_receipt, visibility, body)
+                .await
+        }
+        async fn send(&self, body: &str, expiry: Expiry) -> Result<SentMessage, QueueError> {
+            self.inner.send(body, expiry).await
+        }
+        async fn create_if_missing(&self) -> Result<(), QueueError> {
+            self.inner.create_if_missing().await
+        }
+        async fn peek(&self, max: u8) -> Result<Vec<PeekedMessage>, QueueError> {
+            self.inner.peek(max).await
+        }
+        async fn approximate_length(&self) -> Result<u64, QueueError> {
+            self.inner.approximate_length().await
+        }
+    }
+
+    fn reset() -> QueueError {
+        QueueError::Transient {
+            op: Operation::Delete,
+            source: Cause::client(std::io::Error::other("connection reset")),
+        }
+    }
+
+    /// Sends one message, receives it, and applies `Delete` to it with
+    /// the deletes failing with `errors` first. Returns the queue, the
+    /// number of delete calls and how much `retries_total{client="storage"}`
+    /// grew.
+    async fn delete_with(errors: Vec<QueueError>) -> (Arc<FailingDeletes>, u32, u64) {
+        let queue = Arc::new(FailingDeletes {
+            inner: MemoryQueue::new("q"),
+            errors: Mutex::new(errors),
+            deletes: Mutex::new(0),
+        });
+        queue.send("{}", Expiry::ServiceDefault).await.unwrap();
+        let received = queue.receive(1, Duration::from_secs(30)).await.unwrap();
+        let settler = Settler::new(
+            queue.clone(),
+            Arc::new(MemoryQueue::new("q-poison")),
+            PoisonFormat::Verbatim,
+            Arc::default(),
+        );
+        let retries = crate::metrics::retries().get_or_create(&crate::metrics::ClientLabel {
+            client: Client::Storage.label(),
+        });
+        let before = retries.get();
+        let m = Message::open(received.into_iter().next().unwrap());
+        settler
+            .apply(&m, Disposition::Delete { handled_in: None })
+            .await;
+        let deletes = *queue.deletes.lock().unwrap();
+        (queue, deletes, retries.get() - before)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delete_that_fails_transiently_is_retried_on_the_runner_and_counted() {
+        let (queue, deletes, retries) = delete_with(vec![reset(), reset()]).await;
+        assert_eq!(deletes, 3, "two failed attempts, then the delete");
+        assert!(queue.inner.is_empty(), "deleted on the third attempt");
+        assert_eq!(retries, 2, "each retry counted under client=\"storage\"");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delete_gives_up_after_three_attempts_and_leaves_the_message() {
+        let (queue, deletes, retries) = delete_with(vec![reset(), reset(), reset()]).await;
+        assert_eq!(deletes, DELETE_ATTEMPTS);
+        assert_eq!(
+            queue.inner.len(),
+            1,
+            "left to reappear after its visibility"
+        );
+        assert_eq!(retries, 2, "no retry after the last attempt");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_already_gone_is_not_retried() {
+        let gone = QueueError::MessageNotFound {
+            op: Operation::Delete,
+        };
+        let (_, deletes, retries) = delete_with(vec![gone]).await;
+        assert_eq!((deletes, retries), (1, 0));
     }
 }

@@ -19,6 +19,7 @@ use recorder::{
 };
 
 use crate::queue::{Operation, QueueError};
+use crate::retry::RetryError;
 use crate::secret::redact_text;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
@@ -274,23 +275,33 @@ impl InternalEvent for Deleted {
 
 /// Deleting failed.
 pub(super) struct DeleteFailed<'a> {
-    pub error: &'a QueueError,
-    pub attempt: u32,
-    /// Another attempt follows.
-    pub retrying: bool,
+    /// Every attempt's error was counted as it happened
+    /// ([`StorageCallFailed`]); each retry by the retry runner.
+    pub error: &'a RetryError<QueueError>,
 }
 
 impl InternalEvent for DeleteFailed<'_> {
+    fn emit(self, _: &Recorder) {
+        let e = self.error;
+        if e.last().is_some_and(QueueError::is_message_gone) {
+            info!(reason = %error_chain(e), "The message was already gone when deleting it");
+        } else {
+            let kind = e.last().map(QueueError::kind);
+            warn!(error = %error_chain(e), kind, "Deleting the message failed; it will be delivered again after its visibility timeout");
+        }
+    }
+}
+
+/// One storage call of the settle failed (the delete, between its
+/// retries): counted by operation and kind; the outcome of the whole
+/// series is its own event.
+pub(super) struct StorageCallFailed<'a> {
+    pub error: &'a QueueError,
+}
+
+impl InternalEvent for StorageCallFailed<'_> {
     fn emit(self, m: &Recorder) {
         count_storage_error(m, self.error);
-        let (e, attempt) = (self.error, self.attempt);
-        if e.is_message_gone() {
-            info!(reason = %error_chain(e), "The message was already gone when deleting it");
-        } else if self.retrying {
-            warn!(error = %error_chain(e), attempt, "Deleting the message failed; retrying");
-        } else {
-            warn!(error = %error_chain(e), kind = e.kind(), "Deleting the message failed; it will be delivered again after its visibility timeout");
-        }
     }
 }
 
