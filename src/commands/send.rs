@@ -155,7 +155,9 @@ mod tests {
         let mut s = spec(SendType::Export);
         s.model_uri = Some("https://a.blob.core.windows.net/c/m.onnx".into());
         s.base64 = true;
-        let n = decode(build_message(&s).unwrap().as_bytes()).unwrap();
+        let n = decode(build_message(&s).unwrap().as_bytes())
+            .unwrap()
+            .remove(0);
         assert!(matches!(
             n.event,
             Event::Export {
@@ -165,14 +167,17 @@ mod tests {
         ));
         let mut s = spec(SendType::Training);
         s.status = Some("failed".into());
-        let n = decode(build_message(&s).unwrap().as_bytes()).unwrap();
+        let n = decode(build_message(&s).unwrap().as_bytes())
+            .unwrap()
+            .remove(0);
         assert_eq!(n.event.status(), Some("TrainingFailed"));
         let n = decode(
             build_message(&spec(SendType::ConnectionTest))
                 .unwrap()
                 .as_bytes(),
         )
-        .unwrap();
+        .unwrap()
+        .remove(0);
         assert!(matches!(n.event, Event::ConnectionTest { .. }));
     }
 

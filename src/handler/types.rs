@@ -176,6 +176,7 @@ pub(crate) fn sample_deliveries() -> Vec<(&'static str, Delivery)> {
                     version: Some("1.0".into()),
                     raw: json!({"type": event.wire_type()}),
                     event,
+                    index: None,
                 },
                 trace_id: completed.then(|| "4bf92f3577b34da6a3ce929d0e0e4736".into()),
                 model: completed.then(|| StoredModel {

@@ -97,7 +97,10 @@ impl Lifecycle {
             .await;
     }
 
-    /// Decodes, routes and runs the handlers.
+    /// Decodes, then routes and runs the handlers of each event of the
+    /// message in turn, stopping at the first that fails: the message's
+    /// outcome is one for all its events (it is deleted only when every
+    /// one was handled; a retry runs them all again).
     async fn handle(
         &self,
         m: &mut Message,
@@ -105,25 +108,41 @@ impl Lifecycle {
         span: &Span,
         trace_id: Option<String>,
     ) -> Outcome {
-        let notification = match decode(m.body.as_bytes()) {
+        let events = match decode(m.body.as_bytes()) {
             Ok(n) => n,
             Err(e) => return Outcome::Undecodable(e),
         };
-        notification.event.view().record_context(span);
-        let routes = self.router.route(&notification);
-        if routes.is_empty() {
-            return Outcome::NoRoute;
+        let mut handled: Option<Duration> = None;
+        for notification in events {
+            let event_span = event_span(span, &notification);
+            let routes = self.router.route(&notification);
+            if routes.is_empty() {
+                continue;
+            }
+            let delivery = Delivery {
+                message_id: m.id.clone(),
+                dequeue_count: m.dequeue_count,
+                inserted_at: m.inserted_at,
+                received_at: OffsetDateTime::now_utc(),
+                notification,
+                trace_id: trace_id.clone(),
+                model: None,
+            };
+            match self
+                .run_handlers(m, &routes, &delivery, abort.clone())
+                .instrument(event_span)
+                .await
+            {
+                Outcome::Handled { took } => {
+                    handled = Some(handled.unwrap_or_default() + took);
+                }
+                other => return other,
+            }
         }
-        let delivery = Delivery {
-            message_id: m.id.clone(),
-            dequeue_count: m.dequeue_count,
-            inserted_at: m.inserted_at,
-            received_at: OffsetDateTime::now_utc(),
-            notification,
-            trace_id,
-            model: None,
-        };
-        self.run_handlers(m, &routes, &delivery, abort).await
+        match handled {
+            Some(took) => Outcome::Handled { took },
+            None => Outcome::NoRoute,
+        }
     }
 
     /// Runs the routed handlers (model downloads first, see
@@ -187,6 +206,27 @@ impl Lifecycle {
     }
 }
 
+/// The span of one event of the message: the message's own for a message
+/// that is one event (its fields recorded there, as always); a child
+/// `event` span for each event of an array, so that every line of that
+/// event's handlers names it.
+fn event_span(message: &Span, n: &crate::event::Notification) -> Span {
+    let span = match n.index {
+        None => message.clone(),
+        Some(index) => tracing::info_span!(
+            parent: message,
+            "event",
+            index,
+            event_type = tracing::field::Empty,
+            project_id = tracing::field::Empty,
+            iteration_id = tracing::field::Empty,
+            subject = tracing::field::Empty,
+        ),
+    };
+    n.event.view().record_context(&span);
+    span
+}
+
 /// The message's span. Its fields are every log line's context and, with
 /// traces on, attributes of the OpenTelemetry span, whose name and kind
 /// come from the `otel.*` fields (log lines leave those out). The
@@ -201,6 +241,7 @@ fn span(queue: &str, m: &ReceivedMessage) -> (Span, Option<String>) {
         event_type = tracing::field::Empty,
         project_id = tracing::field::Empty,
         iteration_id = tracing::field::Empty,
+        subject = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
         "otel.name" = %format_args!("process {queue}"),
