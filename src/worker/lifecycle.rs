@@ -10,12 +10,12 @@
 //! applied once, by the [`Settler`].
 
 use super::disposition::{Disposition, Failure, Outcome, disposition};
-use super::events::{HandlerFinished, InternalEvent, Recorder};
+use super::events::{EventReceived, EventUnrouted, HandlerFinished, InternalEvent, Recorder};
 use super::settings::Settings;
 use super::settle::{Message, Settler};
 use crate::error::error_chain;
-use crate::event::decode;
-use crate::handler::{Delivery, Finished, Route, Router, run_routes};
+use crate::event::{Notification, decode};
+use crate::handler::{Delivery, Finished, Router, run_routes};
 use crate::queue::{Queue, ReceivedMessage};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,9 +98,9 @@ impl Lifecycle {
     }
 
     /// Decodes, then routes and runs the handlers of each event of the
-    /// message in turn, stopping at the first that fails: the message's
-    /// outcome is one for all its events (it is deleted only when every
-    /// one was handled; a retry runs them all again).
+    /// message in turn (see [`Lifecycle::run_events`]), extending the
+    /// message's visibility every half visibility timeout meanwhile, for
+    /// all its events together.
     async fn handle(
         &self,
         m: &mut Message,
@@ -112,65 +112,79 @@ impl Lifecycle {
             Ok(n) => n,
             Err(e) => return Outcome::Undecodable(e),
         };
-        let mut handled: Option<Duration> = None;
-        for notification in events {
-            let event_span = event_span(span, &notification);
-            let routes = self.router.route(&notification);
-            if routes.is_empty() {
-                continue;
-            }
-            let delivery = Delivery {
-                message_id: m.id.clone(),
-                dequeue_count: m.dequeue_count,
-                inserted_at: m.inserted_at,
-                received_at: OffsetDateTime::now_utc(),
-                notification,
-                trace_id: trace_id.clone(),
-                model: None,
-            };
-            match self
-                .run_handlers(m, &routes, &delivery, abort.clone())
-                .instrument(event_span)
-                .await
-            {
-                Outcome::Handled { took } => {
-                    handled = Some(handled.unwrap_or_default() + took);
-                }
-                other => return other,
-            }
-        }
-        match handled {
-            Some(took) => Outcome::Handled { took },
-            None => Outcome::NoRoute,
-        }
-    }
-
-    /// Runs the routed handlers (model downloads first, see
-    /// [`run_routes`]), extending the message's visibility every half
-    /// visibility timeout meanwhile.
-    async fn run_handlers(
-        &self,
-        m: &mut Message,
-        routes: &[&Route],
-        delivery: &Delivery,
-        abort: CancellationToken,
-    ) -> Outcome {
-        let visibility = self.settings.visibility_timeout;
-        let started = Instant::now();
-        let work = run_routes(routes, delivery);
+        let received = Received {
+            message_id: m.id.clone(),
+            dequeue_count: m.dequeue_count,
+            inserted_at: m.inserted_at,
+            trace_id,
+        };
+        let work = self.run_events(events, received, span);
         tokio::pin!(work);
+        let visibility = self.settings.visibility_timeout;
         let renew_every = visibility / 2;
-        let mut next_renewal = started + renew_every;
+        let mut next_renewal = Instant::now() + renew_every;
         let mut held = true;
         loop {
             tokio::select! {
-                results = &mut work => return self.outcome(&results, started.elapsed()),
+                outcome = &mut work => return outcome,
                 _ = sleep_until(next_renewal), if held && !self.settler.update_is_denied() => {
                     held = self.settler.renew(m, visibility).await;
                     next_renewal += renew_every;
                 }
                 _ = abort.cancelled() => return Outcome::Aborted,
             }
+        }
+    }
+
+    /// Routes and runs the handlers of each event in turn (model downloads
+    /// first, see [`run_routes`]), each inside its span ([`event_span`]),
+    /// stopping at the first event whose handlers fail: the message has
+    /// one outcome for all its events. It is deleted only when every event
+    /// was handled (or had no handler); a failure retries or poisons the
+    /// whole message, and a retry runs every event again, so handlers of
+    /// an array's events must be idempotent, as for any retry.
+    async fn run_events(
+        &self,
+        events: Vec<Notification>,
+        received: Received,
+        span: &Span,
+    ) -> Outcome {
+        let started = Instant::now();
+        let mut handled = false;
+        for notification in events {
+            let event_span = event_span(span, &notification);
+            EventReceived {
+                kind: notification.event.view().kind,
+            }
+            .emit(&self.metrics);
+            let routes = self.router.route(&notification);
+            if routes.is_empty() {
+                if notification.index.is_some() {
+                    event_span.in_scope(|| EventUnrouted.emit(&self.metrics));
+                }
+                continue;
+            }
+            let delivery = Delivery {
+                message_id: received.message_id.clone(),
+                dequeue_count: received.dequeue_count,
+                inserted_at: received.inserted_at,
+                received_at: OffsetDateTime::now_utc(),
+                notification,
+                trace_id: received.trace_id.clone(),
+                model: None,
+            };
+            let results = run_routes(&routes, &delivery).instrument(event_span).await;
+            match self.outcome(&results, started.elapsed()) {
+                Outcome::Handled { .. } => handled = true,
+                failed => return failed,
+            }
+        }
+        if handled {
+            Outcome::Handled {
+                took: started.elapsed(),
+            }
+        } else {
+            Outcome::NoRoute
         }
     }
 
@@ -206,11 +220,23 @@ impl Lifecycle {
     }
 }
 
+/// What the message brings to each of its events' deliveries.
+struct Received {
+    message_id: String,
+    dequeue_count: u32,
+    inserted_at: Option<OffsetDateTime>,
+    trace_id: Option<String>,
+}
+
 /// The span of one event of the message: the message's own for a message
-/// that is one event (its fields recorded there, as always); a child
-/// `event` span for each event of an array, so that every line of that
-/// event's handlers names it.
-fn event_span(message: &Span, n: &crate::event::Notification) -> Span {
+/// that is one event (its fields recorded there, as always); for each
+/// event of an array a child `event` span, with the element's `index` and
+/// the event's fields, so that every line of that event's handlers names
+/// it (the message span then names no event). With traces on, the span
+/// gets the CloudEvents semantic conventions' `cloudevents.event_id`,
+/// `cloudevents.event_type` and `cloudevents.event_subject` (an Event Grid
+/// event's; traces only, like the `messaging.*` attributes).
+fn event_span(message: &Span, n: &Notification) -> Span {
     let span = match n.index {
         None => message.clone(),
         Some(index) => tracing::info_span!(
@@ -221,9 +247,25 @@ fn event_span(message: &Span, n: &crate::event::Notification) -> Span {
             project_id = tracing::field::Empty,
             iteration_id = tracing::field::Empty,
             subject = tracing::field::Empty,
+            "otel.name" = %format_args!("event {index}"),
         ),
     };
     n.event.view().record_context(&span);
+    if let Some(g) = n.event.grid() {
+        let e = &g.envelope;
+        // Outside text, cut as in every span.
+        let bounded = |s: &str| crate::limit::text(s, crate::limit::MAX_TEXT).into_owned();
+        crate::telemetry::set_attributes(&span, || {
+            let mut attributes = vec![
+                ("cloudevents.event_id", bounded(&e.id).into()),
+                ("cloudevents.event_type", bounded(&e.event_type).into()),
+            ];
+            if let Some(subject) = &e.subject {
+                attributes.push(("cloudevents.event_subject", bounded(subject).into()));
+            }
+            attributes
+        });
+    }
     span
 }
 
