@@ -173,8 +173,11 @@ impl Lifecycle {
                 trace_id: received.trace_id.clone(),
                 model: None,
             };
-            let results = run_routes(&routes, &delivery).instrument(event_span).await;
-            match self.outcome(&results, started.elapsed()) {
+            let results = run_routes(&routes, &delivery)
+                .instrument(event_span.clone())
+                .await;
+            // Inside the event's span: the handlers' lines name the event.
+            match event_span.in_scope(|| self.outcome(&results, started.elapsed())) {
                 Outcome::Handled { .. } => handled = true,
                 failed => return failed,
             }
