@@ -386,3 +386,94 @@ fn decode_shows_every_event_of_an_array() {
     assert_eq!(v["events"][1]["model_version"], "1", "{v}");
     assert_eq!(v["events"][1]["schema"], "cloudevents", "{v}");
 }
+
+/// With traces on, an Event Grid event's span carries the CloudEvents
+/// semantic conventions' attributes: the message span for a lone event,
+/// one `event {i}` child per element of an array, whose handler spans are
+/// its children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_spans_carry_the_cloudevents_attributes() {
+    use crate::traces::{attributes, spans};
+    let w = World::new().await;
+    let collector = collector(200).await;
+    let script = w.hook("ok.sh", "cat > /dev/null");
+    let lone = cloud_event(
+        "Microsoft.MachineLearningServices.ModelRegistered",
+        WS,
+        "models/m:1",
+        json!({"modelName": "m", "modelVersion": 1}),
+    );
+    let array = json!([blob_created("c", "a.onnx"), blob_created("c", "b.onnx")]);
+    let ids = w.send_all(&[lone.to_string(), array.to_string()]).await;
+    let cfg = w
+        .config()
+        .log_level("info")
+        .handler(shell_handler(
+            &script,
+            "name = \"deploy\"\nevents = [\"*\"]",
+        ))
+        .extra(format!(
+            "[telemetry]\notlp_endpoint = \"{}\"\n",
+            collector.uri()
+        ))
+        .write("c.toml");
+    w.daemon(&cfg).run_once().await;
+    let spans = spans(&collector).await;
+    let message = |id: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                attributes(s)
+                    .get("messaging.message.id")
+                    .map(String::as_str)
+                    == Some(id)
+            })
+            .unwrap_or_else(|| panic!("no span of message {id}"))
+    };
+    let attrs = attributes(message(&ids[0]));
+    assert_eq!(
+        attrs["cloudevents.event_id"],
+        lone["id"].as_str().unwrap(),
+        "{attrs:?}"
+    );
+    assert_eq!(
+        attrs["cloudevents.event_type"], "Microsoft.MachineLearningServices.ModelRegistered",
+        "{attrs:?}"
+    );
+    assert_eq!(
+        attrs["cloudevents.event_subject"], "models/m:1",
+        "{attrs:?}"
+    );
+    assert_eq!(attrs["event_type"], "model_registered", "{attrs:?}");
+    let parent = message(&ids[1]);
+    assert!(
+        !attributes(parent).contains_key("cloudevents.event_id"),
+        "the array's message span names no event"
+    );
+    for i in 0..2 {
+        let event = spans
+            .iter()
+            .find(|s| s.parent_span_id == parent.span_id && s.name == format!("event {i}"))
+            .unwrap_or_else(|| panic!("no span `event {i}`"));
+        let attrs = attributes(event);
+        assert_eq!(
+            attrs["cloudevents.event_id"],
+            array[i]["id"].as_str().unwrap()
+        );
+        assert_eq!(
+            attrs["cloudevents.event_type"],
+            "Microsoft.Storage.BlobCreated"
+        );
+        assert_eq!(
+            attrs["cloudevents.event_subject"],
+            array[i]["subject"].as_str().unwrap()
+        );
+        assert_eq!(attrs["index"], i.to_string(), "{attrs:?}");
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.parent_span_id == event.span_id && s.name == "handler deploy"),
+            "the handler span of event {i} is its child"
+        );
+    }
+}
