@@ -1,9 +1,11 @@
 //! [`Lifecycle`]: one message's life, from the poll loop handing it over
-//! to its settle: decode → route → run its handlers while renewing its
-//! visibility → [`disposition`] → [`Settler::apply`].
+//! to its settle: decode → for each of its events (one, or an Event Grid
+//! array's): route → run its handlers, all while renewing the message's
+//! visibility → [`disposition`] → [`Settler::apply`], once per message.
 //!
 //! Runs inside the message's span (message id, dequeue count, event type,
 //! project id); every log line of the message and its handlers carries it.
+//! Each event of an array has a child span of its own ([`event_span`]).
 //! A body that is cvnotify's retry envelope is unwrapped first: handlers,
 //! the decoder and the poison queue see the original body. What happens
 //! to the message afterwards is decided once, by [`disposition`], and
