@@ -112,9 +112,9 @@ class Fast:
         self.proc.wait()
 
 
-def send_many(q, n, threads=16):
+def send_many(q, n, threads=16, body=BODY):
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda _: q.send_message(BODY), range(n)))
+        list(pool.map(lambda _: q.send_message(body), range(n)))
 
 
 def config(endpoint, queue, extra=""):
@@ -915,16 +915,106 @@ def traces_section(r):
 
 def write_traces_section(r):
     """Writes section 9 into BENCHMARKS.md in place (`scripts/bench
-    traces`); it is the last section."""
+    traces`), keeping the sections after it."""
+    write_section(TRACES_TITLE, traces_section(r), "traces")
+
+
+# An Event Grid BlobCreated as Event Grid delivers it to a queue: the Event
+# Grid schema, base64 (the docs' example, with a model blob).
+GRID_BODY = __import__("base64").b64encode(json.dumps({
+    "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ml/providers/Microsoft.Storage/storageAccounts/acct",
+    "subject": "/blobServices/default/containers/models/blobs/automl/run-1/model.onnx",
+    "eventType": "Microsoft.Storage.BlobCreated",
+    "eventTime": "2026-11-21T06:01:11.7371234Z",
+    "id": "831e1650-001e-001b-66ab-eeb76e069631",
+    "data": {"api": "PutBlockList", "clientRequestId": "6d79dbfb-0e37-4fc4-981f-442c9ca65760",
+             "requestId": "831e1650-001e-001b-66ab-eeb76e000000", "eTag": "\"0x8D4BCC2E4835CD0\"",
+             "contentType": "application/octet-stream", "contentLength": 524288, "blobType": "BlockBlob",
+             "url": "https://acct.blob.core.windows.net/models/automl/run-1/model.onnx",
+             "sequencer": "00000000000004420000000000028963",
+             "storageDiagnostics": {"batchId": "b68529f3-68cd-4744-baa4-3c0498ec19f0"}},
+    "dataVersion": "", "metadataVersion": "1"}).encode()).decode()
+EVENTGRID_TITLE = "## 10. Event Grid events"
+
+
+def scenario_eventgrid(results):
+    log("== 10. drain, Custom Vision messages vs Event Grid events (base64 BlobCreated), same log handler")
+    n = int(os.environ.get("BENCH_FAST_N", "50000"))
+    rows = {"azurite_cv": [], "azurite_grid": [], "fast_cv": [], "fast_grid": [],
+            "fast_cv_cpu": [], "fast_grid_cpu": []}
+    for run in range(RUNS):
+        for mode, body in (("cv", BODY), ("grid", GRID_BODY)):
+            # Section 1's drain: a fresh Azurite, 2,000 messages in 4 batches of 500.
+            az = Azurite()
+            name = f"grid-{mode}-{run}-{uuid.uuid4().hex[:6]}"
+            q = az.queue(name)
+            secs = 0.0
+            for _ in range(4):
+                send_many(q, 500, body=body)
+                s, _ = run_peer("cvnotify", az.endpoint, az.conn, name, 500)
+                secs += s
+            az.stop()
+            rows[f"azurite_{mode}"].append(2000 / secs)
+            log(f"  run {run + 1} {mode} Azurite: {2000 / secs:,.0f} msg/s")
+        fast = Fast()
+        for mode, body in (("cv", BODY), ("grid", GRID_BODY)):
+            # Section 2's drain: the in-memory fixture, where the daemon's own work shows.
+            q = f"fast-grid-{mode}-{run}"
+            fast.fill(q, n, body=body)
+            secs, cpu = run_peer("cvnotify", fast.endpoint, "", q, n)
+            assert fast.stats(q)["remaining"] == 0
+            rows[f"fast_{mode}"].append(n / secs)
+            rows[f"fast_{mode}_cpu"].append(cpu / n * 1e6)
+            log(f"  run {run + 1} {mode} in-memory: {n / secs:,.0f} msg/s, {cpu / n * 1e6:,.1f} µs CPU/msg")
+        fast.stop()
+    rows["azurite_ratio"] = [g / c for g, c in zip(rows["azurite_grid"], rows["azurite_cv"])]
+    rows["fast_ratio"] = [g / c for g, c in zip(rows["fast_grid"], rows["fast_cv"])]
+    results["eventgrid"] = rows
+    results["fast_n"] = n
+
+
+def eventgrid_section(r):
+    g = r["eventgrid"]
+    return [
+        EVENTGRID_TITLE,
+        "",
+        "The same drains and the same handler (`log`) with Custom Vision `Training` messages, then with Event Grid "
+        "events as Event Grid delivers them to a queue: base64, the Event Grid schema, the docs' `BlobCreated` "
+        f"({len(GRID_BODY)} bytes against {len(BODY)}), decoded into `blob_created` (URL validated, container and "
+        "blob from the subject). Azurite: section 1's drain (2,000 messages in 4 batches of 500, a fresh Azurite per run); "
+        f"in-memory: section 2's ({r['fast_n']:,} messages).",
+        "",
+        "| drain | Custom Vision, msg/s | Event Grid, msg/s | ratio Event Grid / Custom Vision |",
+        "|---|---|---|---|",
+        f"| Azurite | {fmt(g['azurite_cv'])} | {fmt(g['azurite_grid'])} | {fmt(g['azurite_ratio'], 2)} |",
+        f"| in-memory | {fmt(g['fast_cv'])} | {fmt(g['fast_grid'])} | {fmt(g['fast_ratio'], 2)} |",
+        "",
+        f"CPU per message in memory: Custom Vision {fmt(g['fast_cv_cpu'], 1)} µs, Event Grid {fmt(g['fast_grid_cpu'], 1)} µs. "
+        f"Median ratios: Azurite **{statistics.median(g['azurite_ratio']):.2f}**, "
+        f"in-memory **{statistics.median(g['fast_ratio']):.2f}**.",
+        "",
+    ]
+
+
+def write_section(title, lines, what):
+    """Writes one section into BENCHMARKS.md in place: replaces the section
+    `title` up to the next one, or adds it at the end."""
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    head = text.split(TRACES_TITLE)[0].rstrip("\n")
-    stamp = (f"Run by `scripts/bench traces` on {datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC, "
+    stamp = (f"Run by `scripts/bench {what}` on {datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC, "
              f"min / median / max over {RUNS} runs, load average {os.getloadavg()[0]:.1f} on "
              f"{os.cpu_count()} cores at the end (a shared machine: compare within the table).\n\n")
-    section = "\n".join(traces_section(r)).replace("\n\n", "\n\n" + stamp, 1)
+    section = "\n".join(lines).replace("\n\n", "\n\n" + stamp, 1).rstrip("\n") + "\n"
+    if title in text:
+        head, rest = text.split(title, 1)
+        tail = rest[rest.index("\n## "):].lstrip("\n") if "\n## " in rest else ""
+    else:
+        head, tail = text, ""
+    out = head.rstrip("\n") + "\n\n" + section
+    if tail:
+        out += "\n" + tail
     with open(path, "w") as fh:
-        fh.write(head + "\n\n" + section.rstrip("\n") + "\n")
+        fh.write(out)
 
 
 def versions():
@@ -1051,6 +1141,8 @@ def write_report(r, started):
         lines += download_section(r)
     if "traces" in r:
         lines += traces_section(r)
+    if "eventgrid" in r:
+        lines += eventgrid_section(r)
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as fh:
         fh.write("\n".join(lines))
     with open(os.path.join(ROOT, "target/bench-results.json"), "w") as fh:
@@ -1124,7 +1216,8 @@ def main():
     for name, fn in [("drain", scenario_drain_azurite), ("fast", scenario_drain_fast),
                      ("latency", scenario_latency_and_idle), ("startup", scenario_startup),
                      ("notice", scenario_notice), ("queues", scenario_queues),
-                     ("download", scenario_download), ("traces", scenario_traces)]:
+                     ("download", scenario_download), ("traces", scenario_traces),
+                     ("eventgrid", scenario_eventgrid)]:
         if not only or name in only:
             fn(results)
     if not only:
@@ -1141,6 +1234,9 @@ def main():
         if "traces" in results:
             write_traces_section(results)
             log("\n".join(traces_section(results)))
+        if "eventgrid" in results:
+            write_section(EVENTGRID_TITLE, eventgrid_section(results), "eventgrid")
+            log("\n".join(eventgrid_section(results)))
         print(json.dumps(results, indent=1, default=str))
 
 

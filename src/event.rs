@@ -1,15 +1,30 @@
-//! Typed Custom Vision notifications and the decoder that produces them.
+//! Typed events and the decoder that produces them from a queue message.
 //!
-//! This module owns the wire format described in the Custom Vision storage
-//! integration guide: a JSON object with a top-level `version`, a `type` and a
-//! `Content` object (capital C) whose fields are camelCase. It knows nothing
-//! about queues or handlers; [`decode`] is a pure function of the body.
+//! A message body is JSON, plain or base64-encoded (a BOM and white space
+//! around either are ignored), and holds, by its shape:
+//! - a Custom Vision notification, the wire format described in the Custom
+//!   Vision storage integration guide: a JSON object with a top-level
+//!   `version`, a `type` and a `Content` object (capital C) whose fields are
+//!   camelCase (decoded here);
+//! - an Event Grid event, in the Event Grid schema (`eventType`) or the
+//!   CloudEvents 1.0 schema (`specversion`): Azure Machine Learning's, Blob
+//!   Storage's, or any other ([`grid`]);
+//! - a JSON array of Event Grid events, each one event of the message.
+//!
+//! It knows nothing about queues or handlers; [`decode`] is a pure function
+//! of the body. [`fields`](DecodeError) holds what the decoders share.
 //!
 //! The decoder is hand-written over `serde_json::Value` rather than derived
 //! with serde because every error must name the field and the problem
 //! ("`Content.iterationId`: not a GUID"), unknown statuses must be kept, and
 //! unknown event types must be delivered instead of rejected. serde's derived
 //! errors cannot do all three.
+
+mod fields;
+pub mod grid;
+
+pub use fields::DecodeError;
+use fields::{field_err, kind_of};
 
 use crate::view::{self, View};
 use base64::Engine as _;
@@ -45,6 +60,11 @@ pub enum Event {
         r#type: String,
         content: Value,
     },
+    /// An Event Grid event (Azure Machine Learning, Blob Storage, or any
+    /// other type), in either schema. Serialized as its own kind
+    /// (`"type": "blob_created"`, ...), like the variants above.
+    #[serde(untagged)]
+    Grid(Box<grid::GridEvent>),
 }
 
 /// `trainingStatus`; values the service may add later are kept verbatim.
@@ -115,23 +135,63 @@ impl Serialize for ExportStatus {
 
 impl Event {
     /// The routing name of the event type: `connection_test`, `training`,
-    /// `export`, or for an unknown type its `type` value in lower case.
+    /// `export`, or for an unknown Custom Vision type its `type` value in
+    /// lower case; for an Event Grid event its kind (`blob_created`,
+    /// `blob_deleted`, `run_completed`, `run_status_changed`,
+    /// `model_registered`, `model_deployed`, `dataset_drift_detected`, or
+    /// `unknown`).
     pub fn type_key(&self) -> String {
         match self {
             Event::ConnectionTest { .. } => "connection_test".into(),
             Event::Training { .. } => "training".into(),
             Event::Export { .. } => "export".into(),
             Event::Unknown { r#type, .. } => r#type.to_ascii_lowercase(),
+            Event::Grid(g) => g.data.kind().into(),
         }
     }
 
-    /// The `type` value as Custom Vision writes it.
+    /// Whether the type is one this version does not know (Custom Vision's
+    /// or Event Grid's): what the `unknown` routing name matches.
+    pub fn is_unknown(&self) -> bool {
+        match self {
+            Event::Unknown { .. } => true,
+            Event::Grid(g) => matches!(g.data, grid::Data::Unknown { .. }),
+            _ => false,
+        }
+    }
+
+    /// The type as the sender wrote it: Custom Vision's `type`, Event
+    /// Grid's `eventType` or CloudEvents' `type`.
     pub fn wire_type(&self) -> &str {
         match self {
             Event::ConnectionTest { .. } => "ConnectionTest",
             Event::Training { .. } => "Training",
             Event::Export { .. } => "Export",
             Event::Unknown { r#type, .. } => r#type,
+            Event::Grid(g) => &g.envelope.event_type,
+        }
+    }
+
+    /// The Event Grid event, for one that is.
+    pub fn grid(&self) -> Option<&grid::GridEvent> {
+        match self {
+            Event::Grid(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// The event's `subject` (`/blobServices/default/containers/c/blobs/m.onnx`,
+    /// `models/name:3`); Event Grid events only, and only when sent.
+    pub fn subject(&self) -> Option<&str> {
+        self.grid()?.envelope.subject.as_deref()
+    }
+
+    /// The blob of a `blob_created` or `blob_deleted` event: its `url`,
+    /// `container` and `blob` (the path inside the container).
+    pub fn blob(&self) -> Option<&grid::Blob> {
+        match &self.grid()?.data {
+            grid::Data::BlobCreated(b) | grid::Data::BlobDeleted(b) => Some(b),
+            _ => None,
         }
     }
 
@@ -140,7 +200,7 @@ impl Event {
             Event::ConnectionTest { project_id }
             | Event::Training { project_id, .. }
             | Event::Export { project_id, .. } => Some(*project_id),
-            Event::Unknown { .. } => None,
+            Event::Unknown { .. } | Event::Grid(_) => None,
         }
     }
 
@@ -163,11 +223,20 @@ impl Event {
     }
 
     /// The short routing name of the status: `completed`, `failed`, or an
-    /// unknown status in lower case with its type prefix removed.
+    /// unknown status in lower case with its type prefix removed; for
+    /// `run_status_changed` its `run_status` in lower case (`notstarted`).
     pub fn status_key(&self) -> Option<String> {
         let (prefix, status) = match self {
             Event::Training { status, .. } => ("training", status.as_str()),
             Event::Export { status, .. } => ("export", status.as_str()),
+            Event::Grid(g) => {
+                return match &g.data {
+                    grid::Data::RunStatusChanged(r) => {
+                        r.run_status.as_deref().map(str::to_ascii_lowercase)
+                    }
+                    _ => None,
+                };
+            }
             _ => return None,
         };
         let lower = status.to_ascii_lowercase();
@@ -224,6 +293,8 @@ impl Event {
             .view("export", "Export"),
             // Its content reaches hooks and webhooks under `raw`.
             Event::Unknown { r#type, .. } => CustomVision::default().view("unknown", r#type),
+            // One arm per Event Grid kind, in `grid.rs`.
+            Event::Grid(g) => g.view(),
         }
     }
 }
@@ -253,50 +324,18 @@ impl<'a> CustomVision<'a> {
     }
 }
 
-/// A decoded message: the event plus the envelope fields around it.
+/// One decoded event of a message, plus the envelope fields around it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
-    /// The top-level `version` (`"1.0"` today), if present.
+    /// Custom Vision's top-level `version` (`"1.0"` today), if present.
     pub version: Option<String>,
     pub event: Event,
-    /// The whole JSON document, for handlers that forward the original.
+    /// The event's whole JSON object (an array's element), for handlers
+    /// that forward the original.
     pub raw: Value,
-}
-
-/// Why a body could not be decoded. The message names the field and the
-/// problem; retrying cannot fix any of these, so such messages are poisoned.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("the body is empty")]
-    Empty,
-    #[error("the body is not valid JSON ({json}) and not base64-encoded JSON ({base64})")]
-    NotJsonOrBase64 { json: String, base64: String },
-    #[error("the body is not valid JSON: {0}")]
-    InvalidJson(String),
-    #[error("the body is base64 but the decoded bytes are not valid JSON: {0}")]
-    InvalidBase64Json(String),
-    #[error("the body is JSON but not an object (found {0})")]
-    NotAnObject(&'static str),
-    #[error("`{field}`: {problem}")]
-    Field { field: String, problem: String },
-}
-
-fn field_err(field: impl Into<String>, problem: impl Into<String>) -> DecodeError {
-    DecodeError::Field {
-        field: field.into(),
-        problem: problem.into(),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    /// Its place in the message's array; `None` when the message is this
+    /// one event.
+    pub index: Option<usize>,
 }
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -306,8 +345,66 @@ fn strip(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(BOM).unwrap_or(bytes).trim_ascii()
 }
 
-/// Decodes a queue message body: plain JSON first, then base64-encoded JSON.
-pub fn decode(body: &[u8]) -> Result<Notification, DecodeError> {
+/// Decodes a queue message body (plain JSON first, then base64-encoded
+/// JSON) into its events: one, or one per element of an array, in order.
+/// Any event that cannot be decoded fails the whole message.
+pub fn decode(body: &[u8]) -> Result<Vec<Notification>, DecodeError> {
+    match json(body)? {
+        Value::Array(items) if items.is_empty() => Err(DecodeError::EmptyArray),
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let at = grid::At(Some(i));
+                let schema = match &raw {
+                    Value::Object(o) => grid::Schema::of(o),
+                    other => {
+                        return Err(field_err(
+                            format!("[{i}]"),
+                            format!("expected an event object, found {}", kind_of(other)),
+                        ));
+                    }
+                };
+                match schema {
+                    Some(schema) => grid_notification(raw, schema, at),
+                    None => Err(field_err(
+                        format!("[{i}]"),
+                        "not an Event Grid event (no `eventType`) nor a CloudEvents event \
+                         (no `specversion`); an array holds only those",
+                    )),
+                }
+            })
+            .collect(),
+        raw => {
+            let schema = match &raw {
+                Value::Object(o) => grid::Schema::of(o),
+                other => return Err(DecodeError::NotAnObject(kind_of(other))),
+            };
+            Ok(vec![match schema {
+                Some(schema) => grid_notification(raw, schema, grid::At(None))?,
+                None => from_value(raw)?,
+            }])
+        }
+    }
+}
+
+fn grid_notification(
+    raw: Value,
+    schema: grid::Schema,
+    at: grid::At,
+) -> Result<Notification, DecodeError> {
+    let obj = raw.as_object().expect("the caller matched an object");
+    let event = Event::Grid(Box::new(grid::decode(obj, schema, at)?));
+    Ok(Notification {
+        version: None,
+        event,
+        raw,
+        index: at.0,
+    })
+}
+
+/// The body's JSON: as it is, or base64-decoded.
+fn json(body: &[u8]) -> Result<Value, DecodeError> {
     let body = strip(body);
     if body.is_empty() {
         return Err(DecodeError::Empty);
@@ -334,7 +431,7 @@ pub fn decode(body: &[u8]) -> Result<Notification, DecodeError> {
             }
         }
     };
-    from_value(value)
+    Ok(value)
 }
 
 fn from_value(raw: Value) -> Result<Notification, DecodeError> {
@@ -405,6 +502,7 @@ fn from_value(raw: Value) -> Result<Notification, DecodeError> {
         version,
         event,
         raw,
+        index: None,
     })
 }
 
@@ -470,69 +568,7 @@ fn optional_uri(c: &Map<String, Value>, name: &str) -> Result<Option<String>, De
             ));
         }
     };
-    // The URL parser would silently drop tabs and newlines and trim control
-    // characters, so a string that reached hooks and webhooks as is could
-    // differ from the URL validated here: refuse them, and forward the
-    // parsed, normalized form.
-    let s = s.trim_matches(' ');
-    if let Some((at, c)) = s
-        .char_indices()
-        .find(|&(at, c)| (c.is_control() || c.is_whitespace()) && !space_in_path(s, at, c))
-    {
-        return Err(field_err(
-            format!("Content.{name}"),
-            format!(
-                "not a URL: it contains {}",
-                if c == ' ' {
-                    // A SAS never holds a space: one there is a `+` that was
-                    // form-decoded, and encoding it would not give the
-                    // signature back.
-                    if s[..at].contains(['?', '#']) {
-                        "white space in its query (a SAS never has any: was a `+` decoded to a space?)"
-                            .to_owned()
-                    } else {
-                        "white space before its path".to_owned()
-                    }
-                } else if c.is_whitespace() && !c.is_control() {
-                    "white space".to_owned()
-                } else {
-                    format!("the control character U+{:04X}", c as u32)
-                }
-            ),
-        ));
-    }
-    // The parser percent-encodes a space in the path (and leaves an `%20`
-    // as it is), so the literal and the encoded forms give the same URL.
-    let url = url::Url::parse(s)
-        .map_err(|e| field_err(format!("Content.{name}"), format!("not a URL ({e})")))?;
-    // A model lives in blob storage; anything but http(s) (file://, ftp://, data:)
-    // is not a model location and must never reach a handler as one.
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(field_err(
-            format!("Content.{name}"),
-            format!("scheme `{}` is not allowed; expected https", url.scheme()),
-        ));
-    }
-    Ok(Some(url.to_string()))
-}
-
-/// Whether `c` at byte `at` of `s` is a plain space inside the URL's path:
-/// after the authority (`scheme://host/`) and before any `?` or `#`. Blob
-/// names hold spaces (a backup is `{projectId} - {iterationId}.{platform}`),
-/// and a producer writing `Uri.OriginalString` sends them unencoded; the
-/// parser encodes them once. Anywhere else a space is refused.
-fn space_in_path(s: &str, at: usize, c: char) -> bool {
-    if c != ' ' {
-        return false;
-    }
-    let Some(authority) = s.find("://").map(|i| i + 3) else {
-        return false;
-    };
-    let Some(path) = s[authority..].find('/').map(|i| authority + i) else {
-        return false;
-    };
-    let end = s.find(['?', '#']).unwrap_or(s.len());
-    path < at && at < end
+    fields::http_url(&format!("Content.{name}"), s).map(|u| Some(u.to_string()))
 }
 
 impl fmt::Display for Event {
@@ -561,6 +597,10 @@ impl fmt::Display for Event {
                 status.as_str()
             ),
             Event::Unknown { r#type, .. } => write!(f, "{type} (unknown type)"),
+            Event::Grid(g) => match &g.envelope.subject {
+                Some(subject) => write!(f, "{} subject={subject}", g.envelope.event_type),
+                None => write!(f, "{} id={}", g.envelope.event_type, g.envelope.id),
+            },
         }
     }
 }
@@ -577,6 +617,16 @@ pub(crate) fn samples() -> Vec<(&'static str, Event)> {
         | Event::Training { .. }
         | Event::Export { .. }
         | Event::Unknown { .. } => (),
+        Event::Grid(g) => match g.data {
+            grid::Data::BlobCreated(_)
+            | grid::Data::BlobDeleted(_)
+            | grid::Data::RunCompleted(_)
+            | grid::Data::RunStatusChanged(_)
+            | grid::Data::ModelRegistered(_)
+            | grid::Data::ModelDeployed(_)
+            | grid::Data::DatasetDriftDetected(_)
+            | grid::Data::Unknown { .. } => (),
+        },
     };
     let p = uuid::uuid!("8a1c2c4e-5b57-4a8e-9f3c-1d2e3f4a5b6c");
     let i = uuid::uuid!("0f9e8d7c-6b5a-4c3d-8e1f-2a3b4c5d6e7f");
@@ -626,6 +676,167 @@ pub(crate) fn samples() -> Vec<(&'static str, Event)> {
             },
         ),
     ]
+    .into_iter()
+    .chain(grid_samples())
+    .collect()
+}
+
+/// One Event Grid event of each kind (see [`samples`]).
+#[cfg(test)]
+fn grid_samples() -> Vec<(&'static str, Event)> {
+    use grid::{Blob, Data, Deployment, Drift, Envelope, GridEvent, Model, Run, Schema};
+    let map = |v: Value| v.as_object().cloned();
+    let storage =
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct";
+    let ws = "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w";
+    let event = |event_type: &str, source: &str, subject: &str, schema, data| {
+        Event::Grid(Box::new(GridEvent {
+            envelope: Envelope {
+                event_type: event_type.into(),
+                id: "831e1650-001e-001b-66ab-eeb76e069631".into(),
+                source: Some(source.into()),
+                subject: Some(subject.into()),
+                time: Some("2026-11-21T06:01:11.737Z".into()),
+                schema,
+            },
+            data,
+        }))
+    };
+    let run = |run_status: Option<&str>| Run {
+        workspace: Some(ws.into()),
+        experiment_id: Some("0fa9dfaa-cba3-4fa7-b590-23e48548f5c1".into()),
+        experiment_name: Some("automl-images".into()),
+        run_id: Some("AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc".into()),
+        run_type: None,
+        run_status: run_status.map(Into::into),
+        run_tags: map(serde_json::json!({"team": "vision"})),
+        run_properties: map(serde_json::json!({})),
+    };
+    vec![
+        (
+            "blob_created",
+            event(
+                "Microsoft.Storage.BlobCreated",
+                storage,
+                "/blobServices/default/containers/models/blobs/automl/model 1.onnx",
+                Schema::EventGrid,
+                Data::BlobCreated(Blob {
+                    url: "https://acct.blob.core.windows.net/models/automl/model%201.onnx?sv=1&sig=abc"
+                        .into(),
+                    container: "models".into(),
+                    blob: "automl/model 1.onnx".into(),
+                    api: Some("PutBlockList".into()),
+                    content_type: Some("application/octet-stream".into()),
+                    content_length: Some(524288),
+                    etag: Some("0x8D4BCC2E4835CD0".into()),
+                    blob_type: Some("BlockBlob".into()),
+                    sequencer: Some("00000000000004420000000000028963".into()),
+                }),
+            ),
+        ),
+        (
+            "blob_deleted",
+            event(
+                "Microsoft.Storage.BlobDeleted",
+                storage,
+                "/blobServices/default/containers/models/blobs/old.onnx",
+                Schema::CloudEvents,
+                Data::BlobDeleted(Blob {
+                    url: "https://acct.blob.core.windows.net/models/old.onnx".into(),
+                    container: "models".into(),
+                    blob: "old.onnx".into(),
+                    api: Some("DeleteBlob".into()),
+                    content_type: None,
+                    content_length: None,
+                    etag: None,
+                    blob_type: Some("BlockBlob".into()),
+                    sequencer: None,
+                }),
+            ),
+        ),
+        (
+            "run_completed",
+            event(
+                "Microsoft.MachineLearningServices.RunCompleted",
+                ws,
+                "experiments/0fa9dfaa-cba3-4fa7-b590-23e48548f5c1/runs/AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc",
+                Schema::EventGrid,
+                Data::RunCompleted(run(None)),
+            ),
+        ),
+        (
+            "run_status_changed",
+            event(
+                "Microsoft.MachineLearningServices.RunStatusChanged",
+                ws,
+                "experiments/0fa9dfaa-cba3-4fa7-b590-23e48548f5c1/runs/AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc",
+                Schema::CloudEvents,
+                Data::RunStatusChanged(run(Some("Failed"))),
+            ),
+        ),
+        (
+            "model_registered",
+            event(
+                "Microsoft.MachineLearningServices.ModelRegistered",
+                ws,
+                "models/sign-detector:3",
+                Schema::CloudEvents,
+                Data::ModelRegistered(Model {
+                    model_name: Some("sign-detector".into()),
+                    model_version: Some("3".into()),
+                    model_tags: map(serde_json::json!({"stage": "candidate"})),
+                    model_properties: map(serde_json::json!({"accuracy": "0.91"})),
+                }),
+            ),
+        ),
+        (
+            "model_deployed",
+            event(
+                "Microsoft.MachineLearningServices.ModelDeployed",
+                ws,
+                "endpoints/sign-service",
+                Schema::EventGrid,
+                Data::ModelDeployed(Deployment {
+                    service_name: Some("sign-service".into()),
+                    service_compute_type: Some("ACI".into()),
+                    model_ids: vec!["sign-detector:3".into(), "sign-ocr:1".into()],
+                    service_tags: map(serde_json::json!({})),
+                    service_properties: map(serde_json::json!({"region": "westeurope"})),
+                }),
+            ),
+        ),
+        (
+            "dataset_drift_detected",
+            event(
+                "Microsoft.MachineLearningServices.DatasetDriftDetected",
+                ws,
+                "datadrifts/drift-1/runs/run-1",
+                Schema::EventGrid,
+                Data::DatasetDriftDetected(Drift {
+                    data_drift_id: Some("drift-1".into()),
+                    data_drift_name: Some("weekly".into()),
+                    run_id: Some("run-1".into()),
+                    base_dataset_id: Some("base-ds".into()),
+                    target_dataset_id: Some("target-ds".into()),
+                    drift_coefficient: Some(0.83),
+                    start_time: Some("2026-11-14T00:00:00Z".into()),
+                    end_time: Some("2026-11-21T00:00:00Z".into()),
+                }),
+            ),
+        ),
+        (
+            "grid_unknown",
+            event(
+                "Microsoft.Resources.ResourceWriteSuccess",
+                "/subscriptions/s",
+                "/subscriptions/s/resourceGroups/g",
+                Schema::EventGrid,
+                Data::Unknown {
+                    data: serde_json::json!({"x": 1}),
+                },
+            ),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -670,6 +881,14 @@ mod tests {
 
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    /// The body's one event (a message that is not an array).
+    fn decode(body: &[u8]) -> Result<Notification, DecodeError> {
+        super::decode(body).map(|mut events| {
+            assert_eq!(events.len(), 1, "one event");
+            events.remove(0)
+        })
     }
 
     fn err(body: &str) -> String {
@@ -847,11 +1066,11 @@ mod tests {
     fn not_an_object() {
         assert_eq!(
             err("[1,2]"),
-            "the body is JSON but not an object (found an array)"
+            "`[0]`: expected an event object, found a number"
         );
         assert_eq!(
             err("42"),
-            "the body is JSON but not an object (found a number)"
+            "the body is JSON but not an object or an array (found a number)"
         );
     }
 
@@ -1227,7 +1446,7 @@ mod tests {
     #[test]
     fn the_view_of_each_event_kind_is_pinned() {
         let (p, i) = (P, I);
-        let want: [(&str, String, String, String); 6] = [
+        let mut want: Vec<(&str, String, String, String)> = vec![
             (
                 "connection_test",
                 format!(r#"{{"iteration_id":null,"model_uri":null,"project_id":"{p}","status":null,"type":"ConnectionTest"}}"#),
@@ -1267,10 +1486,22 @@ mod tests {
                 r#"event_type="Deployment" project_id iteration_id status model_uri |"#.to_owned(),
             ),
         ];
+        want.extend(
+            GRID_VIEWS
+                .iter()
+                .map(|[k, p, e, l]| (*k, (*p).to_owned(), (*e).to_owned(), (*l).to_owned())),
+        );
         let got = samples();
-        assert_eq!(got.len(), want.len(), "one expectation per sample");
-        for ((kind, event), (want_kind, payload, env, log)) in got.iter().zip(&want) {
-            assert_eq!(kind, want_kind);
+        let dump = std::env::var_os("DUMP_VIEWS").is_some();
+        if !dump {
+            assert_eq!(got.len(), want.len(), "one expectation per sample");
+        }
+        let none = ("", String::new(), String::new(), String::new());
+        for (i, (kind, event)) in got.iter().enumerate() {
+            let (want_kind, payload, env, log) = want.get(i).unwrap_or(&none);
+            if !dump {
+                assert_eq!(kind, want_kind);
+            }
             let view = event.view();
             let json = serde_json::to_string(&view.payload()).unwrap();
             let vars: Vec<String> = view.env().map(|(k, v)| format!("{k}={v}")).collect();
@@ -1287,9 +1518,71 @@ mod tests {
             };
             let log_fields = format!("{} | {}", fields(short).join(" "), fields(long).join(" "));
             let log_fields = log_fields.trim_end();
+            // `DUMP_VIEWS=1` prints each sample's views as GRID_VIEWS
+            // writes them, to review and paste for a new kind.
+            if dump {
+                eprintln!(
+                    "    [\n        {kind:?},\n        r#\"{json}\"#,\n        r#\"{}\"#,\n        r#\"{log_fields}\"#,\n    ],",
+                    vars.join(" ")
+                );
+                continue;
+            }
             assert_eq!(json, *payload, "payload of {kind}");
             assert_eq!(vars.join(" "), *env, "variables of {kind}");
             assert_eq!(log_fields, *log, "log fields of {kind}");
         }
     }
+
+    /// The Event Grid samples' views (as in the test above: payload,
+    /// variables, log fields).
+    const GRID_VIEWS: &[[&str; 4]] = &[
+        [
+            "blob_created",
+            r#"{"api":"PutBlockList","blob":"automl/model 1.onnx","blob_type":"BlockBlob","container":"models","content_length":524288,"content_type":"application/octet-stream","etag":"0x8D4BCC2E4835CD0","id":"831e1650-001e-001b-66ab-eeb76e069631","schema":"eventgrid","sequencer":"00000000000004420000000000028963","source":"/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct","subject":"/blobServices/default/containers/models/blobs/automl/model 1.onnx","time":"2026-11-21T06:01:11.737Z","type":"blob_created","url":"https://acct.blob.core.windows.net/models/automl/model%201.onnx?sv=1&sig=abc"}"#,
+            r#"CVNOTIFY_EVENT_TYPE=blob_created CVNOTIFY_EVENT_ID=831e1650-001e-001b-66ab-eeb76e069631 CVNOTIFY_SOURCE=/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct CVNOTIFY_SUBJECT=/blobServices/default/containers/models/blobs/automl/model 1.onnx CVNOTIFY_EVENT_TIME=2026-11-21T06:01:11.737Z CVNOTIFY_SCHEMA=eventgrid CVNOTIFY_BLOB_URL=https://acct.blob.core.windows.net/models/automl/model%201.onnx?sv=1&sig=abc CVNOTIFY_CONTAINER=models CVNOTIFY_BLOB=automl/model 1.onnx CVNOTIFY_BLOB_API=PutBlockList CVNOTIFY_CONTENT_TYPE=application/octet-stream CVNOTIFY_CONTENT_LENGTH=524288 CVNOTIFY_ETAG=0x8D4BCC2E4835CD0 CVNOTIFY_BLOB_TYPE=BlockBlob CVNOTIFY_SEQUENCER=00000000000004420000000000028963"#,
+            r#"event_type="blob_created" id="831e1650-001e-001b-66ab-eeb76e069631" source="/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct" subject="/blobServices/default/containers/models/blobs/automl/model 1.onnx" time="2026-11-21T06:01:11.737Z" schema="eventgrid" container="models" blob="automl/model 1.onnx" api="PutBlockList" content_type="application/octet-stream" content_length=U64(524288) etag="0x8D4BCC2E4835CD0" blob_type="BlockBlob" sequencer="00000000000004420000000000028963" | url="https://acct.blob.core.windows.net/models/automl/model%201.onnx?REDACTED""#,
+        ],
+        [
+            "blob_deleted",
+            r#"{"api":"DeleteBlob","blob":"old.onnx","blob_type":"BlockBlob","container":"models","content_length":null,"content_type":null,"etag":null,"id":"831e1650-001e-001b-66ab-eeb76e069631","schema":"cloudevents","sequencer":null,"source":"/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct","subject":"/blobServices/default/containers/models/blobs/old.onnx","time":"2026-11-21T06:01:11.737Z","type":"blob_deleted","url":"https://acct.blob.core.windows.net/models/old.onnx"}"#,
+            r#"CVNOTIFY_EVENT_TYPE=blob_deleted CVNOTIFY_EVENT_ID=831e1650-001e-001b-66ab-eeb76e069631 CVNOTIFY_SOURCE=/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct CVNOTIFY_SUBJECT=/blobServices/default/containers/models/blobs/old.onnx CVNOTIFY_EVENT_TIME=2026-11-21T06:01:11.737Z CVNOTIFY_SCHEMA=cloudevents CVNOTIFY_BLOB_URL=https://acct.blob.core.windows.net/models/old.onnx CVNOTIFY_CONTAINER=models CVNOTIFY_BLOB=old.onnx CVNOTIFY_BLOB_API=DeleteBlob CVNOTIFY_CONTENT_TYPE= CVNOTIFY_CONTENT_LENGTH= CVNOTIFY_ETAG= CVNOTIFY_BLOB_TYPE=BlockBlob CVNOTIFY_SEQUENCER="#,
+            r#"event_type="blob_deleted" id="831e1650-001e-001b-66ab-eeb76e069631" source="/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct" subject="/blobServices/default/containers/models/blobs/old.onnx" time="2026-11-21T06:01:11.737Z" schema="cloudevents" container="models" blob="old.onnx" api="DeleteBlob" content_type content_length etag blob_type="BlockBlob" sequencer | url="https://acct.blob.core.windows.net/models/old.onnx""#,
+        ],
+        [
+            "run_completed",
+            r#"{"experiment_id":"0fa9dfaa-cba3-4fa7-b590-23e48548f5c1","experiment_name":"automl-images","id":"831e1650-001e-001b-66ab-eeb76e069631","run_id":"AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc","run_properties":{},"run_tags":{"team":"vision"},"run_type":null,"schema":"eventgrid","source":"/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w","subject":"experiments/0fa9dfaa-cba3-4fa7-b590-23e48548f5c1/runs/AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc","time":"2026-11-21T06:01:11.737Z","type":"run_completed","workspace":"/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w"}"#,
+            r#"CVNOTIFY_EVENT_TYPE=run_completed CVNOTIFY_EVENT_ID=831e1650-001e-001b-66ab-eeb76e069631 CVNOTIFY_SOURCE=/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w CVNOTIFY_SUBJECT=experiments/0fa9dfaa-cba3-4fa7-b590-23e48548f5c1/runs/AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc CVNOTIFY_EVENT_TIME=2026-11-21T06:01:11.737Z CVNOTIFY_SCHEMA=eventgrid CVNOTIFY_WORKSPACE=/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w CVNOTIFY_EXPERIMENT_ID=0fa9dfaa-cba3-4fa7-b590-23e48548f5c1 CVNOTIFY_EXPERIMENT_NAME=automl-images CVNOTIFY_RUN_ID=AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc CVNOTIFY_RUN_TYPE= CVNOTIFY_RUN_TAGS={"team":"vision"} CVNOTIFY_RUN_PROPERTIES={}"#,
+            r#"event_type="run_completed" id="831e1650-001e-001b-66ab-eeb76e069631" source="/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w" subject="experiments/0fa9dfaa-cba3-4fa7-b590-23e48548f5c1/runs/AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc" time="2026-11-21T06:01:11.737Z" schema="eventgrid" workspace="/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w" experiment_id="0fa9dfaa-cba3-4fa7-b590-23e48548f5c1" experiment_name="automl-images" run_id="AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc" run_type | run_tags="{\"team\":\"vision\"}" run_properties="{}""#,
+        ],
+        [
+            "run_status_changed",
+            r#"{"experiment_id":"0fa9dfaa-cba3-4fa7-b590-23e48548f5c1","experiment_name":"automl-images","id":"831e1650-001e-001b-66ab-eeb76e069631","run_id":"AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc","run_properties":{},"run_status":"Failed","run_tags":{"team":"vision"},"run_type":null,"schema":"cloudevents","source":"/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w","subject":"experiments/0fa9dfaa-cba3-4fa7-b590-23e48548f5c1/runs/AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc","time":"2026-11-21T06:01:11.737Z","type":"run_status_changed","workspace":"/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w"}"#,
+            r#"CVNOTIFY_EVENT_TYPE=run_status_changed CVNOTIFY_EVENT_ID=831e1650-001e-001b-66ab-eeb76e069631 CVNOTIFY_SOURCE=/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w CVNOTIFY_SUBJECT=experiments/0fa9dfaa-cba3-4fa7-b590-23e48548f5c1/runs/AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc CVNOTIFY_EVENT_TIME=2026-11-21T06:01:11.737Z CVNOTIFY_SCHEMA=cloudevents CVNOTIFY_WORKSPACE=/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w CVNOTIFY_EXPERIMENT_ID=0fa9dfaa-cba3-4fa7-b590-23e48548f5c1 CVNOTIFY_EXPERIMENT_NAME=automl-images CVNOTIFY_RUN_ID=AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc CVNOTIFY_RUN_TYPE= CVNOTIFY_RUN_STATUS=Failed CVNOTIFY_RUN_TAGS={"team":"vision"} CVNOTIFY_RUN_PROPERTIES={}"#,
+            r#"event_type="run_status_changed" id="831e1650-001e-001b-66ab-eeb76e069631" source="/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w" subject="experiments/0fa9dfaa-cba3-4fa7-b590-23e48548f5c1/runs/AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc" time="2026-11-21T06:01:11.737Z" schema="cloudevents" workspace="/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w" experiment_id="0fa9dfaa-cba3-4fa7-b590-23e48548f5c1" experiment_name="automl-images" run_id="AutoML_ad912b2d-6467-4f32-a616-dbe4af6dd8fc" run_type run_status="Failed" | run_tags="{\"team\":\"vision\"}" run_properties="{}""#,
+        ],
+        [
+            "model_registered",
+            r#"{"id":"831e1650-001e-001b-66ab-eeb76e069631","model_name":"sign-detector","model_properties":{"accuracy":"0.91"},"model_tags":{"stage":"candidate"},"model_version":"3","schema":"cloudevents","source":"/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w","subject":"models/sign-detector:3","time":"2026-11-21T06:01:11.737Z","type":"model_registered"}"#,
+            r#"CVNOTIFY_EVENT_TYPE=model_registered CVNOTIFY_EVENT_ID=831e1650-001e-001b-66ab-eeb76e069631 CVNOTIFY_SOURCE=/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w CVNOTIFY_SUBJECT=models/sign-detector:3 CVNOTIFY_EVENT_TIME=2026-11-21T06:01:11.737Z CVNOTIFY_SCHEMA=cloudevents CVNOTIFY_MODEL_NAME=sign-detector CVNOTIFY_MODEL_VERSION=3 CVNOTIFY_MODEL_TAGS={"stage":"candidate"} CVNOTIFY_MODEL_PROPERTIES={"accuracy":"0.91"}"#,
+            r#"event_type="model_registered" id="831e1650-001e-001b-66ab-eeb76e069631" source="/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w" subject="models/sign-detector:3" time="2026-11-21T06:01:11.737Z" schema="cloudevents" model_name="sign-detector" model_version="3" | model_tags="{\"stage\":\"candidate\"}" model_properties="{\"accuracy\":\"0.91\"}""#,
+        ],
+        [
+            "model_deployed",
+            r#"{"id":"831e1650-001e-001b-66ab-eeb76e069631","model_ids":["sign-detector:3","sign-ocr:1"],"schema":"eventgrid","service_compute_type":"ACI","service_name":"sign-service","service_properties":{"region":"westeurope"},"service_tags":{},"source":"/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w","subject":"endpoints/sign-service","time":"2026-11-21T06:01:11.737Z","type":"model_deployed"}"#,
+            r#"CVNOTIFY_EVENT_TYPE=model_deployed CVNOTIFY_EVENT_ID=831e1650-001e-001b-66ab-eeb76e069631 CVNOTIFY_SOURCE=/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w CVNOTIFY_SUBJECT=endpoints/sign-service CVNOTIFY_EVENT_TIME=2026-11-21T06:01:11.737Z CVNOTIFY_SCHEMA=eventgrid CVNOTIFY_SERVICE_NAME=sign-service CVNOTIFY_SERVICE_COMPUTE_TYPE=ACI CVNOTIFY_MODEL_IDS=["sign-detector:3","sign-ocr:1"] CVNOTIFY_SERVICE_TAGS={} CVNOTIFY_SERVICE_PROPERTIES={"region":"westeurope"}"#,
+            r#"event_type="model_deployed" id="831e1650-001e-001b-66ab-eeb76e069631" source="/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w" subject="endpoints/sign-service" time="2026-11-21T06:01:11.737Z" schema="eventgrid" service_name="sign-service" service_compute_type="ACI" | model_ids="[\"sign-detector:3\",\"sign-ocr:1\"]" service_tags="{}" service_properties="{\"region\":\"westeurope\"}""#,
+        ],
+        [
+            "dataset_drift_detected",
+            r#"{"base_dataset_id":"base-ds","data_drift_id":"drift-1","data_drift_name":"weekly","drift_coefficient":0.83,"end_time":"2026-11-21T00:00:00Z","id":"831e1650-001e-001b-66ab-eeb76e069631","run_id":"run-1","schema":"eventgrid","source":"/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w","start_time":"2026-11-14T00:00:00Z","subject":"datadrifts/drift-1/runs/run-1","target_dataset_id":"target-ds","time":"2026-11-21T06:01:11.737Z","type":"dataset_drift_detected"}"#,
+            r#"CVNOTIFY_EVENT_TYPE=dataset_drift_detected CVNOTIFY_EVENT_ID=831e1650-001e-001b-66ab-eeb76e069631 CVNOTIFY_SOURCE=/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w CVNOTIFY_SUBJECT=datadrifts/drift-1/runs/run-1 CVNOTIFY_EVENT_TIME=2026-11-21T06:01:11.737Z CVNOTIFY_SCHEMA=eventgrid CVNOTIFY_DATA_DRIFT_ID=drift-1 CVNOTIFY_DATA_DRIFT_NAME=weekly CVNOTIFY_RUN_ID=run-1 CVNOTIFY_BASE_DATASET_ID=base-ds CVNOTIFY_TARGET_DATASET_ID=target-ds CVNOTIFY_DRIFT_COEFFICIENT=0.83 CVNOTIFY_START_TIME=2026-11-14T00:00:00Z CVNOTIFY_END_TIME=2026-11-21T00:00:00Z"#,
+            r#"event_type="dataset_drift_detected" id="831e1650-001e-001b-66ab-eeb76e069631" source="/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w" subject="datadrifts/drift-1/runs/run-1" time="2026-11-21T06:01:11.737Z" schema="eventgrid" data_drift_id="drift-1" data_drift_name="weekly" run_id="run-1" base_dataset_id="base-ds" target_dataset_id="target-ds" drift_coefficient=F64(0.83) start_time="2026-11-14T00:00:00Z" end_time="2026-11-21T00:00:00Z" |"#,
+        ],
+        [
+            "grid_unknown",
+            r#"{"data":{"x":1},"id":"831e1650-001e-001b-66ab-eeb76e069631","schema":"eventgrid","source":"/subscriptions/s","subject":"/subscriptions/s/resourceGroups/g","time":"2026-11-21T06:01:11.737Z","type":"Microsoft.Resources.ResourceWriteSuccess"}"#,
+            r#"CVNOTIFY_EVENT_TYPE=Microsoft.Resources.ResourceWriteSuccess CVNOTIFY_EVENT_ID=831e1650-001e-001b-66ab-eeb76e069631 CVNOTIFY_SOURCE=/subscriptions/s CVNOTIFY_SUBJECT=/subscriptions/s/resourceGroups/g CVNOTIFY_EVENT_TIME=2026-11-21T06:01:11.737Z CVNOTIFY_SCHEMA=eventgrid CVNOTIFY_DATA={"x":1}"#,
+            r#"event_type="Microsoft.Resources.ResourceWriteSuccess" id="831e1650-001e-001b-66ab-eeb76e069631" source="/subscriptions/s" subject="/subscriptions/s/resourceGroups/g" time="2026-11-21T06:01:11.737Z" schema="eventgrid" | data="{\"x\":1}""#,
+        ],
+    ];
 }

@@ -179,8 +179,8 @@ impl EventFilter {
         self.patterns.iter().any(|p| {
             let type_ok = match p.ty.as_deref() {
                 None => true,
-                Some("unknown") => matches!(event, Event::Unknown { .. }),
-                Some(t) => !matches!(event, Event::Unknown { .. }) && event.type_key() == t,
+                Some("unknown") => event.is_unknown(),
+                Some(t) => !event.is_unknown() && event.type_key() == t,
             };
             let status_ok = match &p.status {
                 None => true,

@@ -23,8 +23,13 @@
 //! ```
 //!
 //! 1. Leaves, importing nothing above them:
-//!    - [`event`]: the wire format and the decoder (pure; no I/O), and
-//!      each kind's one description: its name and fields.
+//!    - [`event`]: the wire formats and the decoder (pure; no I/O), and
+//!      each kind's one description: its name and fields. A message is a
+//!      Custom Vision notification (`event.rs`), an Event Grid or
+//!      CloudEvents event, or an array of those (`event/grid.rs`: Azure
+//!      Machine Learning, Blob Storage, any other type); `event/fields.rs`
+//!      holds what both decoders share (the error naming the field, URL
+//!      validation).
 //!    - [`view`]: how that description becomes what the outside sees: the
 //!      hook/webhook payload, hook variables, log records, span fields.
 //!    - [`filter`]: the `events` routing grammar, over [`event`].

@@ -99,14 +99,18 @@ impl ExpectedExports {
             return;
         }
         for body in bodies {
-            if let Ok(n) = decode(Envelope::original(body).as_bytes())
-                && let Event::Export {
+            let Ok(events) = decode(Envelope::original(body).as_bytes()) else {
+                continue;
+            };
+            for n in events {
+                if let Event::Export {
                     project_id,
                     iteration_id,
                     ..
                 } = n.event
-            {
-                self.arrived(project_id, iteration_id);
+                {
+                    self.arrived(project_id, iteration_id);
+                }
             }
         }
     }

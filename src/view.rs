@@ -21,7 +21,9 @@
 //!
 //! # Adding an event kind
 //!
-//! Write its variant and its decoder in [`crate::event`], then one arm in
+//! Write its variant and its decoder in [`crate::event`] (an Event Grid
+//! kind: a variant of `grid::Data`, its decoding in `grid::decode`, its arm
+//! in `GridEvent::view`, after the envelope's fields), then one arm in
 //! `Event::view`: `View::new(origin, kind, name)` (the log record's message
 //! is "{origin} event") and one `.field(name, value)` per field, in the
 //! order users should read them, each an `Option<Value>` (`None` when the

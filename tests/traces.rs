@@ -20,7 +20,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn attributes(span: &Span) -> HashMap<String, String> {
+pub(crate) fn attributes(span: &Span) -> HashMap<String, String> {
     span.attributes
         .iter()
         .filter_map(|kv| {
@@ -37,7 +37,7 @@ fn attributes(span: &Span) -> HashMap<String, String> {
 }
 
 /// Every span the receiver got.
-async fn spans(collector: &MockServer) -> Vec<Span> {
+pub(crate) async fn spans(collector: &MockServer) -> Vec<Span> {
     collector
         .received_requests()
         .await

@@ -1,5 +1,6 @@
 //! `cvnotify decode [FILE]`: decodes one message body (a file, or stdin)
-//! and prints the typed event as JSON; exit 65 (`EX_DATAERR`) with the
+//! and prints the typed event as JSON (`{"version", "event"}`; for an array
+//! of Event Grid events `{"events": [...]}`, every one); exit 65 (`EX_DATAERR`) with the
 //! decode error otherwise.
 
 use crate::exit;
@@ -19,8 +20,16 @@ pub fn exec(file: Option<&Path>) -> i32 {
         return exit::FAILURE;
     }
     match crate::event::decode(&body) {
-        Ok(n) => {
-            let out = serde_json::json!({"version": n.version, "event": n.event});
+        Ok(events) => {
+            // One event as it always was; an array's under `events`, in order.
+            let out = match events.as_slice() {
+                [n] if n.index.is_none() => {
+                    serde_json::json!({"version": n.version, "event": n.event})
+                }
+                _ => serde_json::json!({
+                    "events": events.iter().map(|n| &n.event).collect::<Vec<_>>()
+                }),
+            };
             println!(
                 "{}",
                 serde_json::to_string_pretty(&out).expect("serializable")

@@ -103,7 +103,12 @@ pub fn describe(
     let envelope = Envelope::open(body);
     let original = envelope.as_ref().map_or(body, |e| e.body.as_str());
     let what = match decode(original.as_bytes()) {
-        Ok(n) => n.event.to_string(),
+        // Every event of an array, in order.
+        Ok(events) => events
+            .iter()
+            .map(|n| n.event.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
         Err(e) => format!("undecodable: {e}"),
     };
     let mut line = format!("{id}  {when}  deliveries={dequeue_count}  {what}");

@@ -42,6 +42,17 @@ pub struct StoredModel {
 }
 
 impl Delivery {
+    /// The delivery's id, for receivers that deduplicate (a webhook's
+    /// `webhook-id`): the message's id for a message that is one event;
+    /// `{message_id}.{i}` for the i-th event (from 0) of an array, whose
+    /// events share the message.
+    pub fn id(&self) -> std::borrow::Cow<'_, str> {
+        match self.notification.index {
+            None => self.message_id.as_str().into(),
+            Some(i) => format!("{}.{i}", self.message_id).into(),
+        }
+    }
+
     /// The stable JSON document handed to hooks (and webhooks): snake_case
     /// fields plus the original Custom Vision payload under `raw`. The model
     /// URI is complete here, SAS included, since the receiver must be able to
@@ -176,6 +187,7 @@ pub(crate) fn sample_deliveries() -> Vec<(&'static str, Delivery)> {
                     version: Some("1.0".into()),
                     raw: json!({"type": event.wire_type()}),
                     event,
+                    index: None,
                 },
                 trace_id: completed.then(|| "4bf92f3577b34da6a3ce929d0e0e4736".into()),
                 model: completed.then(|| StoredModel {
@@ -209,6 +221,18 @@ mod tests {
             crate::error::error_chain(&e),
             "request to http://receiver failed: connection reset"
         );
+    }
+
+    /// A message that is one event keeps its id as the delivery's; the
+    /// events of an array, which share the message, get `{id}.{i}`.
+    #[test]
+    fn the_delivery_id_is_the_message_id_with_the_index_in_an_array() {
+        let (_, mut d) = sample_deliveries().remove(0);
+        assert_eq!(d.id(), "5714088e-e971-4dcd-9daa-d98cd5335c83");
+        d.notification.index = Some(0);
+        assert_eq!(d.id(), "5714088e-e971-4dcd-9daa-d98cd5335c83.0");
+        d.notification.index = Some(2);
+        assert_eq!(d.id(), "5714088e-e971-4dcd-9daa-d98cd5335c83.2");
     }
 
     /// The hook's stdin and the webhook body, byte for byte: the event's

@@ -1,21 +1,23 @@
 //! [`Lifecycle`]: one message's life, from the poll loop handing it over
-//! to its settle: decode → route → run its handlers while renewing its
-//! visibility → [`disposition`] → [`Settler::apply`].
+//! to its settle: decode → for each of its events (one, or an Event Grid
+//! array's): route → run its handlers, all while renewing the message's
+//! visibility → [`disposition`] → [`Settler::apply`], once per message.
 //!
 //! Runs inside the message's span (message id, dequeue count, event type,
 //! project id); every log line of the message and its handlers carries it.
+//! Each event of an array has a child span of its own ([`event_span`]).
 //! A body that is cvnotify's retry envelope is unwrapped first: handlers,
 //! the decoder and the poison queue see the original body. What happens
 //! to the message afterwards is decided once, by [`disposition`], and
 //! applied once, by the [`Settler`].
 
 use super::disposition::{Disposition, Failure, Outcome, disposition};
-use super::events::{HandlerFinished, InternalEvent, Recorder};
+use super::events::{EventReceived, EventUnrouted, HandlerFinished, InternalEvent, Recorder};
 use super::settings::Settings;
 use super::settle::{Message, Settler};
 use crate::error::error_chain;
-use crate::event::decode;
-use crate::handler::{Delivery, Finished, Route, Router, run_routes};
+use crate::event::{Notification, decode};
+use crate::handler::{Delivery, Finished, Router, run_routes};
 use crate::queue::{Queue, ReceivedMessage};
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +99,10 @@ impl Lifecycle {
             .await;
     }
 
-    /// Decodes, routes and runs the handlers.
+    /// Decodes, then routes and runs the handlers of each event of the
+    /// message in turn (see [`Lifecycle::run_events`]), extending the
+    /// message's visibility every half visibility timeout meanwhile, for
+    /// all its events together.
     async fn handle(
         &self,
         m: &mut Message,
@@ -105,53 +110,86 @@ impl Lifecycle {
         span: &Span,
         trace_id: Option<String>,
     ) -> Outcome {
-        let notification = match decode(m.body.as_bytes()) {
+        let events = match decode(m.body.as_bytes()) {
             Ok(n) => n,
             Err(e) => return Outcome::Undecodable(e),
         };
-        notification.event.view().record_context(span);
-        let routes = self.router.route(&notification);
-        if routes.is_empty() {
-            return Outcome::NoRoute;
-        }
-        let delivery = Delivery {
+        let received = Received {
             message_id: m.id.clone(),
             dequeue_count: m.dequeue_count,
             inserted_at: m.inserted_at,
-            received_at: OffsetDateTime::now_utc(),
-            notification,
             trace_id,
-            model: None,
         };
-        self.run_handlers(m, &routes, &delivery, abort).await
-    }
-
-    /// Runs the routed handlers (model downloads first, see
-    /// [`run_routes`]), extending the message's visibility every half
-    /// visibility timeout meanwhile.
-    async fn run_handlers(
-        &self,
-        m: &mut Message,
-        routes: &[&Route],
-        delivery: &Delivery,
-        abort: CancellationToken,
-    ) -> Outcome {
-        let visibility = self.settings.visibility_timeout;
-        let started = Instant::now();
-        let work = run_routes(routes, delivery);
+        let work = self.run_events(events, received, span);
         tokio::pin!(work);
+        let visibility = self.settings.visibility_timeout;
         let renew_every = visibility / 2;
-        let mut next_renewal = started + renew_every;
+        let mut next_renewal = Instant::now() + renew_every;
         let mut held = true;
         loop {
             tokio::select! {
-                results = &mut work => return self.outcome(&results, started.elapsed()),
+                outcome = &mut work => return outcome,
                 _ = sleep_until(next_renewal), if held && !self.settler.update_is_denied() => {
                     held = self.settler.renew(m, visibility).await;
                     next_renewal += renew_every;
                 }
                 _ = abort.cancelled() => return Outcome::Aborted,
             }
+        }
+    }
+
+    /// Routes and runs the handlers of each event in turn (model downloads
+    /// first, see [`run_routes`]), each inside its span ([`event_span`]),
+    /// stopping at the first event whose handlers fail: the message has
+    /// one outcome for all its events. It is deleted only when every event
+    /// was handled (or had no handler); a failure retries or poisons the
+    /// whole message, and a retry runs every event again, so handlers of
+    /// an array's events must be idempotent, as for any retry.
+    async fn run_events(
+        &self,
+        events: Vec<Notification>,
+        received: Received,
+        span: &Span,
+    ) -> Outcome {
+        let started = Instant::now();
+        let mut handled = false;
+        for notification in events {
+            let event_span = event_span(span, &notification);
+            EventReceived {
+                kind: notification.event.view().kind,
+            }
+            .emit(&self.metrics);
+            let routes = self.router.route(&notification);
+            if routes.is_empty() {
+                if notification.index.is_some() {
+                    event_span.in_scope(|| EventUnrouted.emit(&self.metrics));
+                }
+                continue;
+            }
+            let delivery = Delivery {
+                message_id: received.message_id.clone(),
+                dequeue_count: received.dequeue_count,
+                inserted_at: received.inserted_at,
+                received_at: OffsetDateTime::now_utc(),
+                notification,
+                trace_id: received.trace_id.clone(),
+                model: None,
+            };
+            let results = run_routes(&routes, &delivery)
+                .instrument(event_span.clone())
+                .await;
+            // Inside the event's span: the handlers' lines name the event.
+            match event_span.in_scope(|| self.outcome(&results, started.elapsed())) {
+                Outcome::Handled { .. } => handled = true,
+                failed => return failed,
+            }
+        }
+        if handled {
+            Outcome::Handled {
+                took: started.elapsed(),
+            }
+        } else {
+            Outcome::NoRoute
         }
     }
 
@@ -187,6 +225,55 @@ impl Lifecycle {
     }
 }
 
+/// What the message brings to each of its events' deliveries.
+struct Received {
+    message_id: String,
+    dequeue_count: u32,
+    inserted_at: Option<OffsetDateTime>,
+    trace_id: Option<String>,
+}
+
+/// The span of one event of the message: the message's own for a message
+/// that is one event (its fields recorded there, as always); for each
+/// event of an array a child `event` span, with the element's `index` and
+/// the event's fields, so that every line of that event's handlers names
+/// it (the message span then names no event). With traces on, the span
+/// gets the CloudEvents semantic conventions' `cloudevents.event_id`,
+/// `cloudevents.event_type` and `cloudevents.event_subject` (an Event Grid
+/// event's; traces only, like the `messaging.*` attributes).
+fn event_span(message: &Span, n: &Notification) -> Span {
+    let span = match n.index {
+        None => message.clone(),
+        Some(index) => tracing::info_span!(
+            parent: message,
+            "event",
+            index,
+            event_type = tracing::field::Empty,
+            project_id = tracing::field::Empty,
+            iteration_id = tracing::field::Empty,
+            subject = tracing::field::Empty,
+            "otel.name" = %format_args!("event {index}"),
+        ),
+    };
+    n.event.view().record_context(&span);
+    if let Some(g) = n.event.grid() {
+        let e = &g.envelope;
+        // Outside text, cut as in every span.
+        let bounded = |s: &str| crate::limit::text(s, crate::limit::MAX_TEXT).into_owned();
+        crate::telemetry::set_attributes(&span, || {
+            let mut attributes = vec![
+                ("cloudevents.event_id", bounded(&e.id).into()),
+                ("cloudevents.event_type", bounded(&e.event_type).into()),
+            ];
+            if let Some(subject) = &e.subject {
+                attributes.push(("cloudevents.event_subject", bounded(subject).into()));
+            }
+            attributes
+        });
+    }
+    span
+}
+
 /// The message's span. Its fields are every log line's context and, with
 /// traces on, attributes of the OpenTelemetry span, whose name and kind
 /// come from the `otel.*` fields (log lines leave those out). The
@@ -201,6 +288,7 @@ fn span(queue: &str, m: &ReceivedMessage) -> (Span, Option<String>) {
         event_type = tracing::field::Empty,
         project_id = tracing::field::Empty,
         iteration_id = tracing::field::Empty,
+        subject = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
         "otel.name" = %format_args!("process {queue}"),

@@ -519,6 +519,41 @@ mod tests {
         assert_eq!(probe.calls.lock().unwrap().len(), 10);
     }
 
+    /// The events of an Event Grid array are handled one after the other
+    /// while the message's visibility is renewed for all of them together:
+    /// three events taking 12 s each (36 s) under a 30 s visibility timeout
+    /// keep the message hidden throughout, so it is handled once, each
+    /// event on delivery 1, then deleted.
+    #[tokio::test(start_paused = true)]
+    async fn the_events_of_an_array_share_one_visibility_renewal() {
+        let q = Arc::new(MemoryQueue::new("q"));
+        let p = Arc::new(MemoryQueue::new("q-poison"));
+        let event = |i: u32| {
+            format!(
+                r#"{{"id":"e{i}","eventType":"Contoso.Thing","subject":"s{i}","eventTime":"2026-11-21T06:01:11Z","data":{{}},"dataVersion":"1"}}"#
+            )
+        };
+        let body = format!("[{},{},{}]", event(0), event(1), event(2));
+        q.send(&body, Expiry::ServiceDefault).await.unwrap();
+        let probe = probe(0, Duration::from_secs(12));
+        let mut s = settings();
+        // Polling on: a message visible again would be received again.
+        s.once = false;
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(worker(&q, &p, &probe, s).run(stop.clone().cancelled_owned()));
+        sleep(Duration::from_secs(60)).await;
+        stop.cancel();
+        let summary = handle.await.unwrap().unwrap();
+        let calls = probe.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls.iter().map(|c| c.1).collect::<Vec<_>>(),
+            vec![1, 1, 1],
+            "each event once, on the first delivery"
+        );
+        assert_eq!((summary.received, summary.handled), (1, 1));
+        assert!(q.is_empty() && p.is_empty());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn receive_never_exceeds_free_capacity() {
         let q = Arc::new(MemoryQueue::new("q"));

@@ -572,7 +572,7 @@ pub fn delivery_of(body: &str, message_id: &str, dequeue_count: u32) -> Delivery
         dequeue_count,
         inserted_at: None,
         received_at: time::OffsetDateTime::now_utc(),
-        notification: decode(body.as_bytes()).unwrap(),
+        notification: decode(body.as_bytes()).unwrap().remove(0),
         trace_id: None,
         model: None,
     }

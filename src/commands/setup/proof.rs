@@ -102,8 +102,12 @@ pub async fn wait_for_proof<F: FnMut(&CheckLine)>(
                     queue_full = msgs.len() >= 32;
                     let found = msgs.iter().any(|m| {
                         !before.contains(&m.id)
-                            && matches!(decode(Envelope::original(&m.body).as_bytes()).map(|n| n.event),
-                                Ok(Event::ConnectionTest { project_id }) if project_id == id)
+                            && decode(Envelope::original(&m.body).as_bytes()).is_ok_and(|ns| {
+                                ns.iter().any(|n| {
+                                    matches!(n.event,
+                                    Event::ConnectionTest { project_id } if project_id == id)
+                                })
+                            })
                     });
                     if found {
                         message = Some(Ok(started.elapsed()));

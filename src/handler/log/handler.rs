@@ -72,6 +72,7 @@ mod tests {
                 format!("\"{name}\":{}", serde_json::to_string(s).unwrap()),
             ),
             LogValue::U64(n) => (format!("{name}={n}"), format!("\"{name}\":{n}")),
+            LogValue::F64(n) => (format!("{name}={n}"), format!("\"{name}\":{n}")),
             other => panic!("no sample has a {other:?} ({quoted})"),
         }
     }
@@ -84,7 +85,9 @@ mod tests {
     #[test]
     fn the_log_record_is_the_events_view_around_the_deliverys_fields() {
         for (kind, d) in sample_deliveries() {
-            let (short, long) = d.notification.event.view().log_fields();
+            let view = d.notification.event.view();
+            let origin = view.origin;
+            let (short, long) = view.log_fields();
             let present = |fs: Vec<crate::view::LogField>| -> Vec<(String, String)> {
                 fs.into_iter()
                     .filter_map(|(name, v)| v.map(|v| written(name, &v)))
@@ -101,7 +104,7 @@ mod tests {
             assert_eq!(
                 line(&d, false),
                 format!(
-                    "INFO Custom Vision event{} message_id={m} dequeue_count=2{}",
+                    "INFO {origin} event{} message_id={m} dequeue_count=2{}",
                     text(&short),
                     text(&long)
                 ),
@@ -110,7 +113,7 @@ mod tests {
             assert_eq!(
                 line(&d, true),
                 format!(
-                    r#"{{"level":"INFO","message":"Custom Vision event"{},"message_id":"{m}","dequeue_count":2{}}}"#,
+                    r#"{{"level":"INFO","message":"{origin} event"{},"message_id":"{m}","dequeue_count":2{}}}"#,
                     json(&short),
                     json(&long)
                 ),

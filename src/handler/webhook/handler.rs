@@ -209,7 +209,7 @@ impl WebhookHandler {
             .post(self.config.url.clone())
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("webhook-id", &d.message_id)
+            .header("webhook-id", d.id().as_ref())
             .header("webhook-timestamp", timestamp.to_string());
         // The handler span's trace context, so the receiver's spans join
         // the message's trace.
@@ -217,10 +217,7 @@ impl WebhookHandler {
             request = request.header("traceparent", traceparent);
         }
         if let Some(signer) = &self.signer {
-            request = request.header(
-                "webhook-signature",
-                signer.sign(&d.message_id, timestamp, body),
-            );
+            request = request.header("webhook-signature", signer.sign(&d.id(), timestamp, body));
         }
         let target = target.to_owned();
         match request.body(body.to_vec()).send().await {

@@ -15,7 +15,8 @@ mod recorder;
 pub(super) use recorder::PoisonReason;
 pub use recorder::Recorder;
 use recorder::{
-    HandlerLabel, HandlerOutcome, Outcome, ProcessedLabel, ReasonLabel, StorageErrorLabels,
+    EventTypeLabel, HandlerLabel, HandlerOutcome, Outcome, ProcessedLabel, ReasonLabel,
+    StorageErrorLabels,
 };
 
 use crate::queue::{Operation, QueueError};
@@ -181,6 +182,32 @@ impl InternalEvent for InFlight {
 }
 
 /// One handler finished with one delivery.
+/// An event was decoded from a message (one per element of an array).
+pub(super) struct EventReceived {
+    /// Its view's kind: a fixed set.
+    pub kind: &'static str,
+}
+
+impl InternalEvent for EventReceived {
+    fn emit(self, m: &Recorder) {
+        m.events
+            .get_or_create(&EventTypeLabel {
+                event_type: self.kind,
+            })
+            .inc();
+    }
+}
+
+/// No handler takes one event of an array; the others' fate is the
+/// message's (a message that is one event: [`NoRoute`]).
+pub(super) struct EventUnrouted;
+
+impl InternalEvent for EventUnrouted {
+    fn emit(self, _: &Recorder) {
+        info!("No handler takes this event of the message");
+    }
+}
+
 pub(super) struct HandlerFinished<'a> {
     pub handler: &'a str,
     pub took: Duration,
@@ -546,6 +573,9 @@ mod tests {
             ok: true,
         }
         .emit(&m);
+        for kind in ["export", "blob_created", "blob_created"] {
+            EventReceived { kind }.emit(&m);
+        }
         assert_eq!(
             Summary::read(&m),
             Summary {
@@ -567,6 +597,8 @@ mod tests {
             "cvnotify_messages_processed_total{outcome=\"failed\"} 1",
             "cvnotify_messages_poisoned_total{reason=\"decode_error\"} 1",
             "cvnotify_messages_handled_total{handler=\"log#0\",outcome=\"success\"} 1",
+            "cvnotify_events_received_total{event_type=\"export\"} 1",
+            "cvnotify_events_received_total{event_type=\"blob_created\"} 2",
         ] {
             assert!(text.contains(want), "{want} in {text}");
         }

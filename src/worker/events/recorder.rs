@@ -4,8 +4,9 @@
 //! Its fields are visible to `events` only (`pub(super)`), so the compiler
 //! holds the rule that an outcome's counter is written by its internal
 //! event and by nothing else. Label values are fixed sets (handler names
-//! from the config, operation and error kinds, outcomes, poison reasons),
-//! never anything from a message, so nothing secret or unbounded reaches a
+//! from the config, operation and error kinds, outcomes, poison reasons,
+//! event kinds), never anything from a message (an unknown type is
+//! `unknown`, not its name), so nothing secret or unbounded reaches a
 //! label.
 
 use crate::metrics::{Metrics, Register};
@@ -90,6 +91,12 @@ pub(super) struct ProcessedLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct EventTypeLabel {
+    /// The event's kind (`export`, `blob_created`, `unknown`).
+    pub(super) event_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct HandlerLabel {
     pub(super) handler: String,
 }
@@ -123,6 +130,7 @@ pub struct Recorder {
     /// The queue's health: successful storage calls renew it.
     pub(super) health: Arc<Metrics>,
     pub(super) received: Counter,
+    pub(super) events: Family<EventTypeLabel, Counter>,
     pub(super) handled: Family<HandlerOutcome, Counter>,
     pub(super) processed: Family<ProcessedLabel, Counter>,
     pub(super) deleted: Counter,
@@ -140,6 +148,7 @@ impl Recorder {
         Recorder {
             health,
             received: Counter::default(),
+            events: Family::default(),
             handled: Family::default(),
             processed: Family::default(),
             deleted: Counter::default(),
@@ -170,6 +179,11 @@ impl Register for Recorder {
             "messages_received",
             "Messages received from the queue",
             m.received.clone(),
+        );
+        registry.register(
+            "events_received",
+            "Events decoded from received messages (one per element of an array), by kind",
+            m.events.clone(),
         );
         registry.register(
             "messages_handled",
