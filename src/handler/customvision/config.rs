@@ -29,11 +29,13 @@ pub struct CustomVisionHandlerConfig {
     /// `/blobServices/default/containers/models/blobs/birds/`. Events
     /// without a subject (Custom Vision's) then never match. Default: any.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub subject_begins_with: Option<String>,
     /// Only events whose subject ends with this text (Event Grid's
     /// `subjectEndsWith`), e.g. `.onnx`. Events without a subject (Custom
     /// Vision's) then never match. Default: any.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub subject_ends_with: Option<String>,
     /// Compare `subject_begins_with` / `subject_ends_with` in the subject's
     /// exact case (Event Grid's `isSubjectCaseSensitive`); by default case
