@@ -433,6 +433,96 @@ mod tests {
         assert!(f(&["training.completed", "export.failed"]).matches(&ef));
     }
 
+    /// Every event kind has a routing name the grammar knows, its own
+    /// name routes it and no other type's does, and its status (if any)
+    /// is one the grammar lists for its type.
+    #[test]
+    fn every_event_kind_is_routed_by_its_name() {
+        for (sample, event) in crate::event::samples() {
+            let key = if event.is_unknown() {
+                "unknown".to_owned()
+            } else {
+                event.type_key()
+            };
+            let (_, statuses) = KINDS
+                .iter()
+                .find(|(t, _)| *t == key)
+                .unwrap_or_else(|| panic!("{sample}: `{key}` is not in KINDS"));
+            for (t, _) in KINDS {
+                assert_eq!(f(&[t]).matches(&event), *t == key, "{sample} vs {t}");
+            }
+            if let Some(status) = event.status_key()
+                && statuses.iter().any(|s| s.eq_ignore_ascii_case(&status))
+            {
+                assert!(f(&[&format!("{key}.{status}")]).matches(&event), "{sample}");
+                assert!(f(&[&format!("*.{status}")]).matches(&event), "{sample}");
+            }
+        }
+    }
+
+    /// The Event Grid kinds, decoded from the wire: their names, run
+    /// statuses in any case, and `*.failed` across both worlds.
+    #[test]
+    fn event_grid_kinds_and_run_statuses() {
+        let grid = |event_type: &str, data: &str| {
+            let body = format!(
+                r#"{{"id":"1","topic":"/subscriptions/s","subject":"x","eventType":"{event_type}","eventTime":"2026-12-02T12:00:00Z","data":{data},"dataVersion":"","metadataVersion":"1"}}"#
+            );
+            crate::event::decode(body.as_bytes())
+                .unwrap()
+                .remove(0)
+                .event
+        };
+        let run = |status: &str| {
+            grid(
+                "Microsoft.MachineLearningServices.RunStatusChanged",
+                &format!(r#"{{"runId":"r","runStatus":"{status}"}}"#),
+            )
+        };
+        let other = grid("Microsoft.Storage.BlobTierChanged", "{}");
+        let run_completed = grid(
+            "Microsoft.MachineLearningServices.RunCompleted",
+            r#"{"runId":"r"}"#,
+        );
+        let cv_named_like_grid = Event::Unknown {
+            r#type: "blob_created".into(),
+            content: serde_json::Value::Null,
+        };
+        assert!(f(&["unknown"]).matches(&other) && !f(&["blob_created"]).matches(&other));
+        assert!(!f(&["blob_created"]).matches(&cv_named_like_grid));
+        assert!(f(&["run_completed"]).matches(&run_completed));
+        assert!(!f(&["run_completed"]).matches(&run("Completed")));
+        for status in RUN_STATUSES {
+            for sent in [
+                status.to_string(),
+                status.to_lowercase(),
+                status.to_uppercase(),
+            ] {
+                let e = run(&sent);
+                assert!(
+                    f(&[&format!("run_status_changed.{status}")]).matches(&e),
+                    "{sent}"
+                );
+                assert!(f(&[&format!("RUN_STATUS_CHANGED.{}", status.to_lowercase())]).matches(&e));
+                assert!(f(&["run_status_changed", "run_status_changed.*"]).matches(&e));
+                let others = RUN_STATUSES.iter().filter(|s| *s != status);
+                for o in others {
+                    assert!(
+                        !f(&[&format!("run_status_changed.{o}")]).matches(&e),
+                        "{sent} vs {o}"
+                    );
+                }
+            }
+        }
+        // `*.failed`: Custom Vision's failures and Azure ML's.
+        assert!(f(&["*.failed"]).matches(&run("Failed")));
+        assert!(f(&["*.failed"]).matches(&training(TrainingStatus::Failed)));
+        assert!(!f(&["*.failed"]).matches(&run("Canceled")));
+        assert!(!f(&["training.failed", "export.failed"]).matches(&run("Failed")));
+        assert!(f(&["*.completed"]).matches(&run("completed")));
+        assert!(!f(&["*.completed"]).matches(&run_completed));
+    }
+
     /// Every type and every status of it parses, in any case, and reads
     /// back as written in lower case.
     #[test]
