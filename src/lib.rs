@@ -32,7 +32,8 @@
 //!      validation).
 //!    - [`view`]: how that description becomes what the outside sees: the
 //!      hook/webhook payload, hook variables, log records, span fields.
-//!    - [`filter`]: the `events` routing grammar, over [`event`].
+//!    - [`filter`]: the `events` routing grammar, over [`event`], and a
+//!      handler table's subject filter (Event Grid's, on an event's subject).
 //!    - [`secret`]: the [`secret::Secret`] type, the registry of every secret
 //!      value the process holds, and redaction of every text that leaves it.
 //!    - [`error`]: a cause chain as one line, printed once at the edge;

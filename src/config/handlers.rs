@@ -12,7 +12,7 @@
 //! an error inside it (`handlers[0].timeout`). Pure: building handlers (I/O)
 //! is [`crate::handler`]'s.
 
-use super::handler_table::HandlerTable;
+use super::handler_table::{HandlerTable, validate_shared};
 use super::issues::{Issues, as_table, deserialize_collecting};
 use crate::handler::customvision::config::CustomVisionHandlerConfig;
 use crate::handler::download::config::DownloadConfig;
@@ -157,6 +157,7 @@ impl HandlerConfig {
             return None;
         };
         let config = parsed?;
+        validate_shared(config.table(), path, issues);
         config.table().validate(path, issues);
         Some(config)
     }

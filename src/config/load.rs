@@ -461,7 +461,11 @@ mod tests {
 
     #[test]
     fn example_and_dev_configs_are_valid() {
-        for f in ["config/cvnotify.example.toml", "config/dev.toml"] {
+        for f in [
+            "config/cvnotify.example.toml",
+            "config/dev.toml",
+            "config/customvision-and-azureml.toml",
+        ] {
             let text =
                 std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap();
             if let Err(e) = Config::from_toml(&text) {

@@ -489,6 +489,7 @@ mod tests {
         let router = Router::from_routes(vec![Route {
             name: "probe".into(),
             filter: EventFilter::all(),
+            subject: Default::default(),
             handler: probe.clone(),
         }]);
         Worker::new(q.clone(), p.clone(), Arc::new(router), s, Arc::default())

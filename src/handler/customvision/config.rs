@@ -7,7 +7,7 @@ use crate::config::customvision::check_export_target;
 use crate::config::formats::HumanDuration;
 use crate::config::handler_table::HandlerTable;
 use crate::config::issues::Issues;
-use crate::filter::EventFilter;
+use crate::filter::{EventFilter, SubjectFilter};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::Duration;
@@ -24,6 +24,24 @@ pub struct CustomVisionHandlerConfig {
     /// anything, others succeed at once.
     #[serde(default = "completed_trainings")]
     pub events: EventFilter,
+    /// Only events whose subject begins with this text (Event Grid's
+    /// `subjectBeginsWith`: a plain prefix, no wildcards), e.g.
+    /// `/blobServices/default/containers/models/blobs/birds/`. Events
+    /// without a subject (Custom Vision's) then never match. Default: any.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub subject_begins_with: Option<String>,
+    /// Only events whose subject ends with this text (Event Grid's
+    /// `subjectEndsWith`), e.g. `.onnx`. Events without a subject (Custom
+    /// Vision's) then never match. Default: any.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub subject_ends_with: Option<String>,
+    /// Compare `subject_begins_with` / `subject_ends_with` in the subject's
+    /// exact case (Event Grid's `isSubjectCaseSensitive`); by default case
+    /// is ignored, as Event Grid does.
+    #[serde(default)]
+    pub subject_case_sensitive: bool,
     /// Exports to request for the trained iteration, e.g.
     /// `[{ platform = "ONNX" }, { platform = "TensorFlow", flavor = "TensorFlowLite" }]`.
     /// Default: none.
@@ -93,6 +111,13 @@ impl HandlerTable for CustomVisionHandlerConfig {
     }
     fn events(&self) -> &EventFilter {
         &self.events
+    }
+    fn subject(&self) -> SubjectFilter {
+        SubjectFilter {
+            begins_with: self.subject_begins_with.clone(),
+            ends_with: self.subject_ends_with.clone(),
+            case_sensitive: self.subject_case_sensitive,
+        }
     }
     fn validate(&self, path: &str, issues: &mut Issues) {
         if self.export.is_empty() && self.publish.is_none() {

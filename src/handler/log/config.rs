@@ -4,7 +4,7 @@
 
 use crate::config::handler_table::HandlerTable;
 use crate::config::issues::Issues;
-use crate::filter::EventFilter;
+use crate::filter::{EventFilter, SubjectFilter};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -16,6 +16,21 @@ pub struct LogHandlerConfig {
     pub name: Option<String>,
     /// Which events this handler gets (see the routing grammar).
     pub events: EventFilter,
+    /// Only events whose subject begins with this text (Event Grid's
+    /// `subjectBeginsWith`: a plain prefix, no wildcards), e.g.
+    /// `/blobServices/default/containers/models/blobs/birds/`. Events
+    /// without a subject (Custom Vision's) then never match. Default: any.
+    #[schemars(length(min = 1))]
+    pub subject_begins_with: Option<String>,
+    /// Only events whose subject ends with this text (Event Grid's
+    /// `subjectEndsWith`), e.g. `.onnx`. Events without a subject (Custom
+    /// Vision's) then never match. Default: any.
+    #[schemars(length(min = 1))]
+    pub subject_ends_with: Option<String>,
+    /// Compare `subject_begins_with` / `subject_ends_with` in the subject's
+    /// exact case (Event Grid's `isSubjectCaseSensitive`); by default case
+    /// is ignored, as Event Grid does.
+    pub subject_case_sensitive: bool,
 }
 
 impl Default for LogHandlerConfig {
@@ -23,6 +38,9 @@ impl Default for LogHandlerConfig {
         Self {
             name: None,
             events: EventFilter::all(),
+            subject_begins_with: None,
+            subject_ends_with: None,
+            subject_case_sensitive: false,
         }
     }
 }
@@ -33,6 +51,13 @@ impl HandlerTable for LogHandlerConfig {
     }
     fn events(&self) -> &EventFilter {
         &self.events
+    }
+    fn subject(&self) -> SubjectFilter {
+        SubjectFilter {
+            begins_with: self.subject_begins_with.clone(),
+            ends_with: self.subject_ends_with.clone(),
+            case_sensitive: self.subject_case_sensitive,
+        }
     }
     fn validate(&self, _path: &str, _issues: &mut Issues) {}
 }

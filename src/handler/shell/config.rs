@@ -5,7 +5,7 @@
 use crate::config::formats::HumanDuration;
 use crate::config::handler_table::{HandlerTable, StringMap, all_events};
 use crate::config::issues::Issues;
-use crate::filter::EventFilter;
+use crate::filter::{EventFilter, SubjectFilter};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::fmt;
@@ -22,6 +22,24 @@ pub struct ShellConfig {
     /// Which events this handler gets (see the routing grammar).
     #[serde(default = "all_events")]
     pub events: EventFilter,
+    /// Only events whose subject begins with this text (Event Grid's
+    /// `subjectBeginsWith`: a plain prefix, no wildcards), e.g.
+    /// `/blobServices/default/containers/models/blobs/birds/`. Events
+    /// without a subject (Custom Vision's) then never match. Default: any.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub subject_begins_with: Option<String>,
+    /// Only events whose subject ends with this text (Event Grid's
+    /// `subjectEndsWith`), e.g. `.onnx`. Events without a subject (Custom
+    /// Vision's) then never match. Default: any.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub subject_ends_with: Option<String>,
+    /// Compare `subject_begins_with` / `subject_ends_with` in the subject's
+    /// exact case (Event Grid's `isSubjectCaseSensitive`); by default case
+    /// is ignored, as Event Grid does.
+    #[serde(default)]
+    pub subject_case_sensitive: bool,
     /// Program and arguments, e.g. `["/usr/local/bin/on-export", "--fast"]`.
     pub command: Vec<String>,
     /// The program is killed (with its process group) after this long.
@@ -58,6 +76,9 @@ impl fmt::Debug for ShellConfig {
         f.debug_struct("ShellConfig")
             .field("name", &self.name)
             .field("events", &self.events)
+            .field("subject_begins_with", &self.subject_begins_with)
+            .field("subject_ends_with", &self.subject_ends_with)
+            .field("subject_case_sensitive", &self.subject_case_sensitive)
             .field("program", &self.command.first())
             .field("args", &self.command.len().saturating_sub(1))
             .field("timeout", &self.timeout)
@@ -83,6 +104,13 @@ impl HandlerTable for ShellConfig {
     }
     fn events(&self) -> &EventFilter {
         &self.events
+    }
+    fn subject(&self) -> SubjectFilter {
+        SubjectFilter {
+            begins_with: self.subject_begins_with.clone(),
+            ends_with: self.subject_ends_with.clone(),
+            case_sensitive: self.subject_case_sensitive,
+        }
     }
     fn validate(&self, path: &str, issues: &mut Issues) {
         if self.command.first().is_none_or(|p| p.is_empty()) {

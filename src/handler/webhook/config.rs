@@ -6,7 +6,7 @@
 use crate::config::formats::HumanDuration;
 use crate::config::handler_table::{HandlerTable, StringMap, all_events};
 use crate::config::issues::Issues;
-use crate::filter::EventFilter;
+use crate::filter::{EventFilter, SubjectFilter};
 use crate::secret::Secret;
 use base64::Engine as _;
 use schemars::JsonSchema;
@@ -26,6 +26,24 @@ pub struct WebhookConfig {
     /// Which events this handler gets (see the routing grammar).
     #[serde(default = "all_events")]
     pub events: EventFilter,
+    /// Only events whose subject begins with this text (Event Grid's
+    /// `subjectBeginsWith`: a plain prefix, no wildcards), e.g.
+    /// `/blobServices/default/containers/models/blobs/birds/`. Events
+    /// without a subject (Custom Vision's) then never match. Default: any.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub subject_begins_with: Option<String>,
+    /// Only events whose subject ends with this text (Event Grid's
+    /// `subjectEndsWith`), e.g. `.onnx`. Events without a subject (Custom
+    /// Vision's) then never match. Default: any.
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    pub subject_ends_with: Option<String>,
+    /// Compare `subject_begins_with` / `subject_ends_with` in the subject's
+    /// exact case (Event Grid's `isSubjectCaseSensitive`); by default case
+    /// is ignored, as Event Grid does.
+    #[serde(default)]
+    pub subject_case_sensitive: bool,
     /// Where to POST. Only its scheme and host are ever logged (webhook
     /// URLs often carry a token in their path).
     pub url: Url,
@@ -88,6 +106,9 @@ impl fmt::Debug for WebhookConfig {
         f.debug_struct("WebhookConfig")
             .field("name", &self.name)
             .field("events", &self.events)
+            .field("subject_begins_with", &self.subject_begins_with)
+            .field("subject_ends_with", &self.subject_ends_with)
+            .field("subject_case_sensitive", &self.subject_case_sensitive)
             .field("url", &url.as_str())
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("timeout", &self.timeout)
@@ -157,6 +178,13 @@ impl HandlerTable for WebhookConfig {
     }
     fn events(&self) -> &EventFilter {
         &self.events
+    }
+    fn subject(&self) -> SubjectFilter {
+        SubjectFilter {
+            begins_with: self.subject_begins_with.clone(),
+            ends_with: self.subject_ends_with.clone(),
+            case_sensitive: self.subject_case_sensitive,
+        }
     }
     fn validate(&self, path: &str, issues: &mut Issues) {
         if !matches!(self.url.scheme(), "http" | "https") {
