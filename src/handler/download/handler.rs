@@ -15,10 +15,11 @@ use super::archive;
 use super::config::DownloadConfig;
 use super::error::{DownloadError, io};
 use super::fetch::write_blob;
-use super::files::{self, Removes};
+use super::files::{self, Folder, Removes};
 use super::name::ModelName;
-use super::stored::{self, Meta, Origin};
-use super::trust::Sources;
+use super::place::{Place, place_of};
+use super::stored::{self, BlobMeta, Meta, Origin};
+use super::trust::{self, Sources};
 use crate::blob::BlobSource;
 use crate::event::{Event, ExportStatus};
 use crate::handler::types::{Delivery, Handler, HandlerError, StoredModel};
@@ -67,59 +68,205 @@ impl DownloadHandler {
         busy.entry(file.to_owned()).or_default().clone()
     }
 
-    /// Stores the export's model; `None` for events with nothing to
+    /// Stores the event's model or blob; `None` for events with nothing to
     /// download.
     pub async fn store(&self, d: &Delivery) -> Result<Option<StoredModel>, DownloadError> {
-        let Event::Export {
-            project_id,
-            iteration_id,
-            status: ExportStatus::Completed,
-            model_uri: Some(uri),
-            ..
-        } = &d.notification.event
-        else {
+        let job = match &d.notification.event {
+            Event::Export {
+                project_id,
+                iteration_id,
+                status: ExportStatus::Completed,
+                model_uri: Some(uri),
+                ..
+            } => Some(self.export_job(uri, *project_id, *iteration_id)?),
+            _ => None,
+        };
+        let Some(job) = job else {
             tracing::debug!("Nothing to download for this event");
             return Ok(None);
         };
+        self.run(job).await
+    }
+
+    /// The job of a completed export whose model is at `uri`.
+    fn export_job(&self, uri: &str, project: Uuid, iteration: Uuid) -> Result<Job, DownloadError> {
         let url = Url::parse(uri).map_err(DownloadError::NotAUrl)?;
         let decision = self.sources.decide(&url)?;
-        let name = ModelName::of(&url, *project_id, *iteration_id)?;
+        let name = ModelName::of(&url, project, iteration)?;
         let origin = if decision.in_container && name.backup_named {
             Origin::Container
         } else {
             Origin::Url
         };
-        let job = Job {
+        Ok(Job {
             url,
-            project: *project_id,
             name,
             origin,
             authority: decision.authority,
-        };
-        let lock = self.lock_for(&job.name.file);
+            project: Some(project),
+            dirs: Vec::new(),
+            blob: None,
+        })
+    }
+
+    /// The job of a created blob; `None` for Custom Vision's permission
+    /// test. Refused, before any request, when the blob is outside every
+    /// configured container or its path cannot be stored safely.
+    fn blob_job(&self, b: &BlobCreated<'_>) -> Result<Option<Job>, DownloadError> {
+        let url = Url::parse(b.url).map_err(DownloadError::NotAUrl)?;
+        let url = trust::blob_endpoint(&url);
+        let at = self.sources.locate_blob(&url)?;
+        if !same_name(b.container, &at.container) || !same_name(b.blob, &at.blob) {
+            return Err(DownloadError::BlobMismatch {
+                subject: crate::limit::text(&format!("{}/{}", b.container, b.blob), 300)
+                    .into_owned(),
+                url: crate::limit::text(&format!("{}/{}", at.container, at.blob), 300).into_owned(),
+            });
+        }
+        let place = place_of(&at.blob)?;
+        if place == Place::TestPermission {
+            tracing::info!("The blob is Custom Vision's permission test; nothing to store");
+            return Ok(None);
+        }
+        // The path checks passed, so the blob is inside its container in
+        // `decide`'s sense too; it checks the host and the scheme.
+        let decision = self.sources.decide(&url)?;
+        Ok(match place {
+            Place::TestPermission => {
+                tracing::info!("The blob is Custom Vision's permission test; nothing to store");
+                None
+            }
+            Place::Backup { project, iteration } => Some(Job {
+                name: ModelName::of(&url, project, iteration)?,
+                url,
+                origin: Origin::Container,
+                authority: decision.authority,
+                project: Some(project),
+                dirs: Vec::new(),
+                blob: None,
+            }),
+            Place::Path(path) => Some(Job {
+                blob: Some(BlobMeta {
+                    url: trust::without_query(&url),
+                    etag: b.etag.map(|e| e.trim_matches('"').to_owned()),
+                    sequencer: b.sequencer.map(str::to_owned),
+                }),
+                url,
+                name: ModelName {
+                    file: path.file,
+                    rest: String::new(),
+                    backup_named: false,
+                },
+                origin: Origin::Container,
+                authority: decision.authority,
+                project: None,
+                dirs: path.dirs,
+            }),
+        })
+    }
+
+    /// Stores the blob a `blob_created` event names; `None` when there is
+    /// nothing to store.
+    pub async fn store_blob(
+        &self,
+        b: &BlobCreated<'_>,
+    ) -> Result<Option<StoredModel>, DownloadError> {
+        match self.blob_job(b)? {
+            Some(job) => self.run(job).await,
+            None => Ok(None),
+        }
+    }
+
+    /// One store at a time per file; done if it is stored already.
+    async fn run(&self, job: Job) -> Result<Option<StoredModel>, DownloadError> {
+        let lock = self.lock_for(&job.relative());
         let _one_at_a_time = lock.lock().await;
-        if let Some(model) = self.already_stored(&job).await? {
+        let folder = self.folder(&job).await?;
+        if let Some(model) = self.already_stored(&job, &folder).await? {
             return Ok(Some(model));
         }
         let _slot = self.slots.acquire().await.expect("never closed");
-        match tokio::time::timeout(self.config.timeout, self.download(&job)).await {
-            Ok(r) => r.map(Some),
+        match tokio::time::timeout(self.config.timeout, self.download(&job, &folder)).await {
+            Ok(r) => r.map(Some).map_err(|e| shown(e, &folder)),
             Err(_) => Err(DownloadError::Timeout(self.config.timeout.into())),
+        }
+    }
+
+    /// The folder the job's file goes into, opened without following a
+    /// symlink (`dir` itself for models).
+    async fn folder(&self, job: &Job) -> Result<Arc<Folder>, DownloadError> {
+        if job.dirs.is_empty() {
+            return Ok(Arc::new(Folder::top(&self.dir)));
+        }
+        let (dir, dirs) = (self.dir.clone(), job.dirs.clone());
+        let opened = tokio::task::spawn_blocking(move || Folder::open(&dir, &dirs))
+            .await
+            .map_err(|e| io("open", &self.dir)(std::io::Error::other(e)))?;
+        let shown = job.dirs.iter().fold(self.dir.clone(), |p, d| p.join(d));
+        match opened {
+            Ok(f) => Ok(Arc::new(f)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+                Err(DownloadError::Clash {
+                    url: trust::without_query(&job.url),
+                    path: shown,
+                    what: "a file or a symbolic link where its folder should be".into(),
+                })
+            }
+            Err(e) => Err(io("create", &shown)(e)),
         }
     }
 
     /// The model, when it is stored, matches its `.sha256`, and came from
     /// a source at least as trusted as this one (a URL's copy does not
-    /// stand in for the container's). Unpacks it if that is missing, and
-    /// sets a missing link when it is the newest model (the one rule of
-    /// [`stored`]).
-    async fn already_stored(&self, job: &Job) -> Result<Option<StoredModel>, DownloadError> {
-        let dir = self.dir.clone();
-        let file = job.name.file.clone();
-        let origin = job.origin;
-        let found = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
-            let path = dir.join(&file);
-            let Some(expected) = files::read_small(&dir.join(format!("{file}.sha256")), 4096)?
+    /// stand in for the container's); for a blob stored at its path, when
+    /// it holds the same write of the same blob (another blob's file there
+    /// is refused). Unpacks it if that is missing, and sets a missing link
+    /// when it is the newest model (the one rule of [`stored`]).
+    async fn already_stored(
+        &self,
+        job: &Job,
+        folder: &Arc<Folder>,
+    ) -> Result<Option<StoredModel>, DownloadError> {
+        let (j, f) = (job.clone(), folder.clone());
+        let found = tokio::task::spawn_blocking(move || -> Result<Option<String>, DownloadError> {
+            let (dir, file) = (&f.work, &j.name.file);
+            let path = dir.join(file);
+            let read = |e| shown(io("read", &path)(e), &f);
+            if let Some(blob) = &j.blob {
+                let there = match std::fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(read(e)),
+                };
+                let stored = stored::meta_of(dir, file).blob;
+                let what = if there.is_dir() {
+                    Some("a folder".to_owned())
+                } else if !there.is_file() {
+                    Some("something other than a file (a symbolic link?)".to_owned())
+                } else {
+                    match &stored {
+                        Some(s) if s.url == blob.url => None,
+                        Some(s) => Some(format!("the file of the blob {}", s.url)),
+                        None => Some("a file this handler did not store from a blob".to_owned()),
+                    }
+                };
+                if let Some(what) = what {
+                    return Err(DownloadError::Clash {
+                        url: blob.url.clone(),
+                        path: f.show(&path),
+                        what,
+                    });
+                }
+                let stored = stored.expect("checked above");
+                let older = stored.is_newer_than(blob.sequencer.as_deref());
+                if older {
+                    tracing::info!(sequencer = ?blob.sequencer, stored = ?stored.sequencer, "The event is older than the blob stored");
+                } else if blob.etag.is_some() && stored.etag != blob.etag {
+                    return Ok(None);
+                }
+            }
+            let Some(expected) =
+                files::read_small(&dir.join(format!("{file}.sha256")), 4096).map_err(read)?
             else {
                 return Ok(None);
             };
@@ -128,77 +275,74 @@ impl DownloadHandler {
                 .next()
                 .unwrap_or_default()
                 .to_owned();
-            if origin == Origin::Container && stored::meta_of(&dir, &file).origin == Origin::Url {
+            if j.origin == Origin::Container && stored::meta_of(dir, file).origin == Origin::Url {
                 return Ok(None);
             }
-            Ok(files::sha256_of(&path)?.filter(|got| *got == expected))
+            Ok(files::sha256_of(&path).map_err(read)?.filter(|got| *got == expected))
         })
         .await
-        .map_err(|e| io("read", &self.dir)(std::io::Error::other(e)))?
-        .map_err(io("read", &self.dir.join(&job.name.file)))?;
+        .map_err(|e| io("read", &self.dir)(std::io::Error::other(e)))??;
         let Some(sha256) = found else {
             return Ok(None);
         };
-        let path = self.dir.join(&job.name.file);
+        let path = folder.shown.join(&job.name.file);
         tracing::info!(file = %path.display(), "The model is already downloaded");
-        let (dir, name, config) = (self.dir.clone(), job.name.clone(), self.config.clone());
-        let project = job.project;
+        let (j, f, config) = (job.clone(), folder.clone(), self.config.clone());
         tokio::task::spawn_blocking(move || -> Result<(), DownloadError> {
-            let archive = is_archive(&name, &dir.join(&name.file))?;
+            let (dir, name) = (&f.work, &j.name);
+            let archive = j.is_archive(&dir.join(&name.file))?;
             let unpacked = dir.join(name.unpacked());
             if config.extract && archive && std::fs::symlink_metadata(&unpacked).is_err() {
                 let tmp = archive::unpack(
                     &dir.join(&name.file),
-                    &dir,
+                    dir,
                     &name.file,
                     config.max_size.as_u64(),
                 )
                 .map_err(DownloadError::archive)?;
                 files::place_dir(&tmp, &unpacked).map_err(io("rename", &tmp))?;
             }
-            let link = stored::link_name(project, name.platform());
-            if config.link_current
-                && files::link_target(&dir, &link).is_none()
-                && stored::is_newest(&dir, project, &name.rest, &name.file)
-            {
-                files::switch_link(&dir, &link, &link_target(&config, &name, archive))
-                    .map_err(io("link", &dir.join(&link)))?;
+            if let Some(project) = j.project {
+                let link = stored::link_name(project, name.platform());
+                if config.link_current
+                    && files::link_target(dir, &link).is_none()
+                    && stored::is_newest(dir, project, &name.rest, &name.file)
+                {
+                    files::switch_link(dir, &link, &link_target(&config, name, archive))
+                        .map_err(io("link", &dir.join(&link)))?;
+                }
             }
             Ok(())
         })
         .await
-        .map_err(|e| io("write", &self.dir)(std::io::Error::other(e)))??;
+        .map_err(|e| io("write", &self.dir)(std::io::Error::other(e)))?
+        .map_err(|e| shown(e, folder))?;
         Ok(Some(StoredModel { path, sha256 }))
     }
 
-    async fn download(&self, job: &Job) -> Result<StoredModel, DownloadError> {
-        let dir = &self.dir;
-        let partial = files::temp_path(dir, &job.name.file, "partial");
+    async fn download(
+        &self,
+        job: &Job,
+        folder: &Arc<Folder>,
+    ) -> Result<StoredModel, DownloadError> {
+        let partial = files::temp_path(&folder.work, &job.name.file, "partial");
         let file = files::create_new(&partial).map_err(io("create", &partial))?;
         let guard = Removes(Some(partial.clone()));
-        tracing::info!(file = %job.name.file, "Downloading the model");
+        tracing::info!(file = %job.relative(), "Downloading the model");
         let blob = self.blobs.open(&job.url, job.authority).await?;
         let last_modified = blob.last_modified.map(|t| t.unix_timestamp());
         let written = write_blob(blob, file, &partial, self.config.max_size).await?;
 
-        let (dir, name, config) = (dir.clone(), job.name.clone(), self.config.clone());
-        let (project, origin, sha256) = (job.project, job.origin, written.sha256.clone());
+        let (j, f, config) = (job.clone(), folder.clone(), self.config.clone());
+        let sha256 = written.sha256.clone();
         let finished = tokio::task::spawn_blocking(move || {
-            finish(
-                &dir,
-                &partial,
-                &name,
-                &config,
-                project,
-                origin,
-                last_modified,
-                &sha256,
-            )
+            finish(&f.work, &partial, &j, &config, last_modified, &sha256)
         });
         let path = finished
             .await
             .map_err(|e| io("write", &self.dir)(std::io::Error::other(e)))??;
         guard.disarm();
+        let path = folder.show(&path);
         tracing::info!(file = %path.display(), bytes = written.len, sha256 = %written.sha256, "Model downloaded");
         Ok(StoredModel {
             path,
@@ -207,17 +351,78 @@ impl DownloadHandler {
     }
 }
 
+/// A `blob_created` event's blob, as the handler reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobCreated<'a> {
+    pub url: &'a str,
+    /// The container and the blob's path in it, as the event names them
+    /// (from its subject): they must name the blob of `url`.
+    pub container: &'a str,
+    pub blob: &'a str,
+    pub etag: Option<&'a str>,
+    pub sequencer: Option<&'a str>,
+}
+
+/// Whether a name the event gives is the one decoded from its URL: as it
+/// is, or percent-decoded (whether the subject encodes a backup name's
+/// spaces is not documented; accept both).
+fn same_name(event: &str, from_url: &str) -> bool {
+    event == from_url
+        || percent_encoding::percent_decode_str(event)
+            .decode_utf8()
+            .is_ok_and(|d| d == from_url)
+}
+
 /// What one store is about.
+#[derive(Debug, Clone)]
 struct Job {
     url: Url,
-    project: Uuid,
     name: ModelName,
     origin: Origin,
     authority: crate::blob::Authority,
+    /// A model's project (`current-…`, `keep_last`); `None` for a blob
+    /// stored at its path, which has neither.
+    project: Option<Uuid>,
+    /// The folders under `dir` the file is in (a blob stored at its path).
+    dirs: Vec<String>,
+    /// For a blob stored at its path: which blob and which write of it.
+    blob: Option<BlobMeta>,
 }
 
-fn is_archive(name: &ModelName, path: &Path) -> Result<bool, DownloadError> {
-    Ok(name.says_zip() || archive::looks_like_zip(path).map_err(io("read", path))?)
+impl Job {
+    /// The file's path relative to `dir`: one store at a time for each.
+    fn relative(&self) -> String {
+        let mut s: String = self.dirs.iter().map(|d| format!("{d}/")).collect();
+        s.push_str(&self.name.file);
+        s
+    }
+
+    /// Whether the file is checked (and unpacked) as a zip: a model when
+    /// its name says so or its bytes look like one (exports are zips); a
+    /// blob stored at its path only when its name ends in `.zip` (a `.pt`
+    /// or `.keras` model is a zip inside, and is stored as it is).
+    fn is_archive(&self, path: &Path) -> Result<bool, DownloadError> {
+        if self.blob.is_some() {
+            let f = &self.name.file;
+            return Ok(f.len() > 4
+                && f.is_char_boundary(f.len() - 4)
+                && f[f.len() - 4..].eq_ignore_ascii_case(".zip"));
+        }
+        Ok(self.name.says_zip() || archive::looks_like_zip(path).map_err(io("read", path))?)
+    }
+}
+
+/// `e` with a path under the folder's `/proc/self/fd/…` name shown as the
+/// folder's own path.
+fn shown(e: DownloadError, folder: &Folder) -> DownloadError {
+    match e {
+        DownloadError::Io { what, path, source } => DownloadError::Io {
+            what,
+            path: folder.show(&path),
+            source,
+        },
+        e => e,
+    }
 }
 
 /// What `current-…` points at: the unpacked folder, or the model.
@@ -231,20 +436,18 @@ fn link_target(config: &DownloadConfig, name: &ModelName, archive: bool) -> Stri
 
 /// After a complete, checked download in `partial`: check and unpack an
 /// archive, write the side file and `.sha256`, rename everything into
-/// place, prune, switch the link. Blocking.
-#[allow(clippy::too_many_arguments)]
+/// place, prune, switch the link (a model's only). Blocking.
 fn finish(
     dir: &Path,
     partial: &Path,
-    name: &ModelName,
+    job: &Job,
     config: &DownloadConfig,
-    project: Uuid,
-    origin: Origin,
     last_modified: Option<i64>,
     sha256: &str,
 ) -> Result<PathBuf, DownloadError> {
+    let name = &job.name;
     let max = config.max_size.as_u64();
-    let archive = is_archive(name, partial)?;
+    let archive = job.is_archive(partial)?;
     let mut unpacked = None;
     if archive {
         archive::check(partial, max).map_err(DownloadError::archive)?;
@@ -258,8 +461,9 @@ fn finish(
         dir,
         &name.file,
         Meta {
-            origin,
+            origin: job.origin,
             last_modified,
+            blob: job.blob.clone(),
         },
     )
     .map_err(io("write", &dir.join(&name.file)))?;
@@ -279,6 +483,9 @@ fn finish(
         tmp.disarm();
     }
     files::sync_dir(dir);
+    let Some(project) = job.project else {
+        return Ok(final_path);
+    };
     // The link first: pruning may remove the model it pointed at.
     if config.link_current && stored::is_newest(dir, project, &name.rest, &name.file) {
         let link = stored::link_name(project, name.platform());
