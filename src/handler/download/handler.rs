@@ -522,3 +522,258 @@ impl Handler for DownloadHandler {
         self.store(d).await.map_err(handler_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{BlobError, BlobStream};
+    use crate::config::{Config, HandlerConfig};
+
+    /// Blobs in memory, by URL, with every `open` recorded: a stand-in
+    /// for the blob service where the test is about what the handler asks
+    /// for and writes (the Azurite tests cover the wire).
+    #[derive(Default)]
+    struct Memory {
+        blobs: Mutex<HashMap<String, Vec<u8>>>,
+        opened: Mutex<Vec<String>>,
+    }
+
+    impl Memory {
+        fn put(&self, url: &str, bytes: &[u8]) {
+            let url = Url::parse(url).unwrap().to_string();
+            self.blobs.lock().unwrap().insert(url, bytes.to_vec());
+        }
+        fn opened(&self) -> Vec<String> {
+            self.opened.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl BlobSource for Memory {
+        fn configured_endpoint(&self) -> Option<Url> {
+            None
+        }
+        async fn open(
+            &self,
+            url: &Url,
+            _: crate::blob::Authority,
+        ) -> Result<BlobStream, BlobError> {
+            self.opened.lock().unwrap().push(url.to_string());
+            let bytes = self
+                .blobs
+                .lock()
+                .unwrap()
+                .get(url.as_str())
+                .cloned()
+                .ok_or(BlobError::NotFound)?;
+            Ok(BlobStream {
+                content_length: Some(bytes.len() as u64),
+                range: None,
+                md5: None,
+                last_modified: None,
+                body: Box::pin(futures_util::stream::once(async move {
+                    Ok(bytes::Bytes::from(bytes))
+                })),
+            })
+        }
+    }
+
+    const A: &str = "https://acct.blob.core.windows.net";
+
+    fn handler(dir: &Path, keys: &str) -> (DownloadHandler, Arc<Memory>) {
+        let text = format!(
+            "[queue]\nname = \"q-x\"\naccount = \"acct\"\n[[handlers]]\ntype = \"download\"\ndir = \"{}\"\ncontainer = [\"{A}/models\", \"{A}/other\"]\n{keys}\n",
+            dir.display()
+        );
+        let Some(HandlerConfig::Download(c)) = Config::from_toml(&text)
+            .unwrap()
+            .handlers
+            .into_iter()
+            .next()
+        else {
+            panic!("a download table")
+        };
+        let blobs = Arc::new(Memory::default());
+        (DownloadHandler::new(&c, blobs.clone()).unwrap(), blobs)
+    }
+
+    fn event<'a>(url: &'a str, container: &'a str, blob: &'a str) -> BlobCreated<'a> {
+        BlobCreated {
+            url,
+            container,
+            blob,
+            etag: None,
+            sequencer: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_write_replaces_the_blob_and_an_older_or_repeated_event_fetches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, mem) = handler(dir.path(), "");
+        let url = format!("{A}/models/run%201/model.onnx");
+        let write = |etag, seq| BlobCreated {
+            etag: Some(etag),
+            sequencer: Some(seq),
+            ..event(&url, "models", "run 1/model.onnx")
+        };
+        mem.put(&url, b"v1");
+        let stored = h
+            .store_blob(&write("\"0x1\"", "01"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.path, dir.path().join("run 1/model.onnx"));
+        assert_eq!(std::fs::read(&stored.path).unwrap(), b"v1");
+        // The same write again (a redelivery): nothing fetched.
+        h.store_blob(&write("0x1", "01")).await.unwrap().unwrap();
+        assert_eq!(mem.opened().len(), 1);
+        // A new write: fetched, replaced.
+        mem.put(&url, b"v2");
+        h.store_blob(&write("0x2", "02")).await.unwrap().unwrap();
+        assert_eq!(std::fs::read(&stored.path).unwrap(), b"v2");
+        assert_eq!(mem.opened().len(), 2);
+        // The first write's event, late: older than the copy, nothing.
+        let late = h.store_blob(&write("0x1", "01")).await.unwrap().unwrap();
+        assert_eq!(late.path, stored.path);
+        assert_eq!(std::fs::read(&stored.path).unwrap(), b"v2");
+        assert_eq!(mem.opened().len(), 2);
+        let sha = std::fs::read_to_string(dir.path().join("run 1/model.onnx.sha256")).unwrap();
+        assert_eq!(sha, format!("{}  model.onnx\n", late.sha256));
+    }
+
+    #[tokio::test]
+    async fn two_blobs_mapping_to_one_file_are_not_stored_over_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, mem) = handler(dir.path(), "");
+        for (url, body) in [
+            (format!("{A}/models/x/y.onnx"), b"models" as &[u8]),
+            (format!("{A}/other/x/y.onnx"), b"other"),
+            (format!("{A}/models/x"), b"file"),
+            (format!("{A}/models/f"), b"file"),
+            (format!("{A}/models/f/g"), b"under a file"),
+        ] {
+            mem.put(&url, body);
+        }
+        h.store_blob(&event(
+            &format!("{A}/models/x/y.onnx"),
+            "models",
+            "x/y.onnx",
+        ))
+        .await
+        .unwrap();
+        h.store_blob(&event(&format!("{A}/models/f"), "models", "f"))
+            .await
+            .unwrap();
+        for (url, container, blob, what) in [
+            (
+                "other/x/y.onnx",
+                "other",
+                "x/y.onnx",
+                "the file of the blob",
+            ),
+            ("models/x", "models", "x", "a folder"),
+            ("models/f/g", "models", "f/g", "where its folder should be"),
+        ] {
+            let url = format!("{A}/{url}");
+            let e = h
+                .store_blob(&event(&url, container, blob))
+                .await
+                .unwrap_err();
+            assert!(e.is_permanent(), "{e}");
+            let text = e.to_string();
+            assert!(text.contains(what) && text.contains(&url), "{text}");
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join("x/y.onnx")).unwrap(),
+            b"models"
+        );
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"file");
+        // Only the two stored were fetched.
+        assert_eq!(mem.opened().len(), 2, "{:?}", mem.opened());
+    }
+
+    #[tokio::test]
+    async fn the_subject_must_name_the_blob_of_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, mem) = handler(dir.path(), "");
+        let url = format!("{A}/models/a%20b.onnx");
+        mem.put(&url, b"m");
+        for blob in ["a b.onnx", "a%20b.onnx"] {
+            h.store_blob(&event(&url, "models", blob)).await.unwrap();
+        }
+        for (container, blob) in [("models", "c.onnx"), ("other", "a b.onnx")] {
+            let e = h
+                .store_blob(&event(&url, container, blob))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, DownloadError::BlobMismatch { .. }), "{e}");
+        }
+        assert_eq!(mem.opened().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_backup_blob_is_the_exports_file_and_the_permission_test_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, mem) = handler(dir.path(), "link_current = true\nkeep_last = 1");
+        let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+        let url = format!("{A}/models/{p}%20-%20{i}.ONNX");
+        mem.put(&url, b"onnx");
+        let by_event = h
+            .store_blob(&event(&url, "models", &format!("{p} - {i}.ONNX")))
+            .await
+            .unwrap()
+            .unwrap();
+        let by_export = h
+            .run(h.export_job(&url, p, i).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_event, by_export);
+        assert_eq!(by_event.path, dir.path().join(format!("{p} - {i}.ONNX")));
+        assert_eq!(mem.opened().len(), 1);
+        assert_eq!(
+            files::link_target(dir.path(), &format!("current-{p}-ONNX")),
+            Some(PathBuf::from(format!("{p} - {i}.ONNX")))
+        );
+        let probe = format!("{A}/models/CustomVision-TestPermission/x");
+        mem.put(&probe, b"t");
+        let none = h
+            .store_blob(&event(&probe, "models", "CustomVision-TestPermission/x"))
+            .await
+            .unwrap();
+        assert_eq!(none, None);
+        assert_eq!(mem.opened().len(), 1);
+        assert!(!dir.path().join("CustomVision-TestPermission").exists());
+    }
+
+    #[tokio::test]
+    async fn a_zip_blob_is_checked_and_unpacked_beside_itself() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (h, mem) = handler(dir.path(), "extract = true");
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        w.start_file("model.onnx", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(b"m").unwrap();
+        let zip = w.finish().unwrap().into_inner();
+        let url = format!("{A}/models/out/m.zip");
+        mem.put(&url, &zip);
+        h.store_blob(&event(&url, "models", "out/m.zip"))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("out/m.zip.unzipped/model.onnx")).unwrap(),
+            b"m"
+        );
+        // Not a zip inside: refused, nothing left.
+        let bad = format!("{A}/models/out/bad.zip");
+        mem.put(&bad, b"not a zip");
+        let e = h
+            .store_blob(&event(&bad, "models", "out/bad.zip"))
+            .await
+            .unwrap_err();
+        assert!(e.is_permanent(), "{e}");
+        assert!(!dir.path().join("out/bad.zip").exists());
+    }
+}
