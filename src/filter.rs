@@ -35,7 +35,15 @@ pub struct EventFilter {
     patterns: Vec<Pattern>,
 }
 
-const TYPES: [&str; 4] = ["connection_test", "training", "export", "unknown"];
+// `blob_created` only so that the download handler's default can name it;
+// the grammar of issue 19 (branch i19-route) replaces this table.
+const TYPES: [&str; 5] = [
+    "connection_test",
+    "training",
+    "export",
+    "unknown",
+    "blob_created",
+];
 const STATUSES: [&str; 2] = ["completed", "failed"];
 
 /// Why an `events` list is rejected; the text is the user's message.

@@ -12,6 +12,7 @@ mod customvision;
 mod daemon;
 mod decode_props;
 mod download;
+mod eventgrid_download;
 mod hardening;
 mod identity;
 mod ops;

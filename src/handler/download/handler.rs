@@ -21,6 +21,7 @@ use super::place::{Place, place_of};
 use super::stored::{self, BlobMeta, Meta, Origin};
 use super::trust::{self, Sources};
 use crate::blob::BlobSource;
+use crate::event::grid::Data;
 use crate::event::{Event, ExportStatus};
 use crate::handler::types::{Delivery, Handler, HandlerError, StoredModel};
 use async_trait::async_trait;
@@ -79,6 +80,17 @@ impl DownloadHandler {
                 model_uri: Some(uri),
                 ..
             } => Some(self.export_job(uri, *project_id, *iteration_id)?),
+            // `blob_deleted` is not acted on: a stored copy stays.
+            Event::Grid(g) => match &g.data {
+                Data::BlobCreated(b) => self.blob_job(&BlobCreated {
+                    url: &b.url,
+                    container: &b.container,
+                    blob: &b.blob,
+                    etag: b.etag.as_deref(),
+                    sequencer: b.sequencer.as_deref(),
+                })?,
+                _ => None,
+            },
             _ => None,
         };
         let Some(job) = job else {
