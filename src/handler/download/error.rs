@@ -43,7 +43,7 @@ pub enum DownloadError {
     )]
     BlobMismatch { subject: String, url: String },
     #[error(
-        "refusing to store the blob {url} at {}: {what} is there already; two blobs that map to one file are not stored over each other (give each container its own handler and dir)",
+        "refusing to store the blob {url} at {}: {what}; two blobs that map to one file are not stored over each other (give each container its own handler and dir)",
         path.display()
     )]
     Clash {

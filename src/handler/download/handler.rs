@@ -221,7 +221,7 @@ impl DownloadHandler {
                 Err(DownloadError::Clash {
                     url: trust::without_query(&job.url),
                     path: shown,
-                    what: "a file or a symbolic link where its folder should be".into(),
+                    what: "a file or a symbolic link is there where its folder should be".into(),
                 })
             }
             Err(e) => Err(io("create", &shown)(e)),
@@ -252,14 +252,17 @@ impl DownloadHandler {
                 };
                 let stored = stored::meta_of(dir, file).blob;
                 let what = if there.is_dir() {
-                    Some("a folder".to_owned())
+                    Some("a folder is there already".to_owned())
                 } else if !there.is_file() {
-                    Some("something other than a file (a symbolic link?)".to_owned())
+                    Some("something other than a file (a symbolic link?) is there already".to_owned())
                 } else {
                     match &stored {
                         Some(s) if s.url == blob.url => None,
-                        Some(s) => Some(format!("the file of the blob {}", s.url)),
-                        None => Some("a file this handler did not store from a blob".to_owned()),
+                        Some(s) => Some(format!("the file of the blob {} is there already", s.url)),
+                        None => Some(
+                            "a file this handler did not store from a blob is there already"
+                                .to_owned(),
+                        ),
                     }
                 };
                 if let Some(what) = what {
