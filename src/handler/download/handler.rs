@@ -129,35 +129,35 @@ impl DownloadHandler {
         let url = trust::blob_endpoint(&url);
         let at = self.sources.locate_blob(&url)?;
         if !same_name(b.container, &at.container) || !same_name(b.blob, &at.blob) {
+            let shown = |c: &str, b: &str| {
+                let text = format!("{c}/{b}");
+                crate::limit::text(&crate::secret::escape_control(&text), 300).into_owned()
+            };
             return Err(DownloadError::BlobMismatch {
-                subject: crate::limit::text(&format!("{}/{}", b.container, b.blob), 300)
-                    .into_owned(),
-                url: crate::limit::text(&format!("{}/{}", at.container, at.blob), 300).into_owned(),
+                subject: shown(b.container, b.blob),
+                url: shown(&at.container, &at.blob),
             });
         }
-        let place = place_of(&at.blob)?;
-        if place == Place::TestPermission {
-            tracing::info!("The blob is Custom Vision's permission test; nothing to store");
-            return Ok(None);
-        }
-        // The path checks passed, so the blob is inside its container in
-        // `decide`'s sense too; it checks the host and the scheme.
-        let decision = self.sources.decide(&url)?;
-        Ok(match place {
+        // The path checks come first: `decide` also refuses `..`, but
+        // without saying which rule of a stored path the blob breaks. Once
+        // they passed, the blob is inside its container in `decide`'s sense
+        // too, and `decide` checks the host and the scheme.
+        Ok(Some(match place_of(&at.blob)? {
             Place::TestPermission => {
                 tracing::info!("The blob is Custom Vision's permission test; nothing to store");
-                None
+                return Ok(None);
             }
-            Place::Backup { project, iteration } => Some(Job {
+            Place::Backup { project, iteration } => Job {
+                authority: self.sources.decide(&url)?.authority,
                 name: ModelName::of(&url, project, iteration)?,
                 url,
                 origin: Origin::Container,
-                authority: decision.authority,
                 project: Some(project),
                 dirs: Vec::new(),
                 blob: None,
-            }),
-            Place::Path(path) => Some(Job {
+            },
+            Place::Path(path) => Job {
+                authority: self.sources.decide(&url)?.authority,
                 blob: Some(BlobMeta {
                     url: trust::without_query(&url),
                     etag: b.etag.map(|e| e.trim_matches('"').to_owned()),
@@ -170,11 +170,10 @@ impl DownloadHandler {
                     backup_named: false,
                 },
                 origin: Origin::Container,
-                authority: decision.authority,
                 project: None,
                 dirs: path.dirs,
-            }),
-        })
+            },
+        }))
     }
 
     /// Stores the blob a `blob_created` event names; `None` when there is
