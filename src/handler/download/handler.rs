@@ -745,6 +745,14 @@ mod tests {
             .unwrap();
         assert_eq!(by_event, by_export);
         assert_eq!(by_event.path, dir.path().join(format!("{p} - {i}.ONNX")));
+        // The spaces as they are in the URL, `%20` in the subject: the
+        // same file, found stored.
+        let literal = format!("{A}/models/{p} - {i}.ONNX");
+        let again = h
+            .store_blob(&event(&literal, "models", &format!("{p}%20-%20{i}.ONNX")))
+            .await
+            .unwrap();
+        assert_eq!(again, Some(by_event.clone()));
         assert_eq!(mem.opened().len(), 1);
         assert_eq!(
             files::link_target(dir.path(), &format!("current-{p}-ONNX")),
