@@ -13,6 +13,7 @@ mod daemon;
 mod decode_props;
 mod download;
 mod eventgrid;
+mod eventgrid_download;
 mod eventgrid_routing;
 mod hardening;
 mod identity;

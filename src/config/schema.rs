@@ -560,7 +560,7 @@ mod tests {
         for key in [
             "visibility_timeout = \"5m\"",
             "max_size = \"2.0 GiB\"",
-            "events = [\"export.completed\"]",
+            "events = [\"export.completed\", \"blob_created\"]",
             "retry_initial_delay = \"1s\"",
         ] {
             assert!(full_toml.contains(key), "{key} not in\n{full_toml}");

@@ -20,8 +20,9 @@ pub struct DownloadConfig {
     /// Name used in logs; default `download#<index>`.
     #[serde(default)]
     pub name: Option<String>,
-    /// Which events this handler gets; only completed exports download
-    /// anything, others succeed at once.
+    /// Which events this handler gets; only completed exports and created
+    /// blobs (inside `container`) download anything, others succeed at
+    /// once.
     #[serde(default = "completed_exports")]
     pub events: EventFilter,
     /// Only events whose subject begins with this text (Event Grid's
@@ -86,7 +87,8 @@ pub struct DownloadConfig {
 }
 
 fn completed_exports() -> EventFilter {
-    EventFilter::parse(&["export.completed".to_owned()]).expect("a valid filter")
+    EventFilter::parse(&["export.completed".to_owned(), "blob_created".to_owned()])
+        .expect("a valid filter")
 }
 
 fn default_download_timeout() -> Duration {

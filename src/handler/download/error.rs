@@ -3,6 +3,7 @@
 
 use super::archive::ArchiveError;
 use super::name::NameError;
+use super::place::PathError;
 use crate::blob::{BlobError, ContentRange};
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,25 @@ pub enum DownloadError {
         "refusing a model URL inside the container with a query that is not a SAS; only the blob itself is fetched with the daemon's credential"
     )]
     QueryInContainer,
+    #[error(
+        "refusing the blob event for {url}: the blob is outside every configured container ({containers}); the daemon's credential is used only inside them, and nothing was requested"
+    )]
+    BlobOutside { url: String, containers: String },
+    #[error(transparent)]
+    BlobPath(#[from] PathError),
+    #[error(
+        "refusing the blob event: its subject names the blob `{subject}` but its url names `{url}`"
+    )]
+    BlobMismatch { subject: String, url: String },
+    #[error(
+        "refusing to store the blob {url} at {}: {what}; two blobs that map to one file are not stored over each other (give each container its own handler and dir)",
+        path.display()
+    )]
+    Clash {
+        url: String,
+        path: PathBuf,
+        what: String,
+    },
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
@@ -103,6 +123,10 @@ impl DownloadError {
                 | DownloadError::Untrusted { .. }
                 | DownloadError::QueryInContainer
                 | DownloadError::Name(_)
+                | DownloadError::BlobOutside { .. }
+                | DownloadError::BlobPath(_)
+                | DownloadError::BlobMismatch { .. }
+                | DownloadError::Clash { .. }
                 | DownloadError::TooLarge { .. }
                 | DownloadError::Archive(_)
         )

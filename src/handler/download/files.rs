@@ -148,6 +148,78 @@ pub fn place_dir(tmp: &Path, target: &Path) -> io::Result<()> {
     }
 }
 
+/// A folder under `dir` that a blob stored at its path goes into, held
+/// open: [`Folder::work`] names it through `/proc/self/fd`, so every later
+/// call reaches this very folder, whatever is renamed or linked in `dir`
+/// meanwhile; [`Folder::shown`] is its ordinary path, for messages and the
+/// path handed to hooks.
+pub struct Folder {
+    /// `/proc/self/fd/{n}` (or `dir` itself for no subfolder).
+    pub work: PathBuf,
+    pub shown: PathBuf,
+    /// Keeps `work` valid.
+    _fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Folder {
+    /// `dir` itself.
+    pub fn top(dir: &Path) -> Self {
+        Self {
+            work: dir.to_owned(),
+            shown: dir.to_owned(),
+            _fd: None,
+        }
+    }
+
+    /// The folder `dirs` under `dir`, created (mode 0755) where missing,
+    /// following no symlink on the way: each step opens the next name with
+    /// `O_NOFOLLOW | O_DIRECTORY` relative to the folder before it, so a
+    /// symlink or a file where a folder should be fails the call (`ELOOP`,
+    /// `ENOTDIR`) instead of leading out of `dir`. Why not a crate:
+    /// `cap-std` would do it too, but `nix` (already here) has the calls.
+    pub fn open(dir: &Path, dirs: &[String]) -> io::Result<Self> {
+        use nix::fcntl::{OFlag, openat};
+        use nix::sys::stat::{Mode, mkdirat};
+        if dirs.is_empty() {
+            return Ok(Self::top(dir));
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut fd = nix::fcntl::open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        for name in dirs {
+            let name = Path::new(name);
+            fd = match openat(&fd, name, flags, Mode::empty()) {
+                Ok(next) => next,
+                Err(nix::errno::Errno::ENOENT) => {
+                    match mkdirat(&fd, name, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    openat(&fd, name, flags, Mode::empty())?
+                }
+                Err(e) => return Err(e.into()),
+            };
+        }
+        use std::os::fd::AsRawFd as _;
+        Ok(Self {
+            work: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            shown: dirs.iter().fold(dir.to_owned(), |p, d| p.join(d)),
+            _fd: Some(fd),
+        })
+    }
+
+    /// `path` (under [`Folder::work`]) as [`Folder::shown`] names it.
+    pub fn show(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.work) {
+            Ok(rest) => self.shown.join(rest),
+            Err(_) => path.to_owned(),
+        }
+    }
+}
+
 /// Syncs the directory itself, so renames in it survive a crash.
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
@@ -192,6 +264,37 @@ impl Drop for Removes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subfolder_is_reached_through_no_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let d = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let f = Folder::open(dir.path(), &d(&["a", "b"])).unwrap();
+        assert_eq!(f.shown, dir.path().join("a/b"));
+        write_file(&f.work, "m.onnx", b"m").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a/b/m.onnx")).unwrap(), b"m");
+        assert_eq!(
+            f.show(&f.work.join("m.onnx")),
+            dir.path().join("a/b/m.onnx")
+        );
+        // Renaming the folder away after it was opened: writes follow the
+        // folder opened, never a link planted at its old name.
+        std::fs::rename(dir.path().join("a"), dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("a")).unwrap();
+        write_file(&f.work, "n.onnx", b"n").unwrap();
+        assert!(dir.path().join("moved/b/n.onnx").exists());
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+        // A planted link or a file where a folder should be fails.
+        for names in [&["a", "b"][..], &["moved", "b", "m.onnx", "c"][..]] {
+            let e = Folder::open(dir.path(), &d(names)).err().expect("refused");
+            assert!(
+                matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)),
+                "{names:?}: {e}"
+            );
+        }
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+    }
 
     #[test]
     fn nothing_follows_a_planted_symlink() {

@@ -18,6 +18,7 @@ mod fetch;
 mod files;
 mod handler;
 mod name;
+mod place;
 mod stored;
 mod trust;
 

@@ -35,11 +35,40 @@ pub enum Origin {
 }
 
 /// The side file's contents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub origin: Origin,
     /// The blob's `Last-Modified`, Unix seconds.
     pub last_modified: Option<i64>,
+    /// For a blob a `blob_created` event had stored at its path: which
+    /// blob it is (absent for models, so their side file is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobMeta>,
+}
+
+/// Which blob a file stored at its path holds, and which write of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMeta {
+    /// The blob's URL, without a query: only this blob's events may
+    /// replace the file (another blob mapping to the same path is refused).
+    pub url: String,
+    /// The `eTag` of the event that stored it: an event with another one
+    /// is a new write of the blob, downloaded again.
+    pub etag: Option<String>,
+    /// The event's `sequencer`: an event with a smaller one (same length,
+    /// compared as strings, as Blob Storage documents) is older than the
+    /// stored copy and downloads nothing.
+    pub sequencer: Option<String>,
+}
+
+impl BlobMeta {
+    /// Whether an event with `sequencer` is older than the write stored.
+    pub fn is_newer_than(&self, sequencer: Option<&str>) -> bool {
+        match (self.sequencer.as_deref(), sequencer) {
+            (Some(stored), Some(event)) => stored.len() == event.len() && stored > event,
+            _ => false,
+        }
+    }
 }
 
 fn meta_name(file: &str) -> String {
@@ -55,13 +84,14 @@ pub fn write_meta(dir: &Path, file: &str, meta: Meta) -> std::io::Result<()> {
 /// The side file of model `file` (a missing or unreadable one: a model
 /// from a container, as the safe default for pruning).
 pub fn meta_of(dir: &Path, file: &str) -> Meta {
-    read_small(&dir.join(meta_name(file)), 4096)
+    read_small(&dir.join(meta_name(file)), 16 * 1024)
         .ok()
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Meta {
             origin: Origin::Container,
             last_modified: None,
+            blob: None,
         })
 }
 
@@ -172,6 +202,7 @@ mod tests {
             Meta {
                 origin,
                 last_modified: modified,
+                blob: None,
             },
         )
         .unwrap();

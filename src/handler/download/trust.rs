@@ -20,6 +20,41 @@ pub struct Decision {
     pub in_container: bool,
 }
 
+/// Where a blob event's blob is: its container's name and its path inside
+/// it, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InContainer {
+    pub container: String,
+    pub blob: String,
+}
+
+/// `scheme://host[:port]/path`: what a message may show of a URL (its
+/// query may be a SAS, and a user name or password never belongs there).
+pub fn without_query(u: &Url) -> String {
+    format!(
+        "{}://{}{}",
+        u.scheme(),
+        host_port(u).unwrap_or_default(),
+        u.path()
+    )
+}
+
+/// The Blob service URL of a blob that a Data Lake event names on the
+/// account's `dfs` endpoint (`acct.dfs.core.windows.net`): the same blob
+/// on `acct.blob.…`, where the configured container is and which the blob
+/// client reads. Other URLs as they are.
+pub fn blob_endpoint(url: &Url) -> Url {
+    let mut out = url.clone();
+    if let Some(host) = url.host_str()
+        && let Some((account, rest)) = host.split_once('.')
+        && let Some(suffix) = rest.strip_prefix("dfs.")
+        && !account.is_empty()
+    {
+        let _ = out.set_host(Some(&format!("{account}.blob.{suffix}")));
+    }
+    out
+}
+
 /// The configured sources of models.
 #[derive(Debug, Clone)]
 pub struct Sources {
@@ -124,6 +159,55 @@ impl Sources {
         })
     }
 
+    /// For a blob event: the configured container holding `url` and the
+    /// blob's path inside it, percent-decoded, for the path checks
+    /// ([`super::place`]); [`Sources::decide`] then decides how it is
+    /// fetched. Refused, naming the URL without its query, when it is in no
+    /// configured container: the URL a blob event names is the blob's own,
+    /// and no SAS stands in for a container there. No request is made for
+    /// a refused URL.
+    pub fn locate_blob(&self, url: &Url) -> Result<InContainer, DownloadError> {
+        let found = self.containers.iter().find_map(|c| {
+            let rest = url
+                .path()
+                .strip_prefix(c.path())
+                .and_then(|r| r.strip_prefix('/'))?;
+            (c.origin() == url.origin()).then_some((c, rest))
+        });
+        let Some((container, raw)) = found else {
+            return Err(DownloadError::BlobOutside {
+                url: without_query(url),
+                containers: self.shown_containers(),
+            });
+        };
+        let blob = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| {
+                DownloadError::BlobPath(super::place::PathError {
+                    path: crate::limit::text(raw, 300).into_owned(),
+                    why: "is not UTF-8 once decoded",
+                })
+            })?
+            .into_owned();
+        let name = container
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(InContainer {
+            container: name,
+            blob,
+        })
+    }
+
+    fn shown_containers(&self) -> String {
+        self.containers
+            .iter()
+            .map(without_query)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Decides how `url` is fetched, or refuses it; no request is made
     /// for a refused URL.
     pub fn decide(&self, url: &Url) -> Result<Decision, DownloadError> {
@@ -151,19 +235,7 @@ impl Sources {
         }
         if !in_container {
             return Err(DownloadError::Untrusted {
-                containers: self
-                    .containers
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{}://{}{}",
-                            c.scheme(),
-                            host_port(c).unwrap_or_default(),
-                            c.path()
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                containers: self.shown_containers(),
             });
         }
         if url.query().is_some() || url.fragment().is_some() {
@@ -235,6 +307,81 @@ mod tests {
             .unwrap();
         assert_eq!(sas.authority, Authority::AsGiven);
         assert!(!sas.in_container);
+    }
+
+    #[test]
+    fn a_blob_event_is_located_inside_a_container_or_refused_naming_its_url() {
+        let s = sources(
+            &[
+                "https://acct.blob.core.windows.net/models/",
+                "http://127.0.0.1:10000/devstoreaccount1/drop",
+            ],
+            &["acct.blob.core.windows.net", "127.0.0.1:10000"],
+            None,
+        );
+        let inside = u("https://acct.blob.core.windows.net/models/run%207/a%20b.onnx");
+        let at = s.locate_blob(&inside).unwrap();
+        assert_eq!(
+            s.decide(&inside).unwrap().authority,
+            Authority::DaemonCredential
+        );
+        assert_eq!(
+            at,
+            InContainer {
+                container: "models".into(),
+                blob: "run 7/a b.onnx".into()
+            }
+        );
+        let at = s
+            .locate_blob(&u("http://127.0.0.1:10000/devstoreaccount1/drop/x/y.pt"))
+            .unwrap();
+        assert_eq!(
+            (at.container.as_str(), at.blob.as_str()),
+            ("drop", "x/y.pt")
+        );
+        // Decoded: what the path checks then see.
+        let at = s
+            .locate_blob(&u("https://acct.blob.core.windows.net/models/..%2Fx"))
+            .unwrap();
+        assert_eq!(at.blob, "../x");
+        for outside in [
+            "https://acct.blob.core.windows.net/private/x.onnx?sv=1&sig=SECRET",
+            "https://acct.blob.core.windows.net/models",
+            "https://acct.blob.core.windows.net/modelsx/y",
+            "https://evil.example/models/x.onnx",
+            "http://127.0.0.1:10001/devstoreaccount1/drop/x",
+            "https://127.0.0.1:10000/devstoreaccount1/drop/x",
+        ] {
+            let e = s.locate_blob(&u(outside)).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                matches!(e, DownloadError::BlobOutside { .. }),
+                "{outside}: {e}"
+            );
+            assert!(e.is_permanent());
+            let shown = outside.split('?').next().unwrap();
+            assert!(text.contains(shown), "{text}");
+            assert!(!text.contains("SECRET"), "{text}");
+        }
+        assert!(matches!(
+            s.locate_blob(&u("https://acct.blob.core.windows.net/models/%FF.onnx")),
+            Err(DownloadError::BlobPath(_))
+        ));
+    }
+
+    #[test]
+    fn a_data_lake_url_is_read_on_the_blob_endpoint() {
+        assert_eq!(
+            blob_endpoint(&u("https://acct.dfs.core.windows.net/models/a/b.onnx")).as_str(),
+            "https://acct.blob.core.windows.net/models/a/b.onnx"
+        );
+        for same in [
+            "https://acct.blob.core.windows.net/models/x",
+            "http://127.0.0.1:10000/devstoreaccount1/models/x",
+            "https://dfs.example/models/x",
+        ] {
+            assert_eq!(blob_endpoint(&u(same)).as_str(), same);
+        }
     }
 
     #[test]
