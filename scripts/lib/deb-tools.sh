@@ -75,7 +75,8 @@ deb_tool() {
         return 0
     fi
     local found
-    found=$(find "$DEB_TOOLS/root" -path "*bin/$cmd" -type f 2>/dev/null | head -n1)
+    # No root yet (a fresh target/): nothing found, not a failure.
+    found=$(find "$DEB_TOOLS/root" -path "*bin/$cmd" -type f 2>/dev/null | head -n1) || true
     if [ -z "$found" ]; then
         echo "deb-tools: $cmd is missing: fetching Debian's $pkg into $DEB_TOOLS (no root needed)" >&2
         _deb_fetch "$pkg" || return 1
