@@ -160,6 +160,11 @@ async fn crash_safety_under_repeated_sigkill() {
     }
     let mut d = w.daemon(&cfg).tag("final").start();
     let final_pid = d.pid() as i32;
+    // The killed daemons may have handled everything already: without
+    // this wait the final one could be stopped before it installed its
+    // SIGTERM handler (seen once: killed by SIGTERM, no output at all).
+    d.wait_logged("Listening for Custom Vision notifications")
+        .await;
     let all: HashSet<String> = ids.iter().cloned().collect();
     let handled = || -> HashSet<String> { work.ends().into_iter().map(|r| r.message_id).collect() };
     d.wait_for_progress(
