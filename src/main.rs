@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use cvnotify::commands::poison::{Action, Selection};
-use cvnotify::commands::send::{SendSchema, SendSpec, SendType};
+use cvnotify::commands::send::SendSpec;
 use cvnotify::commands::setup::SetupOptions;
 use cvnotify::commands::{check, decode, poison, run, schema, send, setup};
 use std::path::PathBuf;
@@ -95,43 +95,8 @@ enum Command {
     /// Enqueue a message exactly as Custom Vision writes it, or an Azure
     /// Machine Learning or Blob Storage event as Event Grid delivers it.
     Send {
-        /// Event type.
-        #[arg(long = "type", value_enum)]
-        kind: SendType,
-        /// `completed` (default), `failed`, or a literal status value.
-        #[arg(long)]
-        status: Option<String>,
-        /// Default: a random GUID.
-        #[arg(long)]
-        project_id: Option<Uuid>,
-        /// Default: a random GUID.
-        #[arg(long)]
-        iteration_id: Option<Uuid>,
-        /// The exported model's URL (export only).
-        #[arg(long)]
-        model_uri: Option<String>,
-        /// Base64-encode the body, as some producers do (Event Grid does).
-        #[arg(long)]
-        base64: bool,
-        /// Event Grid events: the delivery schema (default eventgrid).
-        #[arg(long, value_enum)]
-        schema: Option<SendSchema>,
-        /// Event Grid events: the subject (default: the one the service
-        /// writes, e.g. /blobServices/default/containers/{c}/blobs/{path}).
-        #[arg(long)]
-        subject: Option<String>,
-        /// blob-created, blob-deleted: the blob's URL (required).
-        #[arg(long)]
-        blob_url: Option<String>,
-        /// model-registered, model-deployed (default `model`).
-        #[arg(long)]
-        model_name: Option<String>,
-        /// model-registered, model-deployed (default `1`).
-        #[arg(long)]
-        model_version: Option<String>,
-        /// run-status-changed: the run status as sent (default `Completed`).
-        #[arg(long)]
-        run_status: Option<String>,
+        #[command(flatten)]
+        spec: SendSpec,
         /// Which `[[queues]]` entry (by name); needed when several are
         /// configured.
         #[arg(long, value_name = "NAME")]
@@ -210,37 +175,7 @@ fn main() -> ExitCode {
             };
             setup::exec(cli.config.as_deref(), queue.as_deref(), &opts)
         }
-        Command::Send {
-            kind,
-            status,
-            project_id,
-            iteration_id,
-            model_uri,
-            base64,
-            schema,
-            subject,
-            blob_url,
-            model_name,
-            model_version,
-            run_status,
-            queue,
-        } => {
-            let spec = SendSpec {
-                kind,
-                status,
-                project_id,
-                iteration_id,
-                model_uri,
-                base64,
-                schema,
-                subject,
-                blob_url,
-                model_name,
-                model_version,
-                run_status,
-            };
-            send::exec(cli.config.as_deref(), queue.as_deref(), &spec)
-        }
+        Command::Send { spec, queue } => send::exec(cli.config.as_deref(), queue.as_deref(), &spec),
     };
     ExitCode::from(code as u8)
 }

@@ -66,28 +66,45 @@ pub enum SendSchema {
     Cloudevents,
 }
 
-/// What to put in the message.
-#[derive(Debug, Clone)]
+/// What to put in the message: the options of `cvnotify send`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct SendSpec {
+    /// Event type.
+    #[arg(long = "type", value_enum)]
     pub kind: SendType,
-    /// `completed`, `failed`, or a literal status such as `TrainingCompleted`.
+    /// `completed` (default), `failed`, or a literal status value.
+    #[arg(long)]
     pub status: Option<String>,
+    /// Default: a random GUID.
+    #[arg(long)]
     pub project_id: Option<Uuid>,
+    /// Default: a random GUID.
+    #[arg(long)]
     pub iteration_id: Option<Uuid>,
+    /// The exported model's URL (export only).
+    #[arg(long)]
     pub model_uri: Option<String>,
+    /// Base64-encode the body, as some producers do (Event Grid does).
+    #[arg(long)]
     pub base64: bool,
-    /// Event Grid events: the delivery schema (default Event Grid's).
+    /// Event Grid events: the delivery schema (default eventgrid).
+    #[arg(long, value_enum)]
     pub schema: Option<SendSchema>,
-    /// Event Grid events: the subject (default: the one the service writes
-    /// for the event's other fields).
+    /// Event Grid events: the subject (default: the one the service
+    /// writes, e.g. /blobServices/default/containers/{c}/blobs/{path}).
+    #[arg(long)]
     pub subject: Option<String>,
-    /// `blob-created`, `blob-deleted`: the blob's URL (required).
+    /// blob-created, blob-deleted: the blob's URL (required).
+    #[arg(long)]
     pub blob_url: Option<String>,
-    /// `model-registered`, `model-deployed`: default `model`.
+    /// model-registered, model-deployed (default `model`).
+    #[arg(long)]
     pub model_name: Option<String>,
-    /// `model-registered`, `model-deployed`: default `1`.
+    /// model-registered, model-deployed (default `1`).
+    #[arg(long)]
     pub model_version: Option<String>,
-    /// `run-status-changed`: default `Completed`.
+    /// run-status-changed: the run status as sent (default `Completed`).
+    #[arg(long)]
     pub run_status: Option<String>,
 }
 
