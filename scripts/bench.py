@@ -1150,10 +1150,10 @@ def write_report(r, started):
 
 
 def queue_of(record):
-    """The queue a log record is about: its message span's destination."""
+    """The queue a log record is about: its message span's `queue`."""
     for span in record.get("spans") or []:
-        if "messaging.destination.name" in span:
-            return span["messaging.destination.name"]
+        if "queue" in span:
+            return span["queue"]
     return None
 
 

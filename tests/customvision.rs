@@ -56,6 +56,16 @@ fn handled_ids(d: &Daemon) -> BTreeMap<String, usize> {
     out
 }
 
+/// Project `birds` with two exportable iterations, the older published
+/// as `production`: (project, old, new).
+fn production_and_a_newer(cv: &CustomVision) -> (uuid::Uuid, uuid::Uuid, uuid::Uuid) {
+    let project = cv.add_project("birds");
+    let old = cv.add_iteration(project, &["ONNX"], true);
+    let new = cv.add_iteration(project, &["ONNX"], true);
+    cv.set_published(old, "production");
+    (project, old, new)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_training_is_exported_backed_up_downloaded_and_handed_to_a_hook_once() {
     let w = World::new().await;
@@ -165,10 +175,7 @@ async fn a_completed_training_is_exported_backed_up_downloaded_and_handed_to_a_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_with_replace_moves_the_name_in_one_call_and_a_redelivery_changes_nothing() {
     let cv = CustomVision::start(CvOptions::default()).await;
-    let project = cv.add_project("birds");
-    let old = cv.add_iteration(project, &["ONNX"], true);
-    let new = cv.add_iteration(project, &["ONNX"], true);
-    cv.set_published(old, "production");
+    let (project, old, new) = production_and_a_newer(&cv);
     let handler = in_process(&cv, "", &replacing());
     let event = training_of(project, new);
     handler.handle(&delivery_of(&event, "m1", 1)).await.unwrap();
@@ -244,10 +251,7 @@ async fn publish_with_replace_falls_back_to_two_calls_when_overwrite_does_not_mo
             ..CvOptions::default()
         })
         .await;
-        let project = cv.add_project("birds");
-        let old = cv.add_iteration(project, &["ONNX"], true);
-        let new = cv.add_iteration(project, &["ONNX"], true);
-        cv.set_published(old, "production");
+        let (project, old, new) = production_and_a_newer(&cv);
         let cfg = w
             .config()
             .queue("max_dequeue_count = 1")
@@ -306,10 +310,7 @@ async fn publish_with_replace_falls_back_to_two_calls_when_overwrite_does_not_mo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_with_replace_never_unpublishes_when_the_publish_itself_cannot_succeed() {
     let cv = CustomVision::start(CvOptions::default()).await;
-    let project = cv.add_project("birds");
-    let old = cv.add_iteration(project, &["ONNX"], true);
-    let new = cv.add_iteration(project, &["ONNX"], true);
-    cv.set_published(old, "production");
+    let (project, old, new) = production_and_a_newer(&cv);
     let handler = in_process(&cv, "retry_max_delay = \"1s\"", &replacing());
     let event = training_of(project, new);
     // A 400 is answered once (not retried); a 503 to each of the call's

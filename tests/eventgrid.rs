@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use base64::Engine as _;
+use common::eventgrid::{b64, blob_subject, cloud_event, event_grid};
 use common::*;
 use serde_json::{Value, json};
 
@@ -14,31 +14,16 @@ const WS: &str =
 const STORAGE: &str =
     "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/acct";
 
-fn event_grid(ty: &str, topic: &str, subject: &str, data: Value) -> Value {
-    json!({"id": uuid::Uuid::new_v4(), "topic": topic, "subject": subject, "eventType": ty,
-           "eventTime": "2026-11-21T06:01:11.737Z", "data": data,
-           "dataVersion": "1", "metadataVersion": "1"})
-}
-
-fn cloud_event(ty: &str, source: &str, subject: &str, data: Value) -> Value {
-    json!({"specversion": "1.0", "id": uuid::Uuid::new_v4(), "source": source,
-           "subject": subject, "type": ty, "time": "2026-11-21T06:01:11.737Z", "data": data})
-}
-
 fn blob_created(container: &str, blob: &str) -> Value {
     event_grid(
         "Microsoft.Storage.BlobCreated",
         STORAGE,
-        &format!("/blobServices/default/containers/{container}/blobs/{blob}"),
+        &blob_subject(container, blob),
         json!({"api": "PutBlockList", "eTag": "\"0x8D4BCC2E4835CD0\"",
                "contentType": "application/octet-stream", "contentLength": 1024,
                "blobType": "BlockBlob", "sequencer": "0000000000000442",
                "url": format!("https://acct.blob.core.windows.net/{container}/{blob}?sv=1&sig=secret")}),
     )
-}
-
-fn b64(v: &Value) -> String {
-    base64::engine::general_purpose::STANDARD.encode(v.to_string())
 }
 
 /// A hook appending one line per run to `runs.txt`: the event's type,

@@ -7,7 +7,7 @@
 use crate::common;
 
 use azure_core::http::RequestContent;
-use base64::Engine as _;
+use common::eventgrid;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -207,28 +207,12 @@ impl Listener {
 /// writes it: the name as it is), base64-encoded as Event Grid puts it on
 /// a queue.
 fn blob_created(url: &str, container: &str, blob: &str, etag: &str, sequencer: &str) -> String {
-    let event = serde_json::json!({
-        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
-        "subject": format!("/blobServices/default/containers/{container}/blobs/{blob}"),
-        "eventType": "Microsoft.Storage.BlobCreated",
-        "eventTime": "2026-12-02T10:00:00.1234567Z",
-        "id": Uuid::new_v4().to_string(),
-        "data": {
-            "api": "PutBlob",
-            "clientRequestId": Uuid::new_v4().to_string(),
-            "requestId": Uuid::new_v4().to_string(),
-            "eTag": etag,
-            "contentType": "application/octet-stream",
-            "contentLength": 1024,
-            "blobType": "BlockBlob",
-            "url": url,
-            "sequencer": sequencer,
-            "storageDiagnostics": {"batchId": Uuid::new_v4().to_string()}
-        },
-        "dataVersion": "",
-        "metadataVersion": "1"
-    });
-    base64::engine::general_purpose::STANDARD.encode(event.to_string())
+    eventgrid::b64(&eventgrid::blob_created(
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
+        url,
+        (container, blob),
+        (etag, sequencer),
+    ))
 }
 
 fn export(project: Uuid, iteration: Uuid, uri: &str) -> String {
@@ -277,6 +261,26 @@ fn path_hook(w: &World) -> (PathBuf, String) {
         ),
     );
     (inbox, shell_handler(&script, ""))
+}
+
+/// Drains the queue once (`run --once`, one delivery each) with the
+/// path hook and a download handler on the `models` container into `dir`;
+/// nothing may be poisoned. The daemon and the hook's inbox.
+async fn drain_with_path_hook(w: &World, blobs: &Blobs, dir: &Path) -> (Daemon, PathBuf) {
+    let (inbox, hook) = path_hook(w);
+    let cfg = w
+        .config()
+        .queue("max_dequeue_count = 1")
+        .handler(hook)
+        .handler(blobs.table(dir, &["models"], ""))
+        .write("c.toml");
+    let d = w.daemon(&cfg).run_once().await;
+    d.assert_eq(
+        w.poisoned().await,
+        Vec::<String>::new(),
+        "poisoned messages",
+    );
+    (d, inbox)
 }
 
 /// How many "Message handled" records each message id has.
@@ -332,19 +336,7 @@ async fn a_blob_created_event_is_stored_at_its_path_and_the_hook_gets_it() {
         ])
         .await;
     let dir = w.path("models");
-    let (inbox, hook) = path_hook(&w);
-    let cfg = w
-        .config()
-        .queue("max_dequeue_count = 1")
-        .handler(hook)
-        .handler(blobs.table(&dir, &["models"], ""))
-        .write("c.toml");
-    let d = w.daemon(&cfg).run_once().await;
-    d.assert_eq(
-        w.poisoned().await,
-        Vec::<String>::new(),
-        "poisoned messages",
-    );
+    let (d, inbox) = drain_with_path_hook(&w, &blobs, &dir).await;
     let stored = dir.join(blob);
     d.assert(
         std::fs::read(&stored).is_ok_and(|b| b == bytes),
@@ -406,19 +398,7 @@ async fn an_export_and_the_blob_created_of_its_backup_store_it_once() {
         ])
         .await;
     let dir = w.path("models");
-    let (inbox, hook) = path_hook(&w);
-    let cfg = w
-        .config()
-        .queue("max_dequeue_count = 1")
-        .handler(hook)
-        .handler(blobs.table(&dir, &["models"], ""))
-        .write("c.toml");
-    let d = w.daemon(&cfg).run_once().await;
-    d.assert_eq(
-        w.poisoned().await,
-        Vec::<String>::new(),
-        "poisoned messages",
-    );
+    let (d, inbox) = drain_with_path_hook(&w, &blobs, &dir).await;
     let gets = blobs.gets(&p.to_string());
     d.assert_eq(gets.len(), 1, format!("GETs of the backup blob: {gets:?}"));
     d.assert_eq(d.count_logged("\"Model downloaded\""), 1, "files written");

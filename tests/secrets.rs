@@ -390,8 +390,8 @@ async fn a_text_line_inside_a_message_holds_the_message_and_its_own_fields() {
         line[line.find("INFO ").expect("an INFO line")..].to_owned()
     };
     let context = format!(
-        "INFO message{{message_id={} dequeue_count=1 event_type=\"Training\" project_id={project} iteration_id={iteration}}}",
-        ids[0]
+        "INFO message{{queue={} message_id={} dequeue_count=1 event_type=\"Training\" project_id={project} iteration_id={iteration}}}",
+        w.queue, ids[0]
     );
     let hook_line = line("Hook output");
     assert_eq!(
@@ -435,12 +435,14 @@ async fn a_text_line_inside_a_message_holds_the_message_and_its_own_fields() {
             "message_id",
             "name",
             "project_id",
+            "queue",
             "span_id",
             "trace_id"
         ],
         "{hook_record}"
     );
     assert_eq!(message_span["message_id"], ids[0], "{hook_record}");
+    assert_eq!(message_span["queue"], w.queue, "{hook_record}");
     assert_eq!(
         hook_record["spans"][1]["handler"], "deploy",
         "{hook_record}"

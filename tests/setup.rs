@@ -58,6 +58,19 @@ async fn run(config: &std::path::Path, args: &[&str]) -> Ran {
     run_cli(config, args, &[]).await
 }
 
+/// Adds the project `birds` to the stand-in service and runs `cvnotify
+/// setup --project <it>` with `args` against it; the project and the run.
+async fn setup_birds(b: &Bed, args: &[&str]) -> (Uuid, Ran) {
+    let project = b.cv.add_project("birds");
+    let cfg = b.config(&b.cv.section(""));
+    let id = project.to_string();
+    let args: Vec<&str> = ["setup", "--project", &id]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    (project, run(&cfg, &args).await)
+}
+
 /// The line of step `name` (`ok    project ...`, `FAIL  message ...`).
 fn step<'a>(lines: &'a [String], name: &str) -> &'a str {
     lines
@@ -73,13 +86,7 @@ fn step<'a>(lines: &'a [String], name: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_sets_the_storage_uris_reads_them_back_and_sees_the_connection_test() {
     let b = Bed::start(CvOptions::default()).await;
-    let project = b.cv.add_project("birds");
-    let cfg = b.config(&b.cv.section(""));
-    let out = run(
-        &cfg,
-        &["setup", "--project", &project.to_string(), "--wait", "60s"],
-    )
-    .await;
+    let (project, out) = setup_birds(&b, &["--wait", "60s"]).await;
     out.assert_success();
     let lines = out.lines();
     assert!(
@@ -165,13 +172,7 @@ async fn setup_names_the_role_and_the_command_when_the_service_never_writes() {
         ..Default::default()
     })
     .await;
-    let project = b.cv.add_project("birds");
-    let cfg = b.config(&b.cv.section(""));
-    let out = run(
-        &cfg,
-        &["setup", "--project", &project.to_string(), "--wait", "3s"],
-    )
-    .await;
+    let (project, out) = setup_birds(&b, &["--wait", "3s"]).await;
     out.assert_code(1);
     let lines = out.lines();
     // The service took the settings...
@@ -302,13 +303,7 @@ async fn setup_fails_with_what_it_saw_when_no_form_sticks() {
         ..Default::default()
     })
     .await;
-    let project = b.cv.add_project("birds");
-    let cfg = b.config(&b.cv.section(""));
-    let out = run(
-        &cfg,
-        &["setup", "--project", &project.to_string(), "--wait", "5s"],
-    )
-    .await;
+    let (_, out) = setup_birds(&b, &["--wait", "5s"]).await;
     out.assert_code(1);
     let lines = out.lines();
     let l = step(&lines, "settings");

@@ -283,6 +283,7 @@ fn event_span(message: &Span, n: &Notification) -> Span {
 fn span(queue: &str, m: &ReceivedMessage) -> (Span, Option<String>) {
     let span = info_span!(
         "message",
+        queue = %queue,
         message_id = %m.id,
         dequeue_count = m.dequeue_count,
         event_type = tracing::field::Empty,

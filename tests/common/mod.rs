@@ -21,6 +21,7 @@
 //! - [`status_kib`] reads a process's memory (`VmRSS`, `VmHWM`).
 
 pub mod customvision;
+pub mod eventgrid;
 pub mod faults;
 pub mod flood;
 pub mod tls;
