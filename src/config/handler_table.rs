@@ -30,6 +30,30 @@ pub trait HandlerTable {
     fn validate(&self, path: &str, issues: &mut Issues);
 }
 
+/// The [`HandlerTable`] methods of the keys every table has, for a table
+/// whose fields `name`, `events`, `subject_begins_with`,
+/// `subject_ends_with` and `subject_case_sensitive` hold them: written
+/// once here instead of in each handler's `impl` (`shared_keys!();` in
+/// it, beside its own `validate`).
+macro_rules! shared_keys {
+    () => {
+        fn name(&self) -> Option<&str> {
+            self.name.as_deref()
+        }
+        fn events(&self) -> &$crate::filter::EventFilter {
+            &self.events
+        }
+        fn subject(&self) -> $crate::filter::SubjectFilter {
+            $crate::filter::SubjectFilter {
+                begins_with: self.subject_begins_with.clone(),
+                ends_with: self.subject_ends_with.clone(),
+                case_sensitive: self.subject_case_sensitive,
+            }
+        }
+    };
+}
+pub(crate) use shared_keys;
+
 /// `events` when a table does not set it: every event.
 pub fn all_events() -> EventFilter {
     EventFilter::all()

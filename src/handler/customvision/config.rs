@@ -5,9 +5,9 @@
 
 use crate::config::customvision::check_export_target;
 use crate::config::formats::HumanDuration;
-use crate::config::handler_table::HandlerTable;
+use crate::config::handler_table::{HandlerTable, shared_keys};
 use crate::config::issues::Issues;
-use crate::filter::{EventFilter, SubjectFilter};
+use crate::filter::EventFilter;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::Duration;
@@ -106,19 +106,7 @@ fn default_export_wait() -> Duration {
 }
 
 impl HandlerTable for CustomVisionHandlerConfig {
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-    fn events(&self) -> &EventFilter {
-        &self.events
-    }
-    fn subject(&self) -> SubjectFilter {
-        SubjectFilter {
-            begins_with: self.subject_begins_with.clone(),
-            ends_with: self.subject_ends_with.clone(),
-            case_sensitive: self.subject_case_sensitive,
-        }
-    }
+    shared_keys!();
     fn validate(&self, path: &str, issues: &mut Issues) {
         if self.export.is_empty() && self.publish.is_none() {
             issues.push(

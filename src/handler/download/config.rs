@@ -4,9 +4,9 @@
 //! [`crate::config::HandlerConfig`].
 
 use crate::config::formats::{HumanDuration, HumanSize};
-use crate::config::handler_table::HandlerTable;
+use crate::config::handler_table::{HandlerTable, shared_keys};
 use crate::config::issues::Issues;
-use crate::filter::{EventFilter, SubjectFilter};
+use crate::filter::EventFilter;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -136,19 +136,7 @@ fn is_container_name(name: &str) -> bool {
 }
 
 impl HandlerTable for DownloadConfig {
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-    fn events(&self) -> &EventFilter {
-        &self.events
-    }
-    fn subject(&self) -> SubjectFilter {
-        SubjectFilter {
-            begins_with: self.subject_begins_with.clone(),
-            ends_with: self.subject_ends_with.clone(),
-            case_sensitive: self.subject_case_sensitive,
-        }
-    }
+    shared_keys!();
     fn validate(&self, path: &str, issues: &mut Issues) {
         if self.dir.as_os_str().is_empty() {
             issues.push(format!("{path}.dir"), "must name a directory");

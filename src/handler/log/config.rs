@@ -2,9 +2,9 @@
 //! defaults. Pure; below the handlers, with the configuration (layer 2),
 //! which names it in [`crate::config::HandlerConfig`].
 
-use crate::config::handler_table::HandlerTable;
+use crate::config::handler_table::{HandlerTable, shared_keys};
 use crate::config::issues::Issues;
-use crate::filter::{EventFilter, SubjectFilter};
+use crate::filter::EventFilter;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -46,18 +46,6 @@ impl Default for LogHandlerConfig {
 }
 
 impl HandlerTable for LogHandlerConfig {
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-    fn events(&self) -> &EventFilter {
-        &self.events
-    }
-    fn subject(&self) -> SubjectFilter {
-        SubjectFilter {
-            begins_with: self.subject_begins_with.clone(),
-            ends_with: self.subject_ends_with.clone(),
-            case_sensitive: self.subject_case_sensitive,
-        }
-    }
+    shared_keys!();
     fn validate(&self, _path: &str, _issues: &mut Issues) {}
 }

@@ -3,9 +3,9 @@
 //! (layer 2), which names it in [`crate::config::HandlerConfig`].
 
 use crate::config::formats::HumanDuration;
-use crate::config::handler_table::{HandlerTable, StringMap, all_events};
+use crate::config::handler_table::{HandlerTable, StringMap, all_events, shared_keys};
 use crate::config::issues::Issues;
-use crate::filter::{EventFilter, SubjectFilter};
+use crate::filter::EventFilter;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::fmt;
@@ -99,19 +99,7 @@ fn yes() -> bool {
 }
 
 impl HandlerTable for ShellConfig {
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-    fn events(&self) -> &EventFilter {
-        &self.events
-    }
-    fn subject(&self) -> SubjectFilter {
-        SubjectFilter {
-            begins_with: self.subject_begins_with.clone(),
-            ends_with: self.subject_ends_with.clone(),
-            case_sensitive: self.subject_case_sensitive,
-        }
-    }
+    shared_keys!();
     fn validate(&self, path: &str, issues: &mut Issues) {
         if self.command.first().is_none_or(|p| p.is_empty()) {
             issues.push(

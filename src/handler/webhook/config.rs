@@ -4,9 +4,9 @@
 //! it in [`crate::config::HandlerConfig`].
 
 use crate::config::formats::HumanDuration;
-use crate::config::handler_table::{HandlerTable, StringMap, all_events};
+use crate::config::handler_table::{HandlerTable, StringMap, all_events, shared_keys};
 use crate::config::issues::Issues;
-use crate::filter::{EventFilter, SubjectFilter};
+use crate::filter::EventFilter;
 use crate::secret::Secret;
 use base64::Engine as _;
 use schemars::JsonSchema;
@@ -173,19 +173,7 @@ pub fn webhook_key(secret: &str) -> Result<Vec<u8>, WebhookSecretError> {
 }
 
 impl HandlerTable for WebhookConfig {
-    fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-    fn events(&self) -> &EventFilter {
-        &self.events
-    }
-    fn subject(&self) -> SubjectFilter {
-        SubjectFilter {
-            begins_with: self.subject_begins_with.clone(),
-            ends_with: self.subject_ends_with.clone(),
-            case_sensitive: self.subject_case_sensitive,
-        }
-    }
+    shared_keys!();
     fn validate(&self, path: &str, issues: &mut Issues) {
         if !matches!(self.url.scheme(), "http" | "https") {
             issues.push(format!("{path}.url"), "must be an http or https URL");
