@@ -142,11 +142,8 @@ impl Event {
     /// `unknown`).
     pub fn type_key(&self) -> String {
         match self {
-            Event::ConnectionTest { .. } => "connection_test".into(),
-            Event::Training { .. } => "training".into(),
-            Event::Export { .. } => "export".into(),
             Event::Unknown { r#type, .. } => r#type.to_ascii_lowercase(),
-            Event::Grid(g) => g.data.kind().into(),
+            _ => self.kind().into(),
         }
     }
 
@@ -256,6 +253,19 @@ impl Event {
         }
     }
 
+    /// The kind: its view's `kind` and the `event_type` label of
+    /// `cvnotify_events_received_total` (a fixed set; `unknown` for any
+    /// type this version does not know). Cheap: no view is built.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ConnectionTest { .. } => "connection_test",
+            Event::Training { .. } => "training",
+            Event::Export { .. } => "export",
+            Event::Unknown { .. } => "unknown",
+            Event::Grid(g) => g.data.kind(),
+        }
+    }
+
     /// The event as hooks, webhooks, the `log` handler and the message
     /// span see it: its name and its fields, in the order they are shown.
     /// The one place that says which fields each kind has (see
@@ -267,7 +277,7 @@ impl Event {
                 project_id: Some(*project_id),
                 ..CustomVision::default()
             }
-            .view("connection_test", "ConnectionTest"),
+            .view(self.kind(), "ConnectionTest"),
             Event::Training {
                 project_id,
                 iteration_id,
@@ -278,7 +288,7 @@ impl Event {
                 status: Some(status.as_str()),
                 ..CustomVision::default()
             }
-            .view("training", "Training"),
+            .view(self.kind(), "Training"),
             Event::Export {
                 project_id,
                 iteration_id,
@@ -290,9 +300,9 @@ impl Event {
                 status: Some(status.as_str()),
                 model_uri: model_uri.as_deref(),
             }
-            .view("export", "Export"),
+            .view(self.kind(), "Export"),
             // Its content reaches hooks and webhooks under `raw`.
-            Event::Unknown { r#type, .. } => CustomVision::default().view("unknown", r#type),
+            Event::Unknown { r#type, .. } => CustomVision::default().view(self.kind(), r#type),
             // One arm per Event Grid kind, in `grid.rs`.
             Event::Grid(g) => g.view(),
         }

@@ -156,7 +156,7 @@ impl Lifecycle {
         for notification in events {
             let event_span = event_span(span, &notification);
             EventReceived {
-                kind: notification.event.view().kind,
+                kind: notification.event.kind(),
             }
             .emit(&self.metrics);
             let routes = self.router.route(&notification);
