@@ -159,7 +159,7 @@ impl DownloadHandler {
             Place::Path(path) => Job {
                 authority: self.sources.decide(&url)?.authority,
                 blob: Some(BlobMeta {
-                    url: trust::without_query(&url),
+                    url: crate::secret::redact_url(url.as_str()),
                     etag: b.etag.map(|e| e.trim_matches('"').to_owned()),
                     sequencer: b.sequencer.map(str::to_owned),
                 }),
@@ -218,7 +218,7 @@ impl DownloadHandler {
             Ok(f) => Ok(Arc::new(f)),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
                 Err(DownloadError::Clash {
-                    url: trust::without_query(&job.url),
+                    url: crate::secret::redact_url(job.url.as_str()),
                     path: shown,
                     what: "a file or a symbolic link is there where its folder should be".into(),
                 })

@@ -10,6 +10,7 @@
 
 use super::error::DownloadError;
 use crate::blob::Authority;
+use crate::secret::redact_url;
 use url::{Origin, Url};
 
 /// How a URL that passed the checks is fetched.
@@ -26,17 +27,6 @@ pub struct Decision {
 pub struct InContainer {
     pub container: String,
     pub blob: String,
-}
-
-/// `scheme://host[:port]/path`: what a message may show of a URL (its
-/// query may be a SAS, and a user name or password never belongs there).
-pub fn without_query(u: &Url) -> String {
-    format!(
-        "{}://{}{}",
-        u.scheme(),
-        host_port(u).unwrap_or_default(),
-        u.path()
-    )
 }
 
 /// The Blob service URL of a blob that a Data Lake event names on the
@@ -176,7 +166,7 @@ impl Sources {
         });
         let Some((container, raw)) = found else {
             return Err(DownloadError::BlobOutside {
-                url: without_query(url),
+                url: redact_url(url.as_str()),
                 containers: self.shown_containers(),
             });
         };
@@ -203,7 +193,7 @@ impl Sources {
     fn shown_containers(&self) -> String {
         self.containers
             .iter()
-            .map(without_query)
+            .map(|c| redact_url(c.as_str()))
             .collect::<Vec<_>>()
             .join(", ")
     }
