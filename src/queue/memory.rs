@@ -30,6 +30,9 @@ pub struct MemoryQueue {
     /// Calls made, for assertions on polling behaviour.
     pub receive_calls: AtomicU64,
     pub update_calls: AtomicU64,
+    pub delete_calls: AtomicU64,
+    /// Errors the next deletes return, in turn, before deletes work again.
+    failing_deletes: Mutex<Vec<QueueError>>,
 }
 
 impl MemoryQueue {
@@ -38,6 +41,11 @@ impl MemoryQueue {
             name: name.into(),
             ..Default::default()
         }
+    }
+
+    /// The next deletes fail with `errors`, one each, in turn.
+    pub fn fail_deletes(&self, errors: Vec<QueueError>) {
+        *self.failing_deletes.lock().unwrap() = errors;
     }
 
     fn next_id(&self, prefix: &str) -> String {
@@ -125,6 +133,13 @@ impl Queue for MemoryQueue {
     }
 
     async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError> {
+        self.delete_calls.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut failing = self.failing_deletes.lock().unwrap();
+            if !failing.is_empty() {
+                return Err(failing.remove(0));
+            }
+        }
         let mut messages = self.messages.lock().unwrap();
         Self::check(&mut messages, Operation::Delete, id, pop_receipt)?;
         messages.retain(|m| m.id != id);

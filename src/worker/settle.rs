@@ -339,75 +339,7 @@ impl Settler {
 mod tests {
     use super::*;
     use crate::queue::memory::MemoryQueue;
-    use crate::queue::{Cause, Operation, PeekedMessage, SentMessage};
-    use async_trait::async_trait;
-    use std::sync::Mutex;
-
-    /// A queue whose deletes fail with `errors`, in turn, before they
-    /// reach the in-memory queue; counts the delete calls.
-    struct FailingDeletes {
-        inner: MemoryQueue,
-        errors: Mutex<Vec<QueueError>>,
-        deletes: Mutex<u32>,
-    }
-
-    #[async_trait]
-    impl Queue for FailingDeletes {
-        fn name(&self) -> &str {
-            self.inner.name()
-        }
-        async fn receive(
-            &self,
-            max: u8,
-            visibility: Duration,
-        ) -> Result<Vec<ReceivedMessage>, QueueError> {
-            self.inner.receive(max, visibility).await
-        }
-        async fn delete(&self, id: &str, pop_receipt: &str) -> Result<(), QueueError> {
-            *self.deletes.lock().unwrap() += 1;
-            let next = {
-                let mut errors = self.errors.lock().unwrap();
-                (!errors.is_empty()).then(|| errors.remove(0))
-            };
-            match next {
-                Some(e) => Err(e),
-                None => self.inner.delete(id, pop_receipt).await,
-            }
-        }
-        async fn update_visibility(
-            &self,
-            id: &str,
-            pop_receipt: &str,
-            visibility: Duration,
-        ) -> Result<String, QueueError> {
-            self.inner
-                .update_visibility(id, pop_receipt, visibility)
-                .await
-        }
-        async fn update_body(
-            &self,
-            id: &str,
-            pop_receipt: &str,
-            visibility: Duration,
-            body: &str,
-        ) -> Result<String, QueueError> {
-            self.inner
-                .update_body(id, pop_receipt, visibility, body)
-                .await
-        }
-        async fn send(&self, body: &str, expiry: Expiry) -> Result<SentMessage, QueueError> {
-            self.inner.send(body, expiry).await
-        }
-        async fn create_if_missing(&self) -> Result<(), QueueError> {
-            self.inner.create_if_missing().await
-        }
-        async fn peek(&self, max: u8) -> Result<Vec<PeekedMessage>, QueueError> {
-            self.inner.peek(max).await
-        }
-        async fn approximate_length(&self) -> Result<u64, QueueError> {
-            self.inner.approximate_length().await
-        }
-    }
+    use crate::queue::{Cause, Operation};
 
     fn reset() -> QueueError {
         QueueError::Transient {
@@ -420,14 +352,11 @@ mod tests {
     /// the deletes failing with `errors` first. Returns the queue, the
     /// number of delete calls and how much `retries_total{client="storage"}`
     /// grew.
-    async fn delete_with(errors: Vec<QueueError>) -> (Arc<FailingDeletes>, u32, u64) {
-        let queue = Arc::new(FailingDeletes {
-            inner: MemoryQueue::new("q"),
-            errors: Mutex::new(errors),
-            deletes: Mutex::new(0),
-        });
+    async fn delete_with(errors: Vec<QueueError>) -> (Arc<MemoryQueue>, u64, u64) {
+        let queue = Arc::new(MemoryQueue::new("q"));
         queue.send("{}", Expiry::ServiceDefault).await.unwrap();
         let received = queue.receive(1, Duration::from_secs(30)).await.unwrap();
+        queue.fail_deletes(errors);
         let settler = Settler::new(
             queue.clone(),
             Arc::new(MemoryQueue::new("q-poison")),
@@ -442,7 +371,7 @@ mod tests {
         settler
             .apply(&m, Disposition::Delete { handled_in: None })
             .await;
-        let deletes = *queue.deletes.lock().unwrap();
+        let deletes = queue.delete_calls.load(Ordering::Relaxed);
         (queue, deletes, retries.get() - before)
     }
 
@@ -450,19 +379,15 @@ mod tests {
     async fn a_delete_that_fails_transiently_is_retried_on_the_runner_and_counted() {
         let (queue, deletes, retries) = delete_with(vec![reset(), reset()]).await;
         assert_eq!(deletes, 3, "two failed attempts, then the delete");
-        assert!(queue.inner.is_empty(), "deleted on the third attempt");
+        assert!(queue.is_empty(), "deleted on the third attempt");
         assert_eq!(retries, 2, "each retry counted under client=\"storage\"");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_delete_gives_up_after_three_attempts_and_leaves_the_message() {
         let (queue, deletes, retries) = delete_with(vec![reset(), reset(), reset()]).await;
-        assert_eq!(deletes, DELETE_ATTEMPTS);
-        assert_eq!(
-            queue.inner.len(),
-            1,
-            "left to reappear after its visibility"
-        );
+        assert_eq!(deletes, u64::from(DELETE_ATTEMPTS));
+        assert_eq!(queue.len(), 1, "left to reappear after its visibility");
         assert_eq!(retries, 2, "no retry after the last attempt");
     }
 
