@@ -38,6 +38,39 @@ fn in_process(cv: &CustomVision, section: &str, keys: &str) -> Arc<dyn Handler> 
     config.handlers[0].build(&handler_ctx(&config)).unwrap()
 }
 
+/// The error `handler` returns for the `Training` message of `iteration`,
+/// which must be permanent (a retryable one fails the test).
+async fn permanent_error(handler: &Arc<dyn Handler>, project: Uuid, iteration: Uuid) -> String {
+    let e = handler
+        .handle(&delivery_of(&training_of(project, iteration), "m1", 1))
+        .await
+        .expect_err("the handler should have refused the message");
+    assert!(e.is_permanent(), "expected a permanent error, got: {e}");
+    e.to_string()
+}
+
+/// Sends the `Training` message of `iteration` and runs a daemon once, at
+/// log level info, with a customvision handler exporting to ONNX and
+/// `queue_keys` in its `[queue]`: (the daemon, the message's body).
+async fn export_onnx_once(
+    w: &World,
+    cv: &CustomVision,
+    project: Uuid,
+    iteration: Uuid,
+    queue_keys: &str,
+) -> (Daemon, String) {
+    let cfg = w
+        .config()
+        .log_level("info")
+        .queue(queue_keys)
+        .extra(cv.section(""))
+        .handler(cv_handler("export = [{ platform = \"ONNX\" }]"))
+        .write("c.toml");
+    let body = training_of(project, iteration);
+    w.send_all(std::slice::from_ref(&body)).await;
+    (w.daemon(&cfg).run_once().await, body)
+}
+
 const PREDICTION: &str =
     "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/pred";
 
@@ -359,13 +392,8 @@ async fn publish_without_replace_refuses_a_name_another_iteration_holds_permanen
             "publish = {{ name = \"production\", prediction_resource_id = \"{PREDICTION}\" }}"
         ),
     );
-    let e = handler
-        .handle(&delivery_of(&training_of(project, new), "m1", 1))
-        .await
-        .unwrap_err();
-    assert!(e.is_permanent(), "{e}");
     assert_eq!(
-        e.to_string(),
+        permanent_error(&handler, project, new).await,
         format!(
             "publish name `production` is held by iteration {old}; set publish.replace = true to move it to iteration {new}"
         ),
@@ -427,15 +455,7 @@ async fn a_platform_the_service_refuses_is_poisoned_at_once_with_its_reason() {
     let project = cv.add_project("birds");
     // GetIteration does not list exportableTo: the service's error decides.
     let iteration = cv.add_iteration(project, &["CoreML"], false);
-    let cfg = w
-        .config()
-        .queue("max_dequeue_count = 5")
-        .extra(cv.section(""))
-        .handler(cv_handler("export = [{ platform = \"ONNX\" }]"))
-        .write("c.toml");
-    let body = training_of(project, iteration);
-    w.send_all(std::slice::from_ref(&body)).await;
-    let d = w.daemon(&cfg).run_once().await;
+    let (d, body) = export_onnx_once(&w, &cv, project, iteration, "max_dequeue_count = 5").await;
     assert_eq!(w.poisoned().await, vec![body], "the poisoned body");
     assert_eq!(w.queued().await, 0, "messages left in the queue");
     let (reason, delivery) = d.poisoning();
@@ -465,16 +485,8 @@ async fn finding_9_a_3_5_mb_exportable_to_list_gives_a_bounded_reason_the_envelo
         cv.iteration(iteration).to_string().len() > 3_500_000,
         "the stand-in's iteration is smaller than the finding's"
     );
-    let cfg = w
-        .config()
-        .log_level("info")
-        .queue("poison_format = \"envelope\"")
-        .extra(cv.section(""))
-        .handler(cv_handler("export = [{ platform = \"ONNX\" }]"))
-        .write("c.toml");
-    let body = training_of(project, iteration);
-    w.send_all(std::slice::from_ref(&body)).await;
-    let d = w.daemon(&cfg).run_once().await;
+    let (d, body) =
+        export_onnx_once(&w, &cv, project, iteration, "poison_format = \"envelope\"").await;
     let poisoned = w.poisoned().await;
     d.assert_eq(poisoned.len(), 1, "poisoned messages");
     assert!(
@@ -513,13 +525,8 @@ async fn an_iteration_not_exportable_to_a_platform_is_refused_before_any_request
         "",
         "export = [{ platform = \"CoreML\" }, { platform = \"TensorFlow\", flavor = \"TensorFlowLite\" }]",
     );
-    let e = handler
-        .handle(&delivery_of(&training_of(project, iteration), "m1", 1))
-        .await
-        .unwrap_err();
-    assert!(e.is_permanent(), "{e}");
     assert_eq!(
-        e.to_string(),
+        permanent_error(&handler, project, iteration).await,
         format!(
             "iteration {iteration} cannot be exported to TensorFlow/TensorFlowLite: it is exportable only to CoreML (the project's domain decides)"
         ),

@@ -568,54 +568,9 @@ async fn hostile_messages_end_where_they_should() {
             None,
         ),
         (
-            "command substitution",
-            training_with(&format!("$(touch {c})")),
-            Some(format!("$(touch {c})")),
-        ),
-        (
-            "backticks",
-            training_with(&format!("`touch {c}`")),
-            Some(format!("`touch {c}`")),
-        ),
-        (
-            "semicolon",
-            training_with(&format!("x; touch {c}")),
-            Some(format!("x; touch {c}")),
-        ),
-        (
-            "pipe and redirect",
-            training_with(&format!("x | tee {c} > {c}")),
-            Some(format!("x | tee {c} > {c}")),
-        ),
-        (
-            "newlines",
-            training_with("line1\nline2\r\nline3"),
-            Some("line1\nline2\r\nline3".into()),
-        ),
-        (
-            "control characters",
-            training_with("bell\u{7}esc\u{1b}[31m"),
-            Some("bell\u{7}esc\u{1b}[31m".into()),
-        ),
-        (
             "nul character",
             training_with("before\u{0}after"),
             Some("before\u{fffd}after".into()),
-        ),
-        (
-            "quotes",
-            training_with("it's \"quoted\" \\ back"),
-            Some("it's \"quoted\" \\ back".into()),
-        ),
-        (
-            "xml in status",
-            training_with("</MessageText><x>&amp;"),
-            Some("</MessageText><x>&amp;".into()),
-        ),
-        (
-            "unicode",
-            training_with("Ünïcödé ✓ 🚀"),
-            Some("Ünïcödé ✓ 🚀".into()),
         ),
         (
             "64 KiB body",
@@ -652,6 +607,20 @@ async fn hostile_messages_end_where_they_should() {
             None,
         ),
     ];
+    // Statuses the hook must receive verbatim, whatever a shell would make of them.
+    for (name, status) in [
+        ("command substitution", format!("$(touch {c})")),
+        ("backticks", format!("`touch {c}`")),
+        ("semicolon", format!("x; touch {c}")),
+        ("pipe and redirect", format!("x | tee {c} > {c}")),
+        ("newlines", "line1\nline2\r\nline3".into()),
+        ("control characters", "bell\u{7}esc\u{1b}[31m".into()),
+        ("quotes", "it's \"quoted\" \\ back".into()),
+        ("xml in status", "</MessageText><x>&amp;".into()),
+        ("unicode", "Ünïcödé ✓ 🚀".into()),
+    ] {
+        cases.push((name, training_with(&status), Some(status)));
+    }
     assert!(cases.len() >= 30, "{} cases", cases.len());
     let q = w.main_queue();
     q.create_if_missing().await.unwrap();

@@ -199,8 +199,8 @@ fn now_rfc3339() -> String {
         .unwrap()
 }
 
-fn error(status: u16, code: &str, message: &str) -> (u16, Value) {
-    (status, json!({"code": code, "message": message}))
+fn error(status: u16, code: &str, message: &str) -> Answer {
+    (status, Some(json!({"code": code, "message": message})))
 }
 
 /// The export platforms of v3.3 and their flavors (spec §4).
@@ -525,38 +525,40 @@ async fn answer(
 
 type Answer = (u16, Option<Value>);
 
+/// A request's query parameters, by name.
+type Query<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 fn route(
     state: &Arc<Mutex<State>>,
     o: &Arc<CvOptions>,
     method: &Method,
     seg: &[&str],
-    q: &dyn Fn(&str) -> Option<String>,
+    q: Query<'_>,
     body: &[u8],
 ) -> Answer {
-    let some = |(s, v): (u16, Value)| (s, Some(v));
     let id = |s: &str| s.parse::<Uuid>().ok();
     match (method.as_str(), seg) {
         ("POST", ["projects"]) => create_project(state, o, q, body),
         (m, ["projects", p]) => {
             let Some(p) = id(p) else {
-                return some(error(400, "BadRequestInvalidIds", "Invalid project id"));
+                return error(400, "BadRequestInvalidIds", "Invalid project id");
             };
             match m {
                 "GET" => match state.lock().unwrap().projects.get(&p) {
                     Some(v) => (200, Some(v.clone())),
-                    None => some(error(404, "NotFoundProject", "Invalid project")),
+                    None => error(404, "NotFoundProject", "Invalid project"),
                 },
                 "PATCH" => update_project(state, o, p, q, body),
-                _ => some(error(405, "BadRequest", "Method not allowed")),
+                _ => error(405, "BadRequest", "Method not allowed"),
             }
         }
         ("GET", ["projects", p, "iterations"]) => {
             let Some(p) = id(p) else {
-                return some(error(400, "BadRequestInvalidIds", "Invalid project id"));
+                return error(400, "BadRequestInvalidIds", "Invalid project id");
             };
             let st = state.lock().unwrap();
             if !st.projects.contains_key(&p) {
-                return some(error(404, "NotFoundProject", "Invalid project"));
+                return error(404, "NotFoundProject", "Invalid project");
             }
             let list: Vec<Value> = st
                 .iterations
@@ -568,15 +570,15 @@ fn route(
         }
         (m, ["projects", p, "iterations", i, tail @ ..]) => {
             let (Some(p), Some(i)) = (id(p), id(i)) else {
-                return some(error(400, "BadRequestInvalidIds", "Invalid id"));
+                return error(400, "BadRequestInvalidIds", "Invalid id");
             };
             {
                 let st = state.lock().unwrap();
                 if !st.projects.contains_key(&p) {
-                    return some(error(404, "NotFoundProject", "Invalid project"));
+                    return error(404, "NotFoundProject", "Invalid project");
                 }
                 if st.iterations.get(&i).is_none_or(|it| it.project != p) {
-                    return some(error(404, "NotFoundIteration", "Invalid iteration"));
+                    return error(404, "NotFoundIteration", "Invalid iteration");
                 }
             }
             match (m, tail) {
@@ -597,40 +599,53 @@ fn route(
                         .filter(|n| !n.is_empty())
                         .map(str::to_owned)
                     else {
-                        return some(error(
+                        return error(
                             400,
                             "BadRequestIterationNotPublished",
                             "Iteration is not published",
-                        ));
+                        );
                     };
                     it["publishName"] = Value::Null;
                     it["originalPublishResourceId"] = Value::Null;
                     record_holders(&mut st, p, &name);
                     (204, None)
                 }
-                _ => some(error(404, "NotFound", "Resource not found")),
+                _ => error(404, "NotFound", "Resource not found"),
             }
         }
-        _ => some(error(404, "NotFound", "Resource not found")),
+        _ => error(404, "NotFound", "Resource not found"),
     }
 }
 
-fn storage_uris_from(v: &Value) -> (Option<String>, Option<String>) {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    (s("notificationQueueUri"), s("exportModelContainerUri"))
+/// (notification queue URI, export container URI) of a request.
+type Uris = (Option<String>, Option<String>);
+
+/// The two storage URIs of one form of a request (its query or its body),
+/// read through `get`.
+fn storage_uris_from(get: Query<'_>) -> Uris {
+    (get("notificationQueueUri"), get("exportModelContainerUri"))
+}
+
+fn str_at(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Each URI from the first honoured form that carries it (the service's
+/// order differs between create and update).
+fn first_of(first: Option<Uris>, second: Option<Uris>) -> Uris {
+    let (a, b) = first.unwrap_or_default();
+    let (c, d) = second.unwrap_or_default();
+    (a.or(c), b.or(d))
 }
 
 fn create_project(
     state: &Arc<Mutex<State>>,
     o: &Arc<CvOptions>,
-    q: &dyn Fn(&str) -> Option<String>,
+    q: Query<'_>,
     body: &[u8],
 ) -> Answer {
     let Some(name) = q("name").filter(|n| !n.is_empty()) else {
-        return (
-            400,
-            Some(error(400, "BadRequestProjectName", "Name is required").1),
-        );
+        return error(400, "BadRequestProjectName", "Name is required");
     };
     if state
         .lock()
@@ -639,59 +654,39 @@ fn create_project(
         .values()
         .any(|p| p["name"] == json!(name))
     {
-        return (
-            400,
-            Some(error(400, "BadRequestProjectNameNotUnique", "Name not unique").1),
-        );
+        return error(400, "BadRequestProjectNameNotUnique", "Name not unique");
     }
     let id = Uuid::new_v4();
-    let mut project = new_project(id, &name);
-    let mut uris = (None, None);
-    if o.forms.create_query {
-        uris = (q("notificationQueueUri"), q("exportModelContainerUri"));
-    }
-    if o.forms.create_body
-        && let Ok(v) = serde_json::from_slice::<Value>(body)
-    {
-        let (n, c) = storage_uris_from(&v);
-        uris = (uris.0.or(n), uris.1.or(c));
-    }
-    apply_storage(state, o, id, &mut project, uris);
-    state.lock().unwrap().projects.insert(id, project.clone());
-    (200, Some(project))
+    let project = new_project(id, &name);
+    let body = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    let uris = first_of(
+        o.forms.create_query.then(|| storage_uris_from(&|k| q(k))),
+        o.forms
+            .create_body
+            .then(|| storage_uris_from(&|k| str_at(&body, k))),
+    );
+    store_project(state, o, id, project, uris)
 }
 
 fn update_project(
     state: &Arc<Mutex<State>>,
     o: &Arc<CvOptions>,
     id: Uuid,
-    q: &dyn Fn(&str) -> Option<String>,
+    q: Query<'_>,
     body: &[u8],
 ) -> Answer {
     let Some(mut project) = state.lock().unwrap().projects.get(&id).cloned() else {
-        return (
-            404,
-            Some(error(404, "NotFoundProject", "Invalid project").1),
-        );
+        return error(404, "NotFoundProject", "Invalid project");
     };
     let Ok(update) = serde_json::from_slice::<Value>(body) else {
-        return (
-            400,
-            Some(error(400, "BadRequestInvalid", "The body is not a Project").1),
-        );
+        return error(400, "BadRequestInvalid", "The body is not a Project");
     };
     // The spec's required fields of Project.
     if update.get("name").and_then(Value::as_str).is_none() || !update["settings"].is_object() {
-        return (
+        return error(
             400,
-            Some(
-                error(
-                    400,
-                    "BadRequestRequiredParamIsNull",
-                    "name and settings are required",
-                )
-                .1,
-            ),
+            "BadRequestRequiredParamIsNull",
+            "name and settings are required",
         );
     }
     project["name"] = update["name"].clone();
@@ -706,17 +701,25 @@ fn update_project(
             project["settings"][k] = v.clone();
         }
     }
-    let mut uris = (None, None);
-    if o.forms.update_body {
-        uris = storage_uris_from(&update["settings"]);
-    }
-    if o.forms.update_query {
-        uris = (
-            uris.0.or(q("notificationQueueUri")),
-            uris.1.or(q("exportModelContainerUri")),
-        );
-    }
+    let uris = first_of(
+        o.forms
+            .update_body
+            .then(|| storage_uris_from(&|k| str_at(&update["settings"], k))),
+        o.forms.update_query.then(|| storage_uris_from(&|k| q(k))),
+    );
     project["lastModified"] = json!(now_rfc3339());
+    store_project(state, o, id, project, uris)
+}
+
+/// Honours the storage URIs of a create or update, stores the project and
+/// answers with it.
+fn store_project(
+    state: &Arc<Mutex<State>>,
+    o: &Arc<CvOptions>,
+    id: Uuid,
+    mut project: Value,
+    uris: Uris,
+) -> Answer {
     apply_storage(state, o, id, &mut project, uris);
     state.lock().unwrap().projects.insert(id, project.clone());
     (200, Some(project))
@@ -781,45 +784,24 @@ fn record(
     });
 }
 
-fn export(
-    state: &Arc<Mutex<State>>,
-    o: &Arc<CvOptions>,
-    p: Uuid,
-    i: Uuid,
-    q: &dyn Fn(&str) -> Option<String>,
-) -> Answer {
+fn export(state: &Arc<Mutex<State>>, o: &Arc<CvOptions>, p: Uuid, i: Uuid, q: Query<'_>) -> Answer {
     let Some(platform) = q("platform") else {
-        return (
-            400,
-            Some(error(400, "BadRequestRequiredParamIsNull", "platform is required").1),
-        );
+        return error(400, "BadRequestRequiredParamIsNull", "platform is required");
     };
     let flavor = q("flavor");
     match valid_flavor(&platform, flavor.as_deref()) {
         None => {
-            return (
+            return error(
                 400,
-                Some(
-                    error(
-                        400,
-                        "BadRequestExportValidationFailed",
-                        "Invalid export platform",
-                    )
-                    .1,
-                ),
+                "BadRequestExportValidationFailed",
+                "Invalid export platform",
             );
         }
         Some(false) => {
-            return (
+            return error(
                 400,
-                Some(
-                    error(
-                        400,
-                        "BadRequestExportValidationFailed",
-                        "Invalid flavor for this platform",
-                    )
-                    .1,
-                ),
+                "BadRequestExportValidationFailed",
+                "Invalid flavor for this platform",
             );
         }
         Some(true) => {}
@@ -833,45 +815,27 @@ fn export(
         .map(str::to_owned);
     let it = st.iterations.get_mut(&i).unwrap();
     if !it.supported.contains(&platform) {
-        return (
+        return error(
             400,
-            Some(
-                error(
-                    400,
-                    "BadRequestProjectUnsupportedExportPlatform",
-                    "The project does not support this export platform",
-                )
-                .1,
-            ),
+            "BadRequestProjectUnsupportedExportPlatform",
+            "The project does not support this export platform",
         );
     }
     let same =
         |e: &Value| e["platform"] == json!(platform) && e["flavor"].as_str() == flavor.as_deref();
     if let Some(e) = it.exports.iter().find(|e| same(e)) {
         return if e["status"] == "Exporting" {
-            (
+            error(
                 400,
-                Some(
-                    error(
-                        400,
-                        "BadRequestExportAlreadyInProgress",
-                        "Export already in progress",
-                    )
-                    .1,
-                ),
+                "BadRequestExportAlreadyInProgress",
+                "Export already in progress",
             )
         } else {
             // Assumed code: the docs say only that it "cannot" be exported again.
-            (
+            error(
                 400,
-                Some(
-                    error(
-                        400,
-                        "BadRequestExportValidationFailed",
-                        "The iteration has already been exported to this platform",
-                    )
-                    .1,
-                ),
+                "BadRequestExportValidationFailed",
+                "The iteration has already been exported to this platform",
             )
         };
     }
@@ -923,32 +887,20 @@ fn publish(
     o: &Arc<CvOptions>,
     p: Uuid,
     i: Uuid,
-    q: &dyn Fn(&str) -> Option<String>,
+    q: Query<'_>,
 ) -> Answer {
     let (Some(name), Some(prediction)) = (q("publishName"), q("predictionId")) else {
-        return (
+        return error(
             400,
-            Some(
-                error(
-                    400,
-                    "BadRequestRequiredParamIsNull",
-                    "publishName and predictionId are required",
-                )
-                .1,
-            ),
+            "BadRequestRequiredParamIsNull",
+            "publishName and predictionId are required",
         );
     };
     if !prediction.starts_with("/subscriptions/") {
-        return (
+        return error(
             400,
-            Some(
-                error(
-                    400,
-                    "BadRequestInvalidPublishTarget",
-                    "Invalid prediction resource id",
-                )
-                .1,
-            ),
+            "BadRequestInvalidPublishTarget",
+            "Invalid prediction resource id",
         );
     }
     // The spec: `overwrite` bool, optional, default false.
@@ -957,23 +909,14 @@ fn publish(
         Some(v) if v.eq_ignore_ascii_case("true") => true,
         Some(v) if v.eq_ignore_ascii_case("false") => false,
         Some(_) => {
-            return (
-                400,
-                Some(error(400, "BadRequestInvalid", "overwrite must be a boolean").1),
-            );
+            return error(400, "BadRequestInvalid", "overwrite must be a boolean");
         }
     };
     if overwrite && o.overwrite == Overwrite::Rejected {
-        return (
+        return error(
             400,
-            Some(
-                error(
-                    400,
-                    "BadRequest",
-                    "The query parameter 'overwrite' is not supported",
-                )
-                .1,
-            ),
+            "BadRequest",
+            "The query parameter 'overwrite' is not supported",
         );
     }
     if overwrite && o.overwrite == Overwrite::TrueButUnchanged {
@@ -985,16 +928,10 @@ fn publish(
         .as_str()
         .is_some_and(|n| !n.is_empty())
     {
-        return (
+        return error(
             400,
-            Some(
-                error(
-                    400,
-                    "BadRequestIterationIsPublished",
-                    "Iteration is already published",
-                )
-                .1,
-            ),
+            "BadRequestIterationIsPublished",
+            "Iteration is already published",
         );
     }
     let held_by: Vec<Uuid> = st
@@ -1012,16 +949,10 @@ fn publish(
         }
     } else if !held_by.is_empty() {
         // Assumed code for a name another iteration holds.
-        return (
+        return error(
             400,
-            Some(
-                error(
-                    400,
-                    "BadRequestInvalidPublishName",
-                    "The publish name is already in use",
-                )
-                .1,
-            ),
+            "BadRequestInvalidPublishName",
+            "The publish name is already in use",
         );
     }
     let it = &mut st.iterations.get_mut(&i).unwrap().json;
