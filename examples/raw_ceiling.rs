@@ -11,10 +11,6 @@ use cvnotify::config::Config;
 use cvnotify::queue::Queue;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-// The daemon's allocator, so that the ratio measures cvnotify's own work.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -9,14 +9,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use uuid::Uuid;
 
-/// mimalloc instead of glibc's malloc: allocation and freeing were about a
-/// sixth of the daemon's CPU per message (spans, log lines, requests), and
-/// with mimalloc a message costs 16 % less CPU (in-memory fixture drain,
-/// measured side by side; BENCHMARKS.md). Built without its transparent
-/// huge pages, which made an idle daemon hold 8 MiB more (see Cargo.toml).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Acts on Azure Custom Vision training and export notifications.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
