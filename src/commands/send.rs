@@ -204,6 +204,11 @@ fn grid_event(spec: &SendSpec, event_type: &str) -> Result<serde_json::Value, Se
     if not_blob && spec.blob_url.is_some() {
         return Err(SendError::EventGridOnly("--blob-url (for blob events)"));
     }
+    if spec.run_status.is_some() && spec.kind != SendType::RunStatusChanged {
+        return Err(SendError::EventGridOnly(
+            "--run-status (for run-status-changed)",
+        ));
+    }
     let resource =
         "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/cvnotify/providers";
     let workspace = format!("{resource}/Microsoft.MachineLearningServices/workspaces/cvnotify");
@@ -282,11 +287,6 @@ fn grid_event(spec: &SendSpec, event_type: &str) -> Result<serde_json::Value, Se
             unreachable!("Custom Vision types have no eventType")
         }
     };
-    if spec.run_status.is_some() && spec.kind != SendType::RunStatusChanged {
-        return Err(SendError::EventGridOnly(
-            "--run-status (for run-status-changed)",
-        ));
-    }
     let subject = spec.subject.clone().unwrap_or(subject);
     let time = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)

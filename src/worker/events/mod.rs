@@ -181,7 +181,6 @@ impl InternalEvent for InFlight {
     }
 }
 
-/// One handler finished with one delivery.
 /// An event was decoded from a message (one per element of an array).
 pub(super) struct EventReceived {
     /// Its view's kind: a fixed set.
@@ -208,6 +207,7 @@ impl InternalEvent for EventUnrouted {
     }
 }
 
+/// One handler finished with one delivery.
 pub(super) struct HandlerFinished<'a> {
     pub handler: &'a str,
     pub took: Duration,
