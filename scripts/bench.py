@@ -180,6 +180,24 @@ PEERS = [("cvnotify", "cvnotify (log handler to a file)"),
          ("raw", "raw ceiling (Rust, same SDK, no bookkeeping)")]
 
 
+def drain_azurite(kind, prefix, body=BODY):
+    """Section 1's drain: 2,000 messages sent in 4 batches of 500, each
+    batch drained by a fresh `kind` consumer, in a fresh Azurite (it slows
+    down, and once stopped answering, as its in-memory history grows).
+    Returns (seconds, CPU seconds), summed over the batches."""
+    az = Azurite()
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    q = az.queue(name)
+    secs = cpu = 0.0
+    for _ in range(4):
+        send_many(q, 500, body=body)
+        s, c = run_peer(kind, az.endpoint, az.conn, name, 500)
+        secs += s
+        cpu += c
+    az.stop()
+    return secs, cpu
+
+
 def scenario_drain_azurite(results):
     log("== 1. drain, Azurite: 2,000 messages in batches of 500")
     az = Azurite()
@@ -192,21 +210,11 @@ def scenario_drain_azurite(results):
     rows = {k: {"rate": [], "cpu_us": []} for k, _ in PEERS}
     for run in range(RUNS):
         for kind, _ in PEERS:
-            # A fresh Azurite for every peer and run: it slows down (and
-            # once stopped answering) as its in-memory history grows.
-            az = Azurite()
-            name = f"drain-{kind}-{run}-{uuid.uuid4().hex[:6]}"
-            q = az.queue(name)
-            secs = cpu = 0.0
-            for _ in range(4):
-                send_many(q, 500)
-                s, c = run_peer(kind, az.endpoint, az.conn, name, 500)
-                secs += s
-                cpu += c - baseline[kind]
+            secs, cpu = drain_azurite(kind, f"drain-{kind}-{run}")
+            cpu -= 4 * baseline[kind]
             rows[kind]["rate"].append(2000 / secs)
             rows[kind]["cpu_us"].append(cpu / 2000 * 1e6)
             log(f"  run {run + 1} {kind}: {2000 / secs:,.0f} msg/s, {cpu / 2000 * 1e6:,.0f} µs CPU/msg")
-            az.stop()
     results["drain_azurite"] = rows
     results["baseline_cpu"] = baseline
 
@@ -944,16 +952,7 @@ def scenario_eventgrid(results):
             "fast_cv_cpu": [], "fast_grid_cpu": []}
     for run in range(RUNS):
         for mode, body in (("cv", BODY), ("grid", GRID_BODY)):
-            # Section 1's drain: a fresh Azurite, 2,000 messages in 4 batches of 500.
-            az = Azurite()
-            name = f"grid-{mode}-{run}-{uuid.uuid4().hex[:6]}"
-            q = az.queue(name)
-            secs = 0.0
-            for _ in range(4):
-                send_many(q, 500, body=body)
-                s, _ = run_peer("cvnotify", az.endpoint, az.conn, name, 500)
-                secs += s
-            az.stop()
+            secs, _ = drain_azurite("cvnotify", f"grid-{mode}-{run}", body)
             rows[f"azurite_{mode}"].append(2000 / secs)
             log(f"  run {run + 1} {mode} Azurite: {2000 / secs:,.0f} msg/s")
         fast = Fast()
